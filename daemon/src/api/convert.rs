@@ -1,0 +1,167 @@
+//! Conversions between the state machine's records and `blixard.v1`
+//! messages, kept at the edge so the replicated model never depends on the
+//! wire format.
+
+use crate::state::{self, model};
+use blixard_shared::proto::v1 as pb;
+use std::collections::BTreeMap;
+
+/// Wire form of a VM record.
+pub fn vm_to_pb(vm: &model::VmRecord) -> pb::Vm {
+    pb::Vm {
+        name: vm.name.clone(),
+        spec: Some(spec_to_pb(&vm.spec)),
+        desired_state: match vm.desired {
+            model::DesiredState::Running => pb::DesiredState::Running,
+            model::DesiredState::Stopped => pb::DesiredState::Stopped,
+        } as i32,
+        node_id: vm.node_id,
+        epoch: vm.epoch,
+        state: vm_state_to_pb(vm.state) as i32,
+        reason: vm.reason.clone(),
+        created_at_ms: vm.created_at_ms,
+        updated_at_ms: vm.updated_at_ms,
+        revision: vm.revision,
+    }
+}
+
+/// Wire form of an observed VM state.
+pub fn vm_state_to_pb(s: model::VmState) -> pb::VmState {
+    use model::VmState as S;
+    match s {
+        S::Pending => pb::VmState::Pending,
+        S::Scheduled => pb::VmState::Scheduled,
+        S::Starting => pb::VmState::Starting,
+        S::Running => pb::VmState::Running,
+        S::Stopping => pb::VmState::Stopping,
+        S::Stopped => pb::VmState::Stopped,
+        S::Failed => pb::VmState::Failed,
+        S::Lost => pb::VmState::Lost,
+    }
+}
+
+/// Model form of a wire VM state filter (`None` for "any").
+pub fn vm_state_from_pb(s: pb::VmState) -> Option<model::VmState> {
+    use model::VmState as S;
+    Some(match s {
+        pb::VmState::Unspecified => return None,
+        pb::VmState::Pending => S::Pending,
+        pb::VmState::Scheduled => S::Scheduled,
+        pb::VmState::Starting => S::Starting,
+        pb::VmState::Running => S::Running,
+        pb::VmState::Stopping => S::Stopping,
+        pb::VmState::Stopped => S::Stopped,
+        pb::VmState::Failed => S::Failed,
+        pb::VmState::Lost => S::Lost,
+    })
+}
+
+fn spec_to_pb(s: &model::VmSpec) -> pb::VmSpec {
+    pb::VmSpec {
+        vcpus: s.vcpus,
+        memory_mib: s.memory_mib,
+        image: s.image.clone(),
+        kernel: s.kernel.clone(),
+        initrd: s.initrd.clone(),
+        cmdline: s.cmdline.clone(),
+        runner: s.runner.clone(),
+        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        constraints: s.constraints.clone(),
+        group: s.group.clone(),
+        max_per_node: s.max_per_node,
+        priority: s.priority,
+        preemptible: s.preemptible,
+        restart_policy: match s.restart_policy {
+            model::RestartPolicy::Always => pb::RestartPolicy::Always,
+            model::RestartPolicy::OnFailure => pb::RestartPolicy::OnFailure,
+            model::RestartPolicy::Never => pb::RestartPolicy::Never,
+        } as i32,
+        node_id: s.node_id,
+    }
+}
+
+/// Model form of a validated wire spec. An empty boot source means the
+/// default image.
+pub fn spec_from_pb(s: &pb::VmSpec) -> model::VmSpec {
+    let image = if s.image.is_empty() && s.kernel.is_empty() && s.runner.is_empty() {
+        "default".to_string()
+    } else {
+        s.image.clone()
+    };
+    model::VmSpec {
+        vcpus: s.vcpus,
+        memory_mib: s.memory_mib,
+        image,
+        kernel: s.kernel.clone(),
+        initrd: s.initrd.clone(),
+        cmdline: s.cmdline.clone(),
+        runner: s.runner.clone(),
+        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+        constraints: s.constraints.clone(),
+        group: s.group.clone(),
+        max_per_node: s.max_per_node,
+        priority: s.priority,
+        preemptible: s.preemptible,
+        restart_policy: match pb::RestartPolicy::try_from(s.restart_policy) {
+            Ok(pb::RestartPolicy::OnFailure) => model::RestartPolicy::OnFailure,
+            Ok(pb::RestartPolicy::Never) => model::RestartPolicy::Never,
+            _ => model::RestartPolicy::Always,
+        },
+        node_id: s.node_id,
+    }
+}
+
+/// Wire form of a node record, with what is placed on it.
+pub fn node_to_pb(node: &model::NodeRecord, fleet: &state::Fleet, voter: bool) -> pb::Node {
+    let mut vms = Vec::new();
+    let mut allocated = pb::Capacity::default();
+    for vm in fleet.vms_on(node.id) {
+        vms.push(vm.name.clone());
+        allocated.vcpus = allocated.vcpus.saturating_add(vm.spec.vcpus);
+        allocated.memory_mib = allocated.memory_mib.saturating_add(vm.spec.memory_mib);
+    }
+    pb::Node {
+        id: node.id,
+        address: node.address.clone(),
+        capacity: Some(pb::Capacity {
+            vcpus: node.capacity.vcpus,
+            memory_mib: node.capacity.memory_mib,
+            disk_mib: node.capacity.disk_mib,
+        }),
+        labels: node.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        zone: node.zone.clone(),
+        rack: node.rack.clone(),
+        schedulability: match node.schedulability {
+            model::Schedulability::Schedulable => pb::Schedulability::Schedulable,
+            model::Schedulability::Cordoned => pb::Schedulability::Cordoned,
+            model::Schedulability::Draining => pb::Schedulability::Draining,
+        } as i32,
+        health: health_to_pb(node.health) as i32,
+        backend: node.backend.clone(),
+        vms,
+        allocated: Some(allocated),
+        registered_at_ms: node.registered_at_ms,
+        updated_at_ms: node.updated_at_ms,
+        voter,
+    }
+}
+
+/// Wire form of node health.
+pub fn health_to_pb(h: model::NodeHealth) -> pb::NodeHealth {
+    match h {
+        model::NodeHealth::Alive => pb::NodeHealth::Alive,
+        model::NodeHealth::Suspect => pb::NodeHealth::Suspect,
+        model::NodeHealth::Down => pb::NodeHealth::Down,
+    }
+}
+
+/// Wire form of an event.
+pub fn event_to_pb(e: &model::EventRecord) -> pb::Event {
+    pb::Event {
+        revision: e.revision,
+        time_ms: e.time_ms,
+        kind: e.kind.clone(),
+        subject: e.subject.clone(),
+        message: e.message.clone(),
+    }
+}

@@ -1,0 +1,11 @@
+//! The public `blixard.v1` services. Each handler validates its request
+//! (answering `InvalidArgument` naming the field), then either proposes a
+//! command through the node core or reads applied state after the read
+//! barrier the request asks for.
+
+pub mod cluster;
+pub mod convert;
+pub mod node;
+pub mod pagination;
+pub mod vm;
+pub mod watch;

@@ -1,0 +1,151 @@
+//! `blixard.v1.WatchService`: revision-numbered events, resumable.
+//!
+//! A watcher has no buffer of its own: it reads the replicated event ring
+//! as fast as its client takes events (HTTP/2 flow control paces it). A slow
+//! client therefore blocks nobody; if it falls so far behind that the ring
+//! has dropped events it has not seen, it is cut off with
+//! `ResourceExhausted` and resyncs by listing and watching again.
+
+use super::convert::event_to_pb;
+use crate::core::Core;
+use crate::state::EventRecord;
+use blixard_shared::limits::MAX_WATCHERS_PER_NODE;
+use blixard_shared::proto::v1 as pb;
+use blixard_shared::proto::v1::watch_service_server::WatchService;
+use futures_util::Stream;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Events read from the ring per lock acquisition.
+const READ_BATCH: usize = 256;
+
+/// Serves watch streams of one node.
+pub struct WatchApi {
+    core: Arc<Core>,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl WatchApi {
+    /// A service over `core`.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self {
+            core,
+            watchers: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// Counts a watcher while it lives.
+struct WatcherSlot {
+    watchers: Arc<AtomicUsize>,
+    core: Arc<Core>,
+}
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Ordering::SeqCst);
+        self.core.metrics.watchers_connected.dec();
+    }
+}
+
+struct WatchState {
+    core: Arc<Core>,
+    applied: tokio::sync::watch::Receiver<u64>,
+    last_sent: u64,
+    pending: VecDeque<EventRecord>,
+    done: bool,
+    _slot: WatcherSlot,
+}
+
+/// The next item of a watch stream, or `None` when it ends.
+async fn next_event(mut st: WatchState) -> Option<(Result<pb::WatchResponse, Status>, WatchState)> {
+    if st.done {
+        return None;
+    }
+    loop {
+        if let Some(event) = st.pending.pop_front() {
+            st.last_sent = event.revision;
+            let item = pb::WatchResponse {
+                event: Some(event_to_pb(&event)),
+            };
+            return Some((Ok(item), st));
+        }
+        {
+            let fleet = st.core.view.read();
+            if fleet.events_pruned_through > st.last_sent {
+                let message = format!(
+                    "watcher fell behind: events after revision {} are no longer held (oldest held: {:?}); list again and resume from the list's revision",
+                    st.last_sent,
+                    fleet.oldest_event_revision()
+                );
+                drop(fleet);
+                st.done = true;
+                return Some((Err(Status::resource_exhausted(message)), st));
+            }
+            st.pending.extend(fleet.events_after(st.last_sent, READ_BATCH));
+        }
+        if st.pending.is_empty() {
+            st.applied.borrow_and_update();
+            // Re-check after marking seen, so an apply between the read and
+            // the wait is not missed.
+            let has_new = st.core.view.read().events_after(st.last_sent, 1).first().is_some();
+            if !has_new && st.applied.changed().await.is_err() {
+                st.done = true;
+                return Some((Err(Status::unavailable("node is shutting down; resume on another member")), st));
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl WatchService for WatchApi {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.core
+            .metrics
+            .observe("Watch", async {
+                let req = req.into_inner();
+                let open = self.watchers.fetch_add(1, Ordering::SeqCst);
+                self.core.metrics.watchers_connected.inc();
+                let slot = WatcherSlot {
+                    watchers: self.watchers.clone(),
+                    core: self.core.clone(),
+                };
+                if open >= MAX_WATCHERS_PER_NODE {
+                    return Err(Status::resource_exhausted(format!(
+                        "this node already serves {MAX_WATCHERS_PER_NODE} watchers; use another member"
+                    )));
+                }
+                let from = {
+                    let fleet = self.core.view.read();
+                    let from = match (req.from_revision, req.from_oldest) {
+                        (0, false) => fleet.revision,
+                        (0, true) => fleet.events_pruned_through,
+                        (r, _) => r,
+                    };
+                    if fleet.events_pruned_through > from {
+                        return Err(Status::out_of_range(format!(
+                            "from_revision: events after {from} are no longer held (oldest held: {:?}); list again and watch from the list's revision",
+                            fleet.oldest_event_revision()
+                        )));
+                    }
+                    from
+                };
+                let state = WatchState {
+                    core: self.core.clone(),
+                    applied: self.core.view.subscribe(),
+                    last_sent: from,
+                    pending: VecDeque::new(),
+                    done: false,
+                    _slot: slot,
+                };
+                let stream = futures_util::stream::unfold(state, next_event);
+                Ok(Response::new(Box::pin(stream) as Self::WatchStream))
+            })
+            .await
+    }
+}

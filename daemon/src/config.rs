@@ -1,0 +1,334 @@
+//! Daemon configuration: command-line flags, each with a `BLIXARD_*`
+//! environment variable and a key in the optional TOML file. Precedence:
+//! flag, then environment, then file, then default.
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// VM backend a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// QEMU `-M microvm`.
+    Qemu,
+    /// A supervised host process.
+    Process,
+}
+
+impl BackendKind {
+    /// Name recorded in the node record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Qemu => "qemu",
+            BackendKind::Process => "process",
+        }
+    }
+}
+
+/// Flags of `blixardd`.
+#[derive(Debug, Clone, Parser, Default)]
+#[command(name = "blixardd", version, about = "Blixard host daemon: Raft-replicated microVM orchestration")]
+pub struct Flags {
+    /// This node's id: a positive integer, unique in the cluster, kept for the node's life.
+    #[arg(long, env = "BLIXARD_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Directory for the node's redb file and runtime state.
+    #[arg(long, env = "BLIXARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the gRPC server binds (host:port; port 0 picks a free one).
+    #[arg(long, env = "BLIXARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address other nodes and clients use to reach this node (defaults to --listen).
+    #[arg(long, env = "BLIXARD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Address of the Prometheus /metrics HTTP endpoint (off when unset).
+    #[arg(long, env = "BLIXARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bootstrap a new cluster with this node as its only voter.
+    #[arg(long, env = "BLIXARD_INIT", conflicts_with = "join")]
+    pub init: bool,
+    /// Join the cluster that the member at this address belongs to.
+    #[arg(long, env = "BLIXARD_JOIN")]
+    pub join: Option<String>,
+    /// VM backend of this node.
+    #[arg(long, env = "BLIXARD_BACKEND", value_enum)]
+    pub backend: Option<BackendKind>,
+    /// TOML file with any of these settings (keys are the flag names with '_').
+    #[arg(long, env = "BLIXARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "BLIXARD_LOG")]
+    pub log: Option<String>,
+    /// Write a JSON line with the bound addresses to this file once serving (for tools and tests).
+    #[arg(long, env = "BLIXARD_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Settings that only the TOML file sets (with defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    node_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    metrics_listen: Option<SocketAddr>,
+    init: Option<bool>,
+    join: Option<String>,
+    backend: Option<BackendKind>,
+    log: Option<String>,
+    /// Labels of this node.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    zone: Option<String>,
+    rack: Option<String>,
+    /// vCPUs kept for the host itself.
+    reserve_vcpus: Option<u32>,
+    /// Memory (MiB) kept for the host itself.
+    reserve_memory_mib: Option<u64>,
+    /// Most Raft voters; further nodes join as non-voting members.
+    max_voters: Option<usize>,
+    /// Log entries since the last snapshot that trigger a new snapshot.
+    snapshot_threshold: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+}
+
+/// The resolved configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node id (> 0).
+    pub node_id: u64,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// gRPC bind address.
+    pub listen: SocketAddr,
+    /// Advertised gRPC address (None: the bound address).
+    pub advertise: Option<String>,
+    /// Metrics bind address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bootstrap a new cluster.
+    pub init: bool,
+    /// Join through this member.
+    pub join: Option<String>,
+    /// VM backend.
+    pub backend: BackendKind,
+    /// Log filter.
+    pub log: String,
+    /// Ready file.
+    pub ready_file: Option<PathBuf>,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Zone.
+    pub zone: String,
+    /// Rack.
+    pub rack: String,
+    /// vCPUs reserved for the host.
+    pub reserve_vcpus: u32,
+    /// Memory reserved for the host.
+    pub reserve_memory_mib: u64,
+    /// Most voters.
+    pub max_voters: usize,
+    /// Entries between snapshots.
+    pub snapshot_threshold: u64,
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the election timeout.
+    pub election_timeout_min: Duration,
+    /// Upper bound of the election timeout.
+    pub election_timeout_max: Duration,
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A setting is missing or out of range.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// Flag name.
+        setting: &'static str,
+        /// What to fix.
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Resolves flags (with their environment variables) over the file over defaults.
+    pub fn resolve(flags: Flags) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let node_id = flags
+            .node_id
+            .or(file.node_id)
+            .ok_or_else(|| invalid("--node-id", "is required (a positive integer)"))?;
+        if node_id == 0 {
+            return Err(invalid("--node-id", "must be a positive integer"));
+        }
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .ok_or_else(|| invalid("--data-dir", "is required"))?;
+        let listen = flags
+            .listen
+            .or(file.listen)
+            .ok_or_else(|| invalid("--listen", "is required (host:port)"))?;
+        let init = flags.init || file.init.unwrap_or(false);
+        let join = flags.join.or(file.join);
+        if init && join.is_some() {
+            return Err(invalid("--init", "cannot be combined with --join"));
+        }
+        for (k, v) in &file.labels {
+            if k.is_empty() || k.len() > 63 || v.len() > 253 {
+                return Err(invalid("labels", format!("label {k:?} is empty or too long")));
+            }
+        }
+        let max_voters = file.max_voters.unwrap_or(blixard_shared::limits::DEFAULT_MAX_VOTERS);
+        if !(1..=9).contains(&max_voters) {
+            return Err(invalid("max_voters", "must be between 1 and 9"));
+        }
+        let heartbeat = file.heartbeat_interval_ms.unwrap_or(100);
+        let emin = file.election_timeout_min_ms.unwrap_or(400);
+        let emax = file.election_timeout_max_ms.unwrap_or(800);
+        if heartbeat == 0 || emin <= heartbeat || emax <= emin {
+            return Err(invalid(
+                "election_timeout_min_ms",
+                "need 0 < heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms",
+            ));
+        }
+        let snapshot_threshold = file.snapshot_threshold.unwrap_or(5000);
+        if snapshot_threshold == 0 {
+            return Err(invalid("snapshot_threshold", "must be positive"));
+        }
+        Ok(Self {
+            node_id,
+            data_dir,
+            listen,
+            advertise: flags.advertise.or(file.advertise),
+            metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+            init,
+            join,
+            backend: flags.backend.or(file.backend).unwrap_or(BackendKind::Qemu),
+            log: flags.log.or(file.log).unwrap_or_else(|| "info".into()),
+            ready_file: flags.ready_file,
+            labels: file.labels,
+            zone: file.zone.unwrap_or_default(),
+            rack: file.rack.unwrap_or_default(),
+            reserve_vcpus: file.reserve_vcpus.unwrap_or(0),
+            reserve_memory_mib: file.reserve_memory_mib.unwrap_or(512),
+            max_voters,
+            snapshot_threshold,
+            heartbeat_interval: Duration::from_millis(heartbeat),
+            election_timeout_min: Duration::from_millis(emin),
+            election_timeout_max: Duration::from_millis(emax),
+        })
+    }
+
+    /// A configuration for tests and `blixard dev`: defaults for everything
+    /// but identity and place.
+    pub fn for_node(node_id: u64, data_dir: &Path, listen: SocketAddr) -> Self {
+        Self {
+            node_id,
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            advertise: None,
+            metrics_listen: None,
+            init: false,
+            join: None,
+            backend: BackendKind::Process,
+            log: "info".into(),
+            ready_file: None,
+            labels: BTreeMap::new(),
+            zone: String::new(),
+            rack: String::new(),
+            reserve_vcpus: 0,
+            reserve_memory_mib: 0,
+            max_voters: blixard_shared::limits::DEFAULT_MAX_VOTERS,
+            snapshot_threshold: 5000,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+        }
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Flags {
+        Flags {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "node_id = 7\nzone = \"z1\"\nmax_voters = 3\n[labels]\nrole = \"edge\"\n").unwrap();
+        let mut f = base();
+        f.config = Some(path);
+        let c = Config::resolve(f).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.zone, "z1");
+        assert_eq!(c.max_voters, 3);
+        assert_eq!(c.labels.get("role").map(String::as_str), Some("edge"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "nodeid = 7\n").unwrap();
+        let mut f = base();
+        f.config = Some(path);
+        assert!(matches!(Config::resolve(f), Err(ConfigError::Parse { .. })));
+        let mut f = base();
+        f.node_id = Some(0);
+        assert!(matches!(Config::resolve(f), Err(ConfigError::Invalid { setting: "--node-id", .. })));
+    }
+}

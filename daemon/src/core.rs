@@ -1,0 +1,210 @@
+//! The node core: what every API handler needs from the local node, with
+//! the two rules of the cluster in one place: writes go through the leader
+//! (forwarded by followers), and reads are linearizable unless asked
+//! otherwise (a read index from the leader, then a wait for local apply).
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::raft::network::PeerPool;
+use crate::raft::state_machine::FleetView;
+use crate::raft::{Raft, TypeConfig};
+use crate::state::{Action, Command, CommandOutcome, Rejection, RejectionCode};
+use blixard_shared::leader_hint::{self, LeaderHint};
+use blixard_shared::proto::v1::{Consistency, RaftPayload, ReadIndexRequest};
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::ReadPolicy;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::Status;
+
+/// How long a forwarded write or read index may take at the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a follower waits to apply up to a read index.
+const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shared state of one running node.
+pub struct Core {
+    /// This node's id.
+    pub id: u64,
+    /// The advertised gRPC address.
+    pub address: String,
+    /// The Raft instance.
+    pub raft: Raft,
+    /// Read access to applied state.
+    pub view: FleetView,
+    /// Channels to peers.
+    pub pool: PeerPool,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Resolved configuration.
+    pub config: Config,
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The gRPC status for a rejected command.
+pub fn rejection_status(r: Rejection) -> Status {
+    match r.code {
+        RejectionCode::InvalidArgument => Status::invalid_argument(r.message),
+        RejectionCode::NotFound => Status::not_found(r.message),
+        RejectionCode::AlreadyExists => Status::already_exists(r.message),
+        RejectionCode::FailedPrecondition => Status::failed_precondition(r.message),
+        RejectionCode::ResourceExhausted => Status::resource_exhausted(r.message),
+    }
+}
+
+impl Core {
+    /// The current leader, if this node knows one.
+    pub fn leader_hint(&self) -> Option<LeaderHint> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let id = m.current_leader?;
+        let address = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some(LeaderHint { id, address })
+    }
+
+    /// `Unavailable`, naming the leader when known.
+    pub fn unavailable(&self, message: impl Into<String>) -> Status {
+        leader_hint::unavailable(message, self.leader_hint().as_ref())
+    }
+
+    /// Whether this node is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.id)
+    }
+
+    /// Proposes a change and waits until it is applied, forwarding to the
+    /// leader when this node is not it.
+    pub async fn propose(&self, action: Action) -> Result<CommandOutcome, Status> {
+        let cmd = Command {
+            time_ms: now_ms(),
+            action,
+        };
+        match self.write_local(cmd.clone()).await {
+            Err(WriteError::NotLeader) => self.forward(cmd).await,
+            Err(WriteError::Status(s)) => Err(s),
+            Ok(outcome) => Ok(outcome),
+        }
+    }
+
+    /// Proposes on this node only (the leader side of a forwarded write).
+    pub async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, Status> {
+        match self.write_local(cmd).await {
+            Err(WriteError::NotLeader) => Err(self.unavailable("this node is not the leader")),
+            Err(WriteError::Status(s)) => Err(s),
+            Ok(outcome) => Ok(outcome),
+        }
+    }
+
+    async fn write_local(&self, cmd: Command) -> Result<CommandOutcome, WriteError> {
+        let started = Instant::now();
+        let result = self.raft.client_write(cmd).await;
+        match result {
+            Ok(resp) => {
+                self.metrics.proposal_latency.observe(started.elapsed().as_secs_f64());
+                match resp.data.0 {
+                    Some(Ok(outcome)) => Ok(outcome),
+                    Some(Err(rejection)) => Err(WriteError::Status(rejection_status(rejection))),
+                    None => Err(WriteError::Status(Status::internal("command produced no result"))),
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(WriteError::NotLeader),
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(WriteError::Status(Status::aborted(
+                "leadership changed before the write was confirmed; its outcome is unknown, read before retrying",
+            ))),
+            Err(RaftError::APIError(e)) => Err(WriteError::Status(Status::failed_precondition(e.to_string()))),
+            Err(RaftError::Fatal(e)) => Err(WriteError::Status(Status::unavailable(format!("raft stopped: {e}")))),
+        }
+    }
+
+    async fn forward(&self, cmd: Command) -> Result<CommandOutcome, Status> {
+        let Some(hint) = self.leader_hint().filter(|h| h.id != self.id) else {
+            return Err(self.unavailable("no leader is known yet; retry shortly"));
+        };
+        let data = serde_json::to_vec(&cmd).map_err(|e| Status::internal(format!("encoding command: {e}")))?;
+        let mut client = self
+            .pool
+            .raft_client(&hint.address)
+            .map_err(|e| self.unavailable(format!("leader address {} is invalid: {e}", hint.address)))?;
+        let mut req = tonic::Request::new(RaftPayload { data });
+        req.set_timeout(FORWARD_TIMEOUT);
+        let resp = client.forward(req).await?;
+        serde_json::from_slice(&resp.into_inner().data)
+            .map_err(|e| Status::internal(format!("decoding the leader's reply: {e}")))
+    }
+
+    /// The leader side of a read index: confirms leadership with a quorum
+    /// and returns the index reads must wait for.
+    pub async fn read_index_local(&self) -> Result<u64, Status> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(rid) => Ok(rid.index()),
+            Err(e) if e.forward_to_leader().is_some() => Err(self.unavailable("this node is not the leader")),
+            Err(e) => Err(self.unavailable(format!("cannot confirm leadership: {e}"))),
+        }
+    }
+
+    /// Waits until local state is fresh enough for `consistency`.
+    pub async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
+        match Consistency::try_from(consistency) {
+            Ok(Consistency::Local) => return Ok(()),
+            Ok(Consistency::Linearizable) => {}
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "consistency: unknown value {consistency}"
+                )))
+            }
+        }
+        if self.is_leader() {
+            return self.read_index_local().await.map(|_| ());
+        }
+        let Some(hint) = self.leader_hint().filter(|h| h.id != self.id) else {
+            return Err(self.unavailable("no leader is known yet; retry, or ask for a local read"));
+        };
+        let mut client = self
+            .pool
+            .raft_client(&hint.address)
+            .map_err(|e| self.unavailable(format!("leader address {} is invalid: {e}", hint.address)))?;
+        let mut req = tonic::Request::new(ReadIndexRequest {});
+        req.set_timeout(FORWARD_TIMEOUT);
+        let index = client.read_index(req).await?.into_inner().index;
+        self.raft
+            .wait(Some(READ_APPLY_TIMEOUT))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| self.unavailable(format!("this node is behind the leader: {e}")))?;
+        Ok(())
+    }
+
+    /// Raft metrics right now.
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+}
+
+enum WriteError {
+    NotLeader,
+    Status(Status),
+}
+
+impl Core {
+    /// `None` when this node leads; otherwise a channel to the leader, or
+    /// `Unavailable` when no leader is known.
+    pub fn leader_channel(&self) -> Result<Option<tonic::transport::Channel>, Status> {
+        if self.is_leader() {
+            return Ok(None);
+        }
+        let hint = self
+            .leader_hint()
+            .filter(|h| h.id != self.id)
+            .ok_or_else(|| self.unavailable("no leader is known yet; retry shortly"))?;
+        self.pool
+            .channel(&hint.address)
+            .map(Some)
+            .map_err(|e| self.unavailable(format!("leader address {} is invalid: {e}", hint.address)))
+    }
+}

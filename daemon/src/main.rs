@@ -1,0 +1,31 @@
+//! `blixardd`: runs one Blixard node until SIGINT or SIGTERM.
+
+use blixard_daemon::config::{Config, Flags};
+use clap::Parser;
+use color_eyre::eyre::{Result, WrapErr};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    color_eyre::install()?;
+    let flags = Flags::parse();
+    let config = Config::resolve(flags)?;
+    let filter = EnvFilter::try_new(&config.log)
+        .wrap_err_with(|| format!("--log: {:?} is not a valid filter", config.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let node = blixard_daemon::server::start(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).wrap_err("installing SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.wrap_err("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Prometheus metrics of one daemon, and the small HTTP server that serves
+//! them as text at `/metrics` (`--metrics-listen`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Labels of per-method gRPC metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// RPC name, e.g. `CreateVm`.
+    pub method: String,
+    /// Status code name, e.g. `ok`, `not_found`.
+    pub code: String,
+}
+
+/// Labels of per-method latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodOnly {
+    /// RPC name.
+    pub method: String,
+}
+
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// Every metric a daemon exports. Cheap to clone (all handles are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Current Raft term.
+    pub raft_term: U64Gauge,
+    /// Times this node saw the leader change.
+    pub raft_leader_changes: Counter,
+    /// Whether this node is the leader (0 or 1).
+    pub raft_is_leader: U64Gauge,
+    /// Highest committed log index known here.
+    pub raft_commit_index: U64Gauge,
+    /// Highest applied log index.
+    pub raft_applied_index: U64Gauge,
+    /// Last log index.
+    pub raft_last_log_index: U64Gauge,
+    /// Entries in the log (last index less purged index).
+    pub raft_log_entries: U64Gauge,
+    /// Size of the newest snapshot in bytes.
+    pub raft_snapshot_bytes: U64Gauge,
+    /// Log index covered by the newest snapshot.
+    pub raft_snapshot_index: U64Gauge,
+    /// Time from proposing a command to its application (seconds).
+    pub proposal_latency: Histogram,
+    /// gRPC requests by method and result code.
+    pub grpc_requests: Family<MethodLabels, Counter>,
+    /// gRPC request latency by method (seconds).
+    pub grpc_latency: Family<MethodOnly, Histogram>,
+    /// Watch streams open on this node.
+    pub watchers_connected: U64Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("blixard");
+        let m = Self {
+            registry: Arc::new(Registry::default()),
+            raft_term: Default::default(),
+            raft_leader_changes: Default::default(),
+            raft_is_leader: Default::default(),
+            raft_commit_index: Default::default(),
+            raft_applied_index: Default::default(),
+            raft_last_log_index: Default::default(),
+            raft_log_entries: Default::default(),
+            raft_snapshot_bytes: Default::default(),
+            raft_snapshot_index: Default::default(),
+            proposal_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            grpc_requests: Default::default(),
+            grpc_latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+            watchers_connected: Default::default(),
+        };
+        registry.register("raft_term", "Current Raft term", m.raft_term.clone());
+        registry.register("raft_leader_changes", "Leader changes seen by this node", m.raft_leader_changes.clone());
+        registry.register("raft_is_leader", "1 if this node is the Raft leader", m.raft_is_leader.clone());
+        registry.register("raft_commit_index", "Highest committed log index known here", m.raft_commit_index.clone());
+        registry.register("raft_applied_index", "Highest applied log index", m.raft_applied_index.clone());
+        registry.register("raft_last_log_index", "Last log index", m.raft_last_log_index.clone());
+        registry.register("raft_log_entries", "Entries held in the log", m.raft_log_entries.clone());
+        registry.register("raft_snapshot_bytes", "Size of the newest snapshot", m.raft_snapshot_bytes.clone());
+        registry.register("raft_snapshot_index", "Log index covered by the newest snapshot", m.raft_snapshot_index.clone());
+        registry.register("proposal_latency_seconds", "Time from proposal to application", m.proposal_latency.clone());
+        registry.register("grpc_requests", "gRPC requests by method and code", m.grpc_requests.clone());
+        registry.register("grpc_request_latency_seconds", "gRPC request latency by method", m.grpc_latency.clone());
+        registry.register("watchers_connected", "Watch streams open on this node", m.watchers_connected.clone());
+        Self {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// Runs one gRPC handler, counting it by method and result code and
+    /// timing it.
+    pub async fn observe<T, F>(&self, method: &'static str, fut: F) -> Result<T, tonic::Status>
+    where
+        F: Future<Output = Result<T, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let result = fut.await;
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.grpc_requests
+            .get_or_create(&MethodLabels {
+                method: method.to_string(),
+                code: blixard_shared::client::code_name(code).to_string(),
+            })
+            .inc();
+        self.grpc_latency
+            .get_or_create(&MethodOnly {
+                method: method.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,101 @@
+//! The server side of daemon-to-daemon traffic (`blixard.v1.RaftService`):
+//! a thin adapter that decodes each message, hands it to the local Raft or
+//! to the node core, and encodes the answer.
+
+use super::network::Remote;
+use super::{Raft, Snapshot, SnapshotMeta, Vote};
+use crate::core::Core;
+use blixard_shared::proto::v1::raft_service_server::RaftService;
+use blixard_shared::proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
+use futures_util::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest snapshot a node accepts (bytes); a larger one fails the transfer.
+const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
+
+/// Receives Raft messages for this node.
+pub struct RaftServer {
+    core: Arc<Core>,
+}
+
+impl RaftServer {
+    /// A server for `core`.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    fn raft(&self) -> &Raft {
+        &self.core.raft
+    }
+}
+
+fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
+    serde_json::from_slice(&req.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("data: not a valid Raft message: {e}")))
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<RaftPayload>, Status> {
+    let remote: Remote<T> = result.map_err(|e| e.to_string());
+    let data = serde_json::to_vec(&remote).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+    Ok(Response::new(RaftPayload { data }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftServer {
+    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req)?;
+        reply(self.raft().append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req)?;
+        reply(self.raft().vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req)?;
+        reply(self.raft().pre_vote(rpc).await)
+    }
+
+    async fn transfer_leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req)?;
+        reply(self.raft().handle_transfer_leader(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftPayload>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))??;
+        let (vote, meta): (Vote, SnapshotMeta) = serde_json::from_slice(&first.header)
+            .map_err(|e| Status::invalid_argument(format!("header: not a valid snapshot header: {e}")))?;
+        let mut data = first.data;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        tracing::info!(last_log = ?meta.last_log_id, bytes = data.len(), "received snapshot");
+        let snapshot = Snapshot { meta, snapshot: data };
+        reply(self.raft().install_full_snapshot(vote, snapshot).await)
+    }
+
+    async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let cmd = decode(req)?;
+        let outcome = self.core.propose_local(cmd).await?;
+        let data = serde_json::to_vec(&outcome).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+        Ok(Response::new(RaftPayload { data }))
+    }
+
+    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let index = self.core.read_index_local().await?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+}

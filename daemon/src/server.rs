@@ -1,0 +1,276 @@
+//! Starting and stopping one node: open the redb file, start Raft, serve
+//! the gRPC API (with health and reflection) and metrics, bootstrap or join
+//! the cluster, register this host, and watch peer liveness when leading.
+
+use crate::api::{cluster::ClusterApi, node::NodeApi, vm::VmApi, watch::WatchApi};
+use crate::config::Config;
+use crate::core::Core;
+use crate::metrics::Metrics;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Network, PeerPool};
+use crate::raft::service::RaftServer;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::Raft;
+use crate::{host, liveness, registration};
+use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES};
+use blixard_shared::proto::v1 as pb;
+use openraft::{BasicNode, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or redb file could not be opened.
+    #[error("data dir {path}: {message}")]
+    Storage {
+        /// Path.
+        path: String,
+        /// Cause.
+        message: String,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// Address.
+        address: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Raft refused the configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The gRPC server could not be built.
+    #[error("grpc: {0}")]
+    Grpc(String),
+}
+
+/// A running node. Dropping it does not stop it; call [`NodeHandle::shutdown`].
+pub struct NodeHandle {
+    /// The node core (Raft, state, metrics).
+    pub core: Arc<Core>,
+    /// The bound gRPC address.
+    pub address: SocketAddr,
+    /// The bound metrics address, if metrics are served.
+    pub metrics_address: Option<SocketAddr>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// Stops serving, stops Raft and waits for the node's tasks to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        if let Err(e) = self.core.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown failed");
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!(node_id = self.core.id, "node stopped");
+    }
+}
+
+fn shutdown_signal(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn storage_err(path: &std::path::Path, e: impl std::fmt::Display) -> StartError {
+    StartError::Storage {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Starts a node with `config` and returns once it is serving.
+pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_err(&config.data_dir, e))?;
+    let db_path = config.data_dir.join("blixard.redb");
+    let db = {
+        let path = db_path.clone();
+        tokio::task::spawn_blocking(move || redb::Database::create(&path))
+            .await
+            .map_err(|e| storage_err(&db_path, e))?
+            .map_err(|e| storage_err(&db_path, e))?
+    };
+    let db = Arc::new(db);
+    let log_store = LogStore::open(db.clone()).map_err(|e| storage_err(&db_path, e))?;
+    let state_machine = StateMachine::open(db.clone()).map_err(|e| storage_err(&db_path, e))?;
+    let view = state_machine.view();
+    let snapshot_bytes = state_machine.snapshot_bytes();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: config.listen,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| StartError::Bind {
+        address: config.listen,
+        source,
+    })?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| address.to_string());
+
+    let raft_config = openraft::Config {
+        cluster_name: "blixard".into(),
+        heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: config.election_timeout_min.as_millis() as u64,
+        election_timeout_max: config.election_timeout_max.as_millis() as u64,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+        max_in_snapshot_log_to_keep: (config.snapshot_threshold / 5).max(1),
+        purge_batch_size: 256,
+        max_payload_entries: 512,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let pool = PeerPool::default();
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        Network::new(pool.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let metrics = Metrics::new();
+    let core = Arc::new(Core {
+        id: config.node_id,
+        address: advertise.clone(),
+        raft: raft.clone(),
+        view,
+        pool,
+        metrics: metrics.clone(),
+        config: config.clone(),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::vm_service_server::VmServiceServer<VmApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Grpc(e.to_string()))?;
+
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            pb::cluster_service_server::ClusterServiceServer::new(ClusterApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::node_service_server::NodeServiceServer::new(NodeApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::vm_service_server::VmServiceServer::new(VmApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::watch_service_server::WatchServiceServer::new(WatchApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::raft_service_server::RaftServiceServer::new(RaftServer::new(core.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        );
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let signal = shutdown_signal(&shutdown_rx);
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    let mut metrics_address = None;
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { address: addr, source })?;
+        metrics_address = listener.local_addr().ok();
+        let signal = shutdown_signal(&shutdown_rx);
+        let m = metrics.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, m, signal).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(crate::metrics_sync::run(
+        core.clone(),
+        snapshot_bytes,
+        shutdown_rx.clone(),
+    )));
+
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if config.init && !initialized {
+        let members = BTreeMap::from([(config.node_id, BasicNode::new(advertise.clone()))]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| StartError::Raft(format!("bootstrap failed: {e}")))?;
+        tracing::info!(node_id = config.node_id, %advertise, "bootstrapped a new cluster");
+    } else if config.init {
+        tracing::info!("--init ignored: this data dir already belongs to a cluster");
+    }
+    if let Some(seed) = config.join.clone() {
+        if initialized {
+            tracing::info!("--join ignored: this data dir already belongs to a cluster; rejoining on its own");
+        } else {
+            tasks.push(tokio::spawn(registration::join(
+                seed,
+                config.node_id,
+                advertise.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+    let registration = host::registration(&config, &advertise);
+    tasks.push(tokio::spawn(registration::register(core.clone(), registration, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(liveness::run(core.clone(), shutdown_rx.clone())));
+
+    if let Some(path) = &config.ready_file {
+        let ready = serde_json::json!({
+            "node_id": config.node_id,
+            "address": address.to_string(),
+            "metrics_address": metrics_address.map(|a| a.to_string()),
+        });
+        if let Err(e) = std::fs::write(path, ready.to_string()) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write ready file");
+        }
+    }
+    tracing::info!(node_id = config.node_id, %address, %advertise, "node serving");
+    Ok(NodeHandle {
+        core,
+        address,
+        metrics_address,
+        shutdown_tx,
+        tasks,
+    })
+}

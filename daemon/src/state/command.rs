@@ -1,0 +1,135 @@
+//! Commands: the only way cluster state changes. One command is one Raft
+//! log entry; its outcome is returned to whoever proposed it.
+
+use super::model::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A change to the fleet, stamped with the proposer's clock so apply never
+/// reads a clock of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Proposer's wall clock, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// What to change.
+    pub action: Action,
+}
+
+/// What a node tells the cluster about itself when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    /// Node id.
+    pub id: u64,
+    /// gRPC address.
+    pub address: String,
+    /// Capacity offered to VMs.
+    pub capacity: Resources,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Zone.
+    pub zone: String,
+    /// Rack.
+    pub rack: String,
+    /// VM backend.
+    pub backend: String,
+}
+
+/// The changes the state machine knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Action {
+    /// Adds or refreshes a node record (keeps its schedulability and health).
+    RegisterNode(NodeRegistration),
+    /// Removes a node record; VMs placed there become `lost`.
+    RemoveNode {
+        /// Node id.
+        id: u64,
+    },
+    /// Cordons, uncordons or drains a node.
+    SetSchedulability {
+        /// Node id.
+        id: u64,
+        /// New value.
+        value: Schedulability,
+    },
+    /// Records the leader's judgement of a node's liveness.
+    SetNodeHealth {
+        /// Node id.
+        id: u64,
+        /// New value.
+        health: NodeHealth,
+    },
+    /// Creates a VM record.
+    CreateVm {
+        /// Unique name.
+        name: String,
+        /// Spec (already validated at the API; re-checked here where state matters).
+        spec: VmSpec,
+        /// Initial desired state.
+        desired: DesiredState,
+    },
+    /// Changes a VM's desired state.
+    SetDesired {
+        /// VM name.
+        name: String,
+        /// New desired state.
+        desired: DesiredState,
+    },
+    /// Removes a VM record.
+    DeleteVm {
+        /// VM name.
+        name: String,
+        /// Delete even if it is running or wanted running.
+        force: bool,
+    },
+}
+
+/// Why a command was refused; maps one to one onto gRPC codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    /// A field is invalid against current state.
+    InvalidArgument,
+    /// The subject does not exist.
+    NotFound,
+    /// The subject already exists.
+    AlreadyExists,
+    /// The subject is not in a state that allows this.
+    FailedPrecondition,
+    /// A cluster-wide limit is reached.
+    ResourceExhausted,
+}
+
+/// A refused command: the state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    /// Category.
+    pub code: RejectionCode,
+    /// What was wrong, naming the field or subject.
+    pub message: String,
+}
+
+impl Rejection {
+    pub(crate) fn new(code: RejectionCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What an accepted command produced, for the proposer's response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// Nothing to return (deletes, membership entries).
+    Done,
+    /// The node record after the change.
+    Node(NodeRecord),
+    /// The VM record after the change.
+    Vm(VmRecord),
+}
+
+/// The state machine's answer to one log entry.
+pub type CommandResult = Result<CommandOutcome, Rejection>;

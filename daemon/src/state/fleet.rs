@@ -1,0 +1,316 @@
+//! The fleet: every node, VM and recent event, and the deterministic apply
+//! function that changes them.
+
+use super::command::*;
+use super::model::*;
+use blixard_shared::limits::{EVENT_RING_LEN, MAX_EVENT_MESSAGE_LEN, MAX_NODES, MAX_VMS};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The replicated state. Compared whole in tests, serialized whole into
+/// snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fleet {
+    /// Nodes by id.
+    pub nodes: BTreeMap<u64, NodeRecord>,
+    /// VMs by name.
+    pub vms: BTreeMap<String, VmRecord>,
+    /// The newest events, oldest first, at most `EVENT_RING_LEN`.
+    pub events: VecDeque<EventRecord>,
+    /// Revision (log index) of the last applied command.
+    pub revision: u64,
+    /// Highest revision dropped from the event ring (0: none dropped).
+    /// Watchers resuming from below it have missed events.
+    pub events_pruned_through: u64,
+}
+
+impl Fleet {
+    /// Applies `cmd` as log entry `revision`. On rejection nothing changes
+    /// except the revision counter.
+    pub fn apply(&mut self, revision: u64, cmd: &Command) -> CommandResult {
+        debug_assert!(revision > self.revision, "revisions must increase");
+        self.revision = revision;
+        let result = self.apply_action(revision, cmd);
+        if let Err(rejection) = &result {
+            tracing::debug!(revision, code = ?rejection.code, reason = %rejection.message, "command rejected");
+        }
+        result
+    }
+
+    /// Records that a log entry carrying no command (a Raft membership
+    /// change or leader blank) was applied.
+    pub fn apply_noop(&mut self, revision: u64) {
+        self.revision = self.revision.max(revision);
+    }
+
+    /// The oldest revision still in the event ring.
+    pub fn oldest_event_revision(&self) -> Option<u64> {
+        self.events.front().map(|e| e.revision)
+    }
+
+    /// Events with a revision greater than `after`, at most `limit`.
+    pub fn events_after(&self, after: u64, limit: usize) -> Vec<EventRecord> {
+        let start = self.events.partition_point(|e| e.revision <= after);
+        self.events.iter().skip(start).take(limit).cloned().collect()
+    }
+
+    /// VMs placed on `node_id`.
+    pub fn vms_on(&self, node_id: u64) -> impl Iterator<Item = &VmRecord> {
+        self.vms.values().filter(move |vm| vm.node_id == node_id)
+    }
+
+    fn push_event(&mut self, revision: u64, time_ms: u64, kind: &str, subject: &str, mut message: String) {
+        if message.len() > MAX_EVENT_MESSAGE_LEN {
+            let mut cut = MAX_EVENT_MESSAGE_LEN;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        while self.events.len() >= EVENT_RING_LEN {
+            if let Some(dropped) = self.events.pop_front() {
+                self.events_pruned_through = dropped.revision;
+            }
+        }
+        self.events.push_back(EventRecord {
+            revision,
+            time_ms,
+            kind: kind.to_string(),
+            subject: subject.to_string(),
+            message,
+        });
+    }
+
+    fn node_mut(&mut self, id: u64) -> Result<&mut NodeRecord, Rejection> {
+        self.nodes
+            .get_mut(&id)
+            .ok_or_else(|| Rejection::new(RejectionCode::NotFound, format!("node {id} not found")))
+    }
+
+    fn vm_mut(&mut self, name: &str) -> Result<&mut VmRecord, Rejection> {
+        self.vms
+            .get_mut(name)
+            .ok_or_else(|| Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found")))
+    }
+
+    fn apply_action(&mut self, revision: u64, cmd: &Command) -> CommandResult {
+        let now = cmd.time_ms;
+        match &cmd.action {
+            Action::RegisterNode(reg) => self.register_node(revision, now, reg),
+            Action::RemoveNode { id } => {
+                let id = *id;
+                if !self.nodes.contains_key(&id) {
+                    return Err(Rejection::new(RejectionCode::NotFound, format!("node {id} not found")));
+                }
+                self.nodes.remove(&id);
+                let mut lost = 0usize;
+                for vm in self.vms.values_mut().filter(|vm| vm.node_id == id) {
+                    vm.node_id = 0;
+                    vm.state = VmState::Lost;
+                    vm.reason = format!("node {id} was removed from the cluster");
+                    vm.updated_at_ms = now;
+                    vm.revision = revision;
+                    lost += 1;
+                }
+                let subject = format!("node/{id}");
+                self.push_event(revision, now, "node.removed", &subject, format!("node {id} removed; {lost} VMs lost"));
+                Ok(CommandOutcome::Done)
+            }
+            Action::SetSchedulability { id, value } => {
+                let (id, value) = (*id, *value);
+                let node = self.node_mut(id)?;
+                if node.schedulability == value {
+                    return Ok(CommandOutcome::Node(node.clone()));
+                }
+                node.schedulability = value;
+                node.updated_at_ms = now;
+                let out = node.clone();
+                let kind = match value {
+                    Schedulability::Schedulable => "node.uncordoned",
+                    Schedulability::Cordoned => "node.cordoned",
+                    Schedulability::Draining => "node.draining",
+                };
+                self.push_event(revision, now, kind, &format!("node/{id}"), format!("node {id} is now {value:?}").to_lowercase());
+                Ok(CommandOutcome::Node(out))
+            }
+            Action::SetNodeHealth { id, health } => {
+                let (id, health) = (*id, *health);
+                let node = self.node_mut(id)?;
+                if node.health == health {
+                    return Ok(CommandOutcome::Node(node.clone()));
+                }
+                node.health = health;
+                node.updated_at_ms = now;
+                let out = node.clone();
+                let kind = match health {
+                    NodeHealth::Alive => "node.alive",
+                    NodeHealth::Suspect => "node.suspect",
+                    NodeHealth::Down => "node.down",
+                };
+                self.push_event(revision, now, kind, &format!("node/{id}"), format!("node {id} is {health:?}").to_lowercase());
+                Ok(CommandOutcome::Node(out))
+            }
+            Action::CreateVm { name, spec, desired } => self.create_vm(revision, now, name, spec, *desired),
+            Action::SetDesired { name, desired } => {
+                let desired = *desired;
+                let vm = self.vm_mut(name)?;
+                if vm.desired == desired {
+                    return Ok(CommandOutcome::Vm(vm.clone()));
+                }
+                vm.desired = desired;
+                vm.updated_at_ms = now;
+                vm.revision = revision;
+                let out = vm.clone();
+                let (kind, verb) = match desired {
+                    DesiredState::Running => ("vm.start_requested", "start"),
+                    DesiredState::Stopped => ("vm.stop_requested", "stop"),
+                };
+                self.push_event(revision, now, kind, &format!("vm/{name}"), format!("{verb} requested for vm {name}"));
+                Ok(CommandOutcome::Vm(out))
+            }
+            Action::DeleteVm { name, force } => {
+                let vm = self
+                    .vms
+                    .get(name)
+                    .ok_or_else(|| Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found")))?;
+                let busy = matches!(vm.state, VmState::Starting | VmState::Running | VmState::Stopping);
+                if !force && (vm.desired == DesiredState::Running || busy) {
+                    return Err(Rejection::new(
+                        RejectionCode::FailedPrecondition,
+                        format!("vm {name:?} is {} (desired {}): stop it first or delete with force", state_word(vm.state), desired_word(vm.desired)),
+                    ));
+                }
+                self.vms.remove(name);
+                self.push_event(revision, now, "vm.deleted", &format!("vm/{name}"), format!("vm {name} deleted"));
+                Ok(CommandOutcome::Done)
+            }
+        }
+    }
+
+    fn register_node(&mut self, revision: u64, now: u64, reg: &NodeRegistration) -> CommandResult {
+        if reg.id == 0 {
+            return Err(Rejection::new(RejectionCode::InvalidArgument, "node id must not be 0"));
+        }
+        let subject = format!("node/{}", reg.id);
+        match self.nodes.get_mut(&reg.id) {
+            Some(node) => {
+                let changed = node.address != reg.address
+                    || node.capacity != reg.capacity
+                    || node.labels != reg.labels
+                    || node.zone != reg.zone
+                    || node.rack != reg.rack
+                    || node.backend != reg.backend;
+                if !changed {
+                    return Ok(CommandOutcome::Node(node.clone()));
+                }
+                node.address.clone_from(&reg.address);
+                node.capacity = reg.capacity;
+                node.labels.clone_from(&reg.labels);
+                node.zone.clone_from(&reg.zone);
+                node.rack.clone_from(&reg.rack);
+                node.backend.clone_from(&reg.backend);
+                node.updated_at_ms = now;
+                let out = node.clone();
+                self.push_event(revision, now, "node.updated", &subject, format!("node {} updated its registration", reg.id));
+                Ok(CommandOutcome::Node(out))
+            }
+            None => {
+                if self.nodes.len() >= MAX_NODES {
+                    return Err(Rejection::new(
+                        RejectionCode::ResourceExhausted,
+                        format!("the cluster holds the maximum of {MAX_NODES} nodes"),
+                    ));
+                }
+                let node = NodeRecord {
+                    id: reg.id,
+                    address: reg.address.clone(),
+                    capacity: reg.capacity,
+                    labels: reg.labels.clone(),
+                    zone: reg.zone.clone(),
+                    rack: reg.rack.clone(),
+                    backend: reg.backend.clone(),
+                    schedulability: Schedulability::Schedulable,
+                    health: NodeHealth::Alive,
+                    registered_at_ms: now,
+                    updated_at_ms: now,
+                };
+                self.nodes.insert(reg.id, node.clone());
+                self.push_event(
+                    revision,
+                    now,
+                    "node.registered",
+                    &subject,
+                    format!("node {} registered at {} ({} vCPUs, {} MiB)", reg.id, reg.address, reg.capacity.vcpus, reg.capacity.memory_mib),
+                );
+                Ok(CommandOutcome::Node(node))
+            }
+        }
+    }
+
+    fn create_vm(&mut self, revision: u64, now: u64, name: &str, spec: &VmSpec, desired: DesiredState) -> CommandResult {
+        // The API validated the request; these re-checks keep apply total even
+        // for a command that bypassed it.
+        if let Err(e) = blixard_shared::validate::vm_name(name) {
+            return Err(Rejection::new(RejectionCode::InvalidArgument, e.to_string()));
+        }
+        if spec.vcpus == 0 || spec.memory_mib == 0 {
+            return Err(Rejection::new(RejectionCode::InvalidArgument, "spec.vcpus and spec.memory_mib must be positive"));
+        }
+        if self.vms.contains_key(name) {
+            return Err(Rejection::new(RejectionCode::AlreadyExists, format!("vm {name:?} already exists")));
+        }
+        if self.vms.len() >= MAX_VMS {
+            return Err(Rejection::new(
+                RejectionCode::ResourceExhausted,
+                format!("the cluster holds the maximum of {MAX_VMS} VMs"),
+            ));
+        }
+        if spec.node_id != 0 && !self.nodes.contains_key(&spec.node_id) {
+            return Err(Rejection::new(
+                RejectionCode::InvalidArgument,
+                format!("spec.node_id: node {} is not a member of the cluster", spec.node_id),
+            ));
+        }
+        let vm = VmRecord {
+            name: name.to_string(),
+            spec: spec.clone(),
+            desired,
+            node_id: 0,
+            epoch: 0,
+            state: VmState::Pending,
+            reason: "waiting for placement".to_string(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            revision,
+        };
+        self.vms.insert(name.to_string(), vm.clone());
+        self.push_event(
+            revision,
+            now,
+            "vm.created",
+            &format!("vm/{name}"),
+            format!("vm {name} created ({} vCPUs, {} MiB, desired {})", spec.vcpus, spec.memory_mib, desired_word(desired)),
+        );
+        Ok(CommandOutcome::Vm(vm))
+    }
+}
+
+fn state_word(s: VmState) -> &'static str {
+    match s {
+        VmState::Pending => "pending",
+        VmState::Scheduled => "scheduled",
+        VmState::Starting => "starting",
+        VmState::Running => "running",
+        VmState::Stopping => "stopping",
+        VmState::Stopped => "stopped",
+        VmState::Failed => "failed",
+        VmState::Lost => "lost",
+    }
+}
+
+fn desired_word(d: DesiredState) -> &'static str {
+    match d {
+        DesiredState::Running => "running",
+        DesiredState::Stopped => "stopped",
+    }
+}

@@ -1,0 +1,190 @@
+//! Records of the replicated model: nodes, VMs and events. These are the
+//! state machine's own types (serde, stable field names); the API converts
+//! them to and from `blixard.v1` messages at the edge.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Resources of a host or requested by a VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in MiB.
+    pub disk_mib: u64,
+}
+
+/// Whether the scheduler may place new VMs on a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedulability {
+    /// New VMs may be placed here.
+    #[default]
+    Schedulable,
+    /// No new VMs; existing ones stay.
+    Cordoned,
+    /// No new VMs; existing ones are being moved away.
+    Draining,
+}
+
+/// Liveness of a node, judged by the leader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeHealth {
+    /// Heard from recently.
+    #[default]
+    Alive,
+    /// Missed a few heartbeats.
+    Suspect,
+    /// Not heard from for longer than the down threshold.
+    Down,
+}
+
+/// A host of the fleet, as registered by its own daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id (also its Raft id).
+    pub id: u64,
+    /// gRPC address (host:port) other daemons and clients use.
+    pub address: String,
+    /// Capacity offered to VMs (host resources less the configured reserve).
+    pub capacity: Resources,
+    /// Operator labels from the node's config.
+    pub labels: BTreeMap<String, String>,
+    /// Failure-domain zone.
+    pub zone: String,
+    /// Failure-domain rack.
+    pub rack: String,
+    /// Backend this node runs VMs with.
+    pub backend: String,
+    /// Scheduling state.
+    pub schedulability: Schedulability,
+    /// Liveness.
+    pub health: NodeHealth,
+    /// When the node first registered (proposer's clock, ms since epoch).
+    pub registered_at_ms: u64,
+    /// Last change to this record (proposer's clock).
+    pub updated_at_ms: u64,
+}
+
+/// What the operator wants a VM to be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    /// Keep it running.
+    Running,
+    /// Keep it stopped.
+    Stopped,
+}
+
+/// Observed status of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Accepted, not yet placed or started.
+    Pending,
+    /// Placed on a node, not yet started.
+    Scheduled,
+    /// Booting.
+    Starting,
+    /// Running.
+    Running,
+    /// Shutting down.
+    Stopping,
+    /// Stopped.
+    Stopped,
+    /// Failed; see the reason.
+    Failed,
+    /// Its node is gone.
+    Lost,
+}
+
+/// When the agent restarts a VM that exited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// Whatever the exit.
+    #[default]
+    Always,
+    /// Only after a failure.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// What a VM is: resources, what to boot and where it may go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Guest image name (empty when kernel or runner is given).
+    pub image: String,
+    /// Kernel path on the host.
+    pub kernel: String,
+    /// Initrd path on the host.
+    pub initrd: String,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Prepared runner executable (microvm.nix style).
+    pub runner: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Placement constraints.
+    pub constraints: Vec<String>,
+    /// Anti-affinity group.
+    pub group: String,
+    /// Most VMs of the group per node (0: no limit).
+    pub max_per_node: u32,
+    /// Scheduling priority.
+    pub priority: i32,
+    /// May be preempted by higher priority VMs.
+    pub preemptible: bool,
+    /// Restart policy.
+    pub restart_policy: RestartPolicy,
+    /// Pinned node (0: scheduler chooses).
+    pub node_id: u64,
+}
+
+/// A VM record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Unique name (DNS label).
+    pub name: String,
+    /// What it is.
+    pub spec: VmSpec,
+    /// What the operator wants.
+    pub desired: DesiredState,
+    /// Node it is placed on (0: none).
+    pub node_id: u64,
+    /// Fencing epoch of the placement.
+    pub epoch: u64,
+    /// Observed status.
+    pub state: VmState,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Creation time (proposer's clock, ms since epoch).
+    pub created_at_ms: u64,
+    /// Last change (proposer's clock).
+    pub updated_at_ms: u64,
+    /// Revision of the last change.
+    pub revision: u64,
+}
+
+/// One entry of the replicated event ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Raft log index of the command that produced it.
+    pub revision: u64,
+    /// Proposer's clock (ms since epoch).
+    pub time_ms: u64,
+    /// Dotted kind, e.g. `vm.created`.
+    pub kind: String,
+    /// Subject, e.g. `vm/web-1`.
+    pub subject: String,
+    /// Human message.
+    pub message: String,
+}

@@ -1,0 +1,67 @@
+//! Every bound the system enforces, in one place, so the API, the state
+//! machine, the CLI and the documentation agree. `docs/architecture.md`
+//! lists them with what happens at each limit.
+
+/// Largest gRPC message a daemon accepts from clients (bytes). Larger
+/// requests fail with `ResourceExhausted` before they are decoded.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest message between daemons (Raft append batches, snapshot chunks).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Size of one snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// VM names follow DNS label rules: at most this many characters.
+pub const MAX_NAME_LEN: usize = 63;
+/// Fewest and most vCPUs a VM may ask for.
+pub const MIN_VCPUS: u32 = 1;
+/// Most vCPUs a VM may ask for.
+pub const MAX_VCPUS: u32 = 256;
+/// Smallest VM memory (MiB): a Linux guest below this does not boot.
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// Largest VM memory (MiB): 4 TiB.
+pub const MAX_MEMORY_MIB: u64 = 4 * 1024 * 1024;
+/// Labels per VM or per node.
+pub const MAX_LABELS: usize = 64;
+/// Length of a label key.
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+/// Length of a label value.
+pub const MAX_LABEL_VALUE_LEN: usize = 253;
+/// Length of paths (kernel, initrd, runner) and image names.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Length of a kernel command line (Linux's own limit on x86 is 2048).
+pub const MAX_CMDLINE_LEN: usize = 2048;
+/// Placement constraints per VM.
+pub const MAX_CONSTRAINTS: usize = 32;
+/// Length of one constraint expression.
+pub const MAX_CONSTRAINT_LEN: usize = 256;
+/// Length of a group name (DNS label rules apply).
+pub const MAX_GROUP_LEN: usize = 63;
+/// Priority range (inclusive).
+pub const MIN_PRIORITY: i32 = -1000;
+/// Priority range (inclusive).
+pub const MAX_PRIORITY: i32 = 1000;
+
+/// Default page size of list calls.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page a list call returns; larger requests are clamped.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Most VM records the cluster holds; creates beyond fail with `ResourceExhausted`.
+pub const MAX_VMS: usize = 1_000_000;
+/// Most node records the cluster holds.
+pub const MAX_NODES: usize = 10_000;
+/// Events the replicated ring keeps; older ones are dropped and a watcher
+/// asking for them gets `OutOfRange`.
+pub const EVENT_RING_LEN: usize = 10_000;
+/// Length of an event message (longer ones are cut).
+pub const MAX_EVENT_MESSAGE_LEN: usize = 512;
+/// Concurrent Watch streams per node; more fail with `ResourceExhausted`.
+pub const MAX_WATCHERS_PER_NODE: usize = 1024;
+/// Events buffered per watcher; a watcher whose buffer stays full for
+/// [`WATCHER_SEND_TIMEOUT_MS`] is cut off with `ResourceExhausted`.
+pub const WATCHER_BUFFER_EVENTS: usize = 1024;
+/// How long a watcher may leave its buffer full before it is cut off.
+pub const WATCHER_SEND_TIMEOUT_MS: u64 = 5_000;
+
+/// Most voters in the Raft membership; further nodes join as non-voting members.
+pub const DEFAULT_MAX_VOTERS: usize = 5;
