@@ -16,7 +16,10 @@ const PROTOS: &[&str] = &[
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     for proto in PROTOS {
-        println!("cargo:rerun-if-changed={}", proto_root.join(proto).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            proto_root.join(proto).display()
+        );
     }
     let fds = protox::compile(PROTOS, [&proto_root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -31,7 +31,11 @@ impl BackendKind {
 
 /// Flags of `blixardd`.
 #[derive(Debug, Clone, Parser, Default)]
-#[command(name = "blixardd", version, about = "Blixard host daemon: Raft-replicated microVM orchestration")]
+#[command(
+    name = "blixardd",
+    version,
+    about = "Blixard host daemon: Raft-replicated microVM orchestration"
+)]
 pub struct Flags {
     /// This node's id: a positive integer, unique in the cluster, kept for the node's life.
     #[arg(long, env = "BLIXARD_NODE_ID")]
@@ -209,10 +213,15 @@ impl Config {
         }
         for (k, v) in &file.labels {
             if k.is_empty() || k.len() > 63 || v.len() > 253 {
-                return Err(invalid("labels", format!("label {k:?} is empty or too long")));
+                return Err(invalid(
+                    "labels",
+                    format!("label {k:?} is empty or too long"),
+                ));
             }
         }
-        let max_voters = file.max_voters.unwrap_or(blixard_shared::limits::DEFAULT_MAX_VOTERS);
+        let max_voters = file
+            .max_voters
+            .unwrap_or(blixard_shared::limits::DEFAULT_MAX_VOTERS);
         if !(1..=9).contains(&max_voters) {
             return Err(invalid("max_voters", "must be between 1 and 9"));
         }
@@ -309,7 +318,11 @@ mod tests {
     fn flags_override_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "node_id = 7\nzone = \"z1\"\nmax_voters = 3\n[labels]\nrole = \"edge\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "node_id = 7\nzone = \"z1\"\nmax_voters = 3\n[labels]\nrole = \"edge\"\n",
+        )
+        .unwrap();
         let mut f = base();
         f.config = Some(path);
         let c = Config::resolve(f).unwrap();
@@ -329,6 +342,12 @@ mod tests {
         assert!(matches!(Config::resolve(f), Err(ConfigError::Parse { .. })));
         let mut f = base();
         f.node_id = Some(0);
-        assert!(matches!(Config::resolve(f), Err(ConfigError::Invalid { setting: "--node-id", .. })));
+        assert!(matches!(
+            Config::resolve(f),
+            Err(ConfigError::Invalid {
+                setting: "--node-id",
+                ..
+            })
+        ));
     }
 }

@@ -126,11 +126,11 @@ impl Core {
         let Some(hint) = self.leader_hint().filter(|h| h.id != self.id) else {
             return Err(self.unavailable("no leader is known yet; retry shortly"));
         };
-        let data = serde_json::to_vec(&cmd).map_err(|e| Status::internal(format!("encoding command: {e}")))?;
-        let mut client = self
-            .pool
-            .raft_client(&hint.address)
-            .map_err(|e| self.unavailable(format!("leader address {} is invalid: {e}", hint.address)))?;
+        let data = serde_json::to_vec(&cmd)
+            .map_err(|e| Status::internal(format!("encoding command: {e}")))?;
+        let mut client = self.pool.raft_client(&hint.address).map_err(|e| {
+            self.unavailable(format!("leader address {} is invalid: {e}", hint.address))
+        })?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(FORWARD_TIMEOUT);
         let resp = client.forward(req).await?;
@@ -143,7 +143,9 @@ impl Core {
     pub async fn read_index_local(&self) -> Result<u64, Status> {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(rid) => Ok(rid.index()),
-            Err(e) if e.forward_to_leader().is_some() => Err(self.unavailable("this node is not the leader")),
+            Err(e) if e.forward_to_leader().is_some() => {
+                Err(self.unavailable("this node is not the leader"))
+            }
             Err(e) => Err(self.unavailable(format!("cannot confirm leadership: {e}"))),
         }
     }
@@ -165,10 +167,9 @@ impl Core {
         let Some(hint) = self.leader_hint().filter(|h| h.id != self.id) else {
             return Err(self.unavailable("no leader is known yet; retry, or ask for a local read"));
         };
-        let mut client = self
-            .pool
-            .raft_client(&hint.address)
-            .map_err(|e| self.unavailable(format!("leader address {} is invalid: {e}", hint.address)))?;
+        let mut client = self.pool.raft_client(&hint.address).map_err(|e| {
+            self.unavailable(format!("leader address {} is invalid: {e}", hint.address))
+        })?;
         let mut req = tonic::Request::new(ReadIndexRequest {});
         req.set_timeout(FORWARD_TIMEOUT);
         let index = client.read_index(req).await?.into_inner().index;
@@ -202,9 +203,8 @@ impl Core {
             .leader_hint()
             .filter(|h| h.id != self.id)
             .ok_or_else(|| self.unavailable("no leader is known yet; retry shortly"))?;
-        self.pool
-            .channel(&hint.address)
-            .map(Some)
-            .map_err(|e| self.unavailable(format!("leader address {} is invalid: {e}", hint.address)))
+        self.pool.channel(&hint.address).map(Some).map_err(|e| {
+            self.unavailable(format!("leader address {} is invalid: {e}", hint.address))
+        })
     }
 }

@@ -49,6 +49,9 @@ mod tests {
     #[test]
     fn reads_host_resources() {
         assert!(super::host_vcpus() >= 1);
-        assert!(super::host_memory_mib() > 0, "/proc/meminfo should be readable on Linux");
+        assert!(
+            super::host_memory_mib() > 0,
+            "/proc/meminfo should be readable on Linux"
+        );
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::core::Core;
 use crate::state::{Action, NodeHealth};
-use std::sync::Arc;
 use openraft::Instant as _;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -53,7 +53,11 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
                     let health = if node.id == core.id {
                         NodeHealth::Alive
                     } else {
-                        let contact = heartbeats.get(&node.id).copied().flatten().map(|t| t.elapsed());
+                        let contact = heartbeats
+                            .get(&node.id)
+                            .copied()
+                            .flatten()
+                            .map(|t| t.elapsed());
                         if contact.is_none() && since.elapsed() < DOWN_AFTER {
                             return None;
                         }

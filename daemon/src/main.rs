@@ -12,7 +12,10 @@ async fn main() -> Result<()> {
     let config = Config::resolve(flags)?;
     let filter = EnvFilter::try_new(&config.log)
         .wrap_err_with(|| format!("--log: {:?} is not a valid filter", config.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
     let node = blixard_daemon::server::start(config).await?;
     wait_for_signal().await?;
     tracing::info!("stopping");

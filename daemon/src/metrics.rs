@@ -86,22 +86,72 @@ impl Metrics {
             raft_snapshot_index: Default::default(),
             proposal_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             grpc_requests: Default::default(),
-            grpc_latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+            grpc_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
             watchers_connected: Default::default(),
         };
         registry.register("raft_term", "Current Raft term", m.raft_term.clone());
-        registry.register("raft_leader_changes", "Leader changes seen by this node", m.raft_leader_changes.clone());
-        registry.register("raft_is_leader", "1 if this node is the Raft leader", m.raft_is_leader.clone());
-        registry.register("raft_commit_index", "Highest committed log index known here", m.raft_commit_index.clone());
-        registry.register("raft_applied_index", "Highest applied log index", m.raft_applied_index.clone());
-        registry.register("raft_last_log_index", "Last log index", m.raft_last_log_index.clone());
-        registry.register("raft_log_entries", "Entries held in the log", m.raft_log_entries.clone());
-        registry.register("raft_snapshot_bytes", "Size of the newest snapshot", m.raft_snapshot_bytes.clone());
-        registry.register("raft_snapshot_index", "Log index covered by the newest snapshot", m.raft_snapshot_index.clone());
-        registry.register("proposal_latency_seconds", "Time from proposal to application", m.proposal_latency.clone());
-        registry.register("grpc_requests", "gRPC requests by method and code", m.grpc_requests.clone());
-        registry.register("grpc_request_latency_seconds", "gRPC request latency by method", m.grpc_latency.clone());
-        registry.register("watchers_connected", "Watch streams open on this node", m.watchers_connected.clone());
+        registry.register(
+            "raft_leader_changes",
+            "Leader changes seen by this node",
+            m.raft_leader_changes.clone(),
+        );
+        registry.register(
+            "raft_is_leader",
+            "1 if this node is the Raft leader",
+            m.raft_is_leader.clone(),
+        );
+        registry.register(
+            "raft_commit_index",
+            "Highest committed log index known here",
+            m.raft_commit_index.clone(),
+        );
+        registry.register(
+            "raft_applied_index",
+            "Highest applied log index",
+            m.raft_applied_index.clone(),
+        );
+        registry.register(
+            "raft_last_log_index",
+            "Last log index",
+            m.raft_last_log_index.clone(),
+        );
+        registry.register(
+            "raft_log_entries",
+            "Entries held in the log",
+            m.raft_log_entries.clone(),
+        );
+        registry.register(
+            "raft_snapshot_bytes",
+            "Size of the newest snapshot",
+            m.raft_snapshot_bytes.clone(),
+        );
+        registry.register(
+            "raft_snapshot_index",
+            "Log index covered by the newest snapshot",
+            m.raft_snapshot_index.clone(),
+        );
+        registry.register(
+            "proposal_latency_seconds",
+            "Time from proposal to application",
+            m.proposal_latency.clone(),
+        );
+        registry.register(
+            "grpc_requests",
+            "gRPC requests by method and code",
+            m.grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_latency_seconds",
+            "gRPC request latency by method",
+            m.grpc_latency.clone(),
+        );
+        registry.register(
+            "watchers_connected",
+            "Watch streams open on this node",
+            m.watchers_connected.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             ..m
@@ -157,11 +207,16 @@ pub async fn serve(
             let metrics = metrics.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     metrics.render(),
                 )
             }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -26,7 +26,12 @@ async fn pause(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) -> 
 }
 
 /// Asks the cluster behind `seed` to add this node, until it does.
-pub async fn join(seed: String, node_id: u64, address: String, mut shutdown: watch::Receiver<bool>) {
+pub async fn join(
+    seed: String,
+    node_id: u64,
+    address: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         let result = match BlixardClient::new([seed.as_str()]) {
@@ -49,7 +54,11 @@ pub async fn join(seed: String, node_id: u64, address: String, mut shutdown: wat
         };
         match result {
             Ok(resp) => {
-                tracing::info!(leader = resp.leader_id, voter = resp.voter, "joined the cluster");
+                tracing::info!(
+                    leader = resp.leader_id,
+                    voter = resp.voter,
+                    "joined the cluster"
+                );
                 return;
             }
             Err(e) => {
@@ -64,13 +73,24 @@ pub async fn join(seed: String, node_id: u64, address: String, mut shutdown: wat
 
 /// Registers (or refreshes) this host's node record once the node is a
 /// member of a cluster with a leader.
-pub async fn register(core: Arc<Core>, registration: NodeRegistration, mut shutdown: watch::Receiver<bool>) {
+pub async fn register(
+    core: Arc<Core>,
+    registration: NodeRegistration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         let m = core.raft_metrics();
-        let member = m.membership_config.membership().get_node(&core.id).is_some();
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&core.id)
+            .is_some();
         if member && m.current_leader.is_some() {
-            match core.propose(Action::RegisterNode(registration.clone())).await {
+            match core
+                .propose(Action::RegisterNode(registration.clone()))
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(node_id = core.id, "host registered");
                     return;

@@ -74,7 +74,9 @@ impl NodeHandle {
     }
 }
 
-fn shutdown_signal(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+fn shutdown_signal(
+    rx: &watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut rx = rx.clone();
     async move {
         while !*rx.borrow_and_update() {
@@ -119,7 +121,10 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         address: config.listen,
         source,
     })?;
-    let advertise = config.advertise.clone().unwrap_or_else(|| address.to_string());
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| address.to_string());
 
     let raft_config = openraft::Config {
         cluster_name: "blixard".into(),
@@ -129,7 +134,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
         max_in_snapshot_log_to_keep: (config.snapshot_threshold / 5).max(1),
-        purge_batch_size: 256,
+        purge_batch_size: (config.snapshot_threshold / 4).clamp(1, 256),
         max_payload_entries: 512,
         enable_pre_vote: Some(true),
         ..Default::default()
@@ -210,7 +215,10 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Bind { address: addr, source })?;
+            .map_err(|source| StartError::Bind {
+                address: addr,
+                source,
+            })?;
         metrics_address = listener.local_addr().ok();
         let signal = shutdown_signal(&shutdown_rx);
         let m = metrics.clone();
@@ -241,7 +249,9 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
     }
     if let Some(seed) = config.join.clone() {
         if initialized {
-            tracing::info!("--join ignored: this data dir already belongs to a cluster; rejoining on its own");
+            tracing::info!(
+                "--join ignored: this data dir already belongs to a cluster; rejoining on its own"
+            );
         } else {
             tasks.push(tokio::spawn(registration::join(
                 seed,
@@ -252,8 +262,15 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         }
     }
     let registration = host::registration(&config, &advertise);
-    tasks.push(tokio::spawn(registration::register(core.clone(), registration, shutdown_rx.clone())));
-    tasks.push(tokio::spawn(liveness::run(core.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(registration::register(
+        core.clone(),
+        registration,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(liveness::run(
+        core.clone(),
+        shutdown_rx.clone(),
+    )));
 
     if let Some(path) = &config.ready_file {
         let ready = serde_json::json!({

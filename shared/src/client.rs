@@ -200,13 +200,14 @@ impl BlixardClient {
                     match leader_hint::from_status(&status) {
                         Some(hint) if hint.address != address => {
                             tracing::debug!(leader = hint.id, address = %hint.address, "following leader hint");
-                            self.current = match self.endpoints.iter().position(|e| *e == hint.address) {
-                                Some(i) => i,
-                                None => {
-                                    self.endpoints.push(hint.address);
-                                    self.endpoints.len() - 1
-                                }
-                            };
+                            self.current =
+                                match self.endpoints.iter().position(|e| *e == hint.address) {
+                                    Some(i) => i,
+                                    None => {
+                                        self.endpoints.push(hint.address);
+                                        self.endpoints.len() - 1
+                                    }
+                                };
                             continue;
                         }
                         _ => {

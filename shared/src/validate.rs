@@ -41,7 +41,10 @@ pub fn dns_label(field: &str, value: &str) -> Result<(), FieldError> {
     if value.len() > MAX_NAME_LEN {
         return Err(FieldError::new(
             field,
-            format!("must be at most {MAX_NAME_LEN} characters, got {}", value.len()),
+            format!(
+                "must be at most {MAX_NAME_LEN} characters, got {}",
+                value.len()
+            ),
         ));
     }
     if !value
@@ -54,7 +57,10 @@ pub fn dns_label(field: &str, value: &str) -> Result<(), FieldError> {
         ));
     }
     if value.starts_with('-') || value.ends_with('-') {
-        return Err(FieldError::new(field, "must start and end with a letter or digit"));
+        return Err(FieldError::new(
+            field,
+            "must start and end with a letter or digit",
+        ));
     }
     Ok(())
 }
@@ -66,7 +72,10 @@ pub fn vm_name(value: &str) -> Result<(), FieldError> {
 
 fn no_control_chars(field: &str, value: &str) -> Result<(), FieldError> {
     if value.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -128,7 +137,10 @@ pub fn vm_spec(prefix: &str, spec: &VmSpec) -> Result<(), FieldError> {
     if !(MIN_VCPUS..=MAX_VCPUS).contains(&spec.vcpus) {
         return Err(FieldError::new(
             f("vcpus"),
-            format!("must be between {MIN_VCPUS} and {MAX_VCPUS}, got {}", spec.vcpus),
+            format!(
+                "must be between {MIN_VCPUS} and {MAX_VCPUS}, got {}",
+                spec.vcpus
+            ),
         ));
     }
     if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&spec.memory_mib) {

@@ -10,10 +10,10 @@ use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::cluster_service_server::ClusterService;
 use openraft::errors::{ClientWriteError, RaftError};
+use openraft::Instant as _;
 use openraft::{BasicNode, ChangeMembers};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use openraft::Instant as _;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
@@ -27,9 +27,14 @@ pub struct ClusterApi {
     core: Arc<Core>,
 }
 
-fn membership_error(core: &Core, e: RaftError<crate::raft::TypeConfig, ClientWriteError<crate::raft::TypeConfig>>) -> Status {
+fn membership_error(
+    core: &Core,
+    e: RaftError<crate::raft::TypeConfig, ClientWriteError<crate::raft::TypeConfig>>,
+) -> Status {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => core.unavailable("leadership changed; retry"),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            core.unavailable("leadership changed; retry")
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
             Status::unavailable(format!("membership change refused: {c}; retry shortly"))
         }
@@ -44,7 +49,12 @@ impl ClusterApi {
     }
 
     fn voters(&self) -> BTreeSet<u64> {
-        self.core.raft_metrics().membership_config.membership().voter_ids().collect()
+        self.core
+            .raft_metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     /// Promotes non-voting members while there is room for voters.
@@ -95,7 +105,10 @@ impl ClusterApi {
             _ => {}
         }
         tracing::info!(node_id = id, %address, "adding learner");
-        let add = self.core.raft.add_learner(id, BasicNode::new(address), true);
+        let add = self
+            .core
+            .raft
+            .add_learner(id, BasicNode::new(address), true);
         match tokio::time::timeout(JOIN_CATCH_UP_TIMEOUT, add).await {
             Ok(r) => r.map_err(|e| membership_error(&self.core, e))?,
             Err(_) => {
@@ -128,7 +141,9 @@ impl ClusterApi {
         let is_member = membership.get_node(&id).is_some();
         let has_record = self.core.view.read().nodes.contains_key(&id);
         if !is_member && !has_record {
-            return Err(Status::not_found(format!("node {id} is not a member of the cluster")));
+            return Err(Status::not_found(format!(
+                "node {id} is not a member of the cluster"
+            )));
         }
         if voters.contains(&id) && voters.len() == 1 {
             return Err(Status::failed_precondition(format!(
@@ -167,14 +182,20 @@ impl ClusterApi {
             let matched: BTreeMap<u64, u64> = m
                 .replication
                 .as_ref()
-                .map(|r| r.iter().map(|(id, l)| (*id, l.map_or(0, |l| l.index))).collect())
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, l)| (*id, l.map_or(0, |l| l.index)))
+                        .collect()
+                })
                 .unwrap_or_default();
             voters
                 .iter()
                 .filter(|v| **v != self.core.id)
                 .max_by_key(|v| (matched.get(v).copied().unwrap_or(0), std::cmp::Reverse(**v)))
                 .copied()
-                .ok_or_else(|| Status::failed_precondition("there is no other voter to take over"))?
+                .ok_or_else(|| {
+                    Status::failed_precondition("there is no other voter to take over")
+                })?
         } else {
             if !voters.contains(&to) {
                 return Err(Status::invalid_argument(format!(
@@ -198,18 +219,35 @@ impl ClusterApi {
             .wait(Some(TRANSFER_TIMEOUT))
             .metrics(|m| m.current_leader == Some(target), "leadership transfer")
             .await
-            .map_err(|e| Status::deadline_exceeded(format!("node {target} did not take over: {e}")))?;
+            .map_err(|e| {
+                Status::deadline_exceeded(format!("node {target} did not take over: {e}"))
+            })?;
         Ok(target)
     }
 }
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
-    async fn get_status(&self, req: Request<pb::GetStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+    async fn get_status(
+        &self,
+        req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
         self.core
             .metrics
             .observe("GetStatus", async {
                 let req = req.into_inner();
+                // Only the leader knows replication progress and contact
+                // times, so a linearizable status comes from the leader.
+                if req.consistency == pb::Consistency::Linearizable as i32 {
+                    if let Some(ch) = self.core.leader_channel()? {
+                        return Ok(Response::new(
+                            ClusterServiceClient::new(ch)
+                                .get_status(req)
+                                .await?
+                                .into_inner(),
+                        ));
+                    }
+                }
                 self.core.read_barrier(req.consistency).await?;
                 let m = self.core.raft_metrics();
                 let membership = m.membership_config.membership();
@@ -278,35 +316,54 @@ impl ClusterService for ClusterApi {
             .await
     }
 
-    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
         self.core
             .metrics
             .observe("Join", async {
                 let req = req.into_inner();
                 if req.node_id == 0 {
-                    return Err(Status::invalid_argument("node_id: must be a positive node id"));
+                    return Err(Status::invalid_argument(
+                        "node_id: must be a positive node id",
+                    ));
                 }
                 if req.address.is_empty() || req.address.len() > 255 || !req.address.contains(':') {
                     return Err(Status::invalid_argument("address: must be host:port"));
                 }
                 match self.core.leader_channel()? {
-                    Some(ch) => Ok(Response::new(ClusterServiceClient::new(ch).join(req).await?.into_inner())),
-                    None => Ok(Response::new(self.join_on_leader(req.node_id, req.address).await?)),
+                    Some(ch) => Ok(Response::new(
+                        ClusterServiceClient::new(ch).join(req).await?.into_inner(),
+                    )),
+                    None => Ok(Response::new(
+                        self.join_on_leader(req.node_id, req.address).await?,
+                    )),
                 }
             })
             .await
     }
 
-    async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         self.core
             .metrics
             .observe("RemoveNode", async {
                 let req = req.into_inner();
                 if req.node_id == 0 {
-                    return Err(Status::invalid_argument("node_id: must be a positive node id"));
+                    return Err(Status::invalid_argument(
+                        "node_id: must be a positive node id",
+                    ));
                 }
                 match self.core.leader_channel()? {
-                    Some(ch) => Ok(Response::new(ClusterServiceClient::new(ch).remove_node(req).await?.into_inner())),
+                    Some(ch) => Ok(Response::new(
+                        ClusterServiceClient::new(ch)
+                            .remove_node(req)
+                            .await?
+                            .into_inner(),
+                    )),
                     None => {
                         self.remove_on_leader(req.node_id).await?;
                         Ok(Response::new(pb::RemoveNodeResponse {}))
@@ -326,11 +383,16 @@ impl ClusterService for ClusterApi {
                 let req = req.into_inner();
                 match self.core.leader_channel()? {
                     Some(ch) => Ok(Response::new(
-                        ClusterServiceClient::new(ch).transfer_leadership(req).await?.into_inner(),
+                        ClusterServiceClient::new(ch)
+                            .transfer_leadership(req)
+                            .await?
+                            .into_inner(),
                     )),
                     None => {
                         let new_leader_id = self.transfer_on_leader(req.to_node_id).await?;
-                        Ok(Response::new(pb::TransferLeadershipResponse { new_leader_id }))
+                        Ok(Response::new(pb::TransferLeadershipResponse {
+                            new_leader_id,
+                        }))
                     }
                 }
             })

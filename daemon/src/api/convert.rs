@@ -65,7 +65,11 @@ fn spec_to_pb(s: &model::VmSpec) -> pb::VmSpec {
         initrd: s.initrd.clone(),
         cmdline: s.cmdline.clone(),
         runner: s.runner.clone(),
-        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         constraints: s.constraints.clone(),
         group: s.group.clone(),
         max_per_node: s.max_per_node,
@@ -96,7 +100,11 @@ pub fn spec_from_pb(s: &pb::VmSpec) -> model::VmSpec {
         initrd: s.initrd.clone(),
         cmdline: s.cmdline.clone(),
         runner: s.runner.clone(),
-        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
         constraints: s.constraints.clone(),
         group: s.group.clone(),
         max_per_node: s.max_per_node,
@@ -128,7 +136,11 @@ pub fn node_to_pb(node: &model::NodeRecord, fleet: &state::Fleet, voter: bool) -
             memory_mib: node.capacity.memory_mib,
             disk_mib: node.capacity.disk_mib,
         }),
-        labels: node.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: node
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         zone: node.zone.clone(),
         rack: node.rack.clone(),
         schedulability: match node.schedulability {

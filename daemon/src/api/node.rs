@@ -22,14 +22,29 @@ impl NodeApi {
     }
 
     fn voters(&self) -> BTreeSet<u64> {
-        self.core.raft_metrics().membership_config.membership().voter_ids().collect()
+        self.core
+            .raft_metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
-    async fn set_schedulability(&self, id: u64, value: model::Schedulability) -> Result<pb::Node, Status> {
+    async fn set_schedulability(
+        &self,
+        id: u64,
+        value: model::Schedulability,
+    ) -> Result<pb::Node, Status> {
         if id == 0 {
-            return Err(Status::invalid_argument("node_id: must be a positive node id"));
+            return Err(Status::invalid_argument(
+                "node_id: must be a positive node id",
+            ));
         }
-        match self.core.propose(Action::SetSchedulability { id, value }).await? {
+        match self
+            .core
+            .propose(Action::SetSchedulability { id, value })
+            .await?
+        {
             CommandOutcome::Node(node) => {
                 let fleet = self.core.view.read();
                 Ok(node_to_pb(&node, &fleet, self.voters().contains(&id)))
@@ -41,7 +56,10 @@ impl NodeApi {
 
 #[tonic::async_trait]
 impl NodeService for NodeApi {
-    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
         self.core
             .metrics
             .observe("ListNodes", async {
@@ -71,13 +89,18 @@ impl NodeService for NodeApi {
             .await
     }
 
-    async fn get_node(&self, req: Request<pb::GetNodeRequest>) -> Result<Response<pb::GetNodeResponse>, Status> {
+    async fn get_node(
+        &self,
+        req: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::GetNodeResponse>, Status> {
         self.core
             .metrics
             .observe("GetNode", async {
                 let req = req.into_inner();
                 if req.node_id == 0 {
-                    return Err(Status::invalid_argument("node_id: must be a positive node id"));
+                    return Err(Status::invalid_argument(
+                        "node_id: must be a positive node id",
+                    ));
                 }
                 self.core.read_barrier(req.consistency).await?;
                 let voters = self.voters();
@@ -93,7 +116,10 @@ impl NodeService for NodeApi {
             .await
     }
 
-    async fn cordon_node(&self, req: Request<pb::CordonNodeRequest>) -> Result<Response<pb::CordonNodeResponse>, Status> {
+    async fn cordon_node(
+        &self,
+        req: Request<pb::CordonNodeRequest>,
+    ) -> Result<Response<pb::CordonNodeResponse>, Status> {
         self.core
             .metrics
             .observe("CordonNode", async {
@@ -113,7 +139,10 @@ impl NodeService for NodeApi {
             .metrics
             .observe("UncordonNode", async {
                 let node = self
-                    .set_schedulability(req.into_inner().node_id, model::Schedulability::Schedulable)
+                    .set_schedulability(
+                        req.into_inner().node_id,
+                        model::Schedulability::Schedulable,
+                    )
                     .await?;
                 Ok(Response::new(pb::UncordonNodeResponse { node: Some(node) }))
             })

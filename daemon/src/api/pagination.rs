@@ -46,8 +46,14 @@ mod tests {
 
     #[test]
     fn bad_tokens_are_invalid_arguments() {
-        assert_eq!(node_token("x").unwrap_err().code(), tonic::Code::InvalidArgument);
-        assert_eq!(vm_token("NOT A NAME").unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            node_token("x").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            vm_token("NOT A NAME").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(node_token("").unwrap(), None);
     }
 }

@@ -21,7 +21,11 @@ impl VmApi {
         Self { core }
     }
 
-    async fn set_desired(&self, name: &str, desired: model::DesiredState) -> Result<pb::Vm, Status> {
+    async fn set_desired(
+        &self,
+        name: &str,
+        desired: model::DesiredState,
+    ) -> Result<pb::Vm, Status> {
         validate::vm_name(name)?;
         let outcome = self
             .core
@@ -43,13 +47,20 @@ fn vm_of(outcome: CommandOutcome) -> Result<pb::Vm, Status> {
 
 #[tonic::async_trait]
 impl VmService for VmApi {
-    async fn create_vm(&self, req: Request<pb::CreateVmRequest>) -> Result<Response<pb::CreateVmResponse>, Status> {
+    async fn create_vm(
+        &self,
+        req: Request<pb::CreateVmRequest>,
+    ) -> Result<Response<pb::CreateVmResponse>, Status> {
         self.core
             .metrics
             .observe("CreateVm", async {
                 let req = req.into_inner();
                 validate::create_vm(&req)?;
-                let spec = req.spec.as_ref().map(spec_from_pb).ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+                let spec = req
+                    .spec
+                    .as_ref()
+                    .map(spec_from_pb)
+                    .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
                 let desired = if req.stopped {
                     model::DesiredState::Stopped
                 } else {
@@ -63,12 +74,17 @@ impl VmService for VmApi {
                         desired,
                     })
                     .await?;
-                Ok(Response::new(pb::CreateVmResponse { vm: Some(vm_of(outcome)?) }))
+                Ok(Response::new(pb::CreateVmResponse {
+                    vm: Some(vm_of(outcome)?),
+                }))
             })
             .await
     }
 
-    async fn get_vm(&self, req: Request<pb::GetVmRequest>) -> Result<Response<pb::GetVmResponse>, Status> {
+    async fn get_vm(
+        &self,
+        req: Request<pb::GetVmRequest>,
+    ) -> Result<Response<pb::GetVmResponse>, Status> {
         self.core
             .metrics
             .observe("GetVm", async {
@@ -80,28 +96,35 @@ impl VmService for VmApi {
                     .vms
                     .get(&req.name)
                     .ok_or_else(|| Status::not_found(format!("vm {:?} not found", req.name)))?;
-                Ok(Response::new(pb::GetVmResponse { vm: Some(vm_to_pb(vm)) }))
+                Ok(Response::new(pb::GetVmResponse {
+                    vm: Some(vm_to_pb(vm)),
+                }))
             })
             .await
     }
 
-    async fn list_vms(&self, req: Request<pb::ListVmsRequest>) -> Result<Response<pb::ListVmsResponse>, Status> {
+    async fn list_vms(
+        &self,
+        req: Request<pb::ListVmsRequest>,
+    ) -> Result<Response<pb::ListVmsResponse>, Status> {
         self.core
             .metrics
             .observe("ListVms", async {
                 let req = req.into_inner();
                 let size = pagination::page_size(req.page_size);
                 let after = pagination::vm_token(&req.page_token)?.map(str::to_string);
-                let state = pb::VmState::try_from(req.state)
-                    .map_err(|_| Status::invalid_argument(format!("state: unknown value {}", req.state)))?;
+                let state = pb::VmState::try_from(req.state).map_err(|_| {
+                    Status::invalid_argument(format!("state: unknown value {}", req.state))
+                })?;
                 let state = vm_state_from_pb(state);
                 validate::labels("labels", &req.labels)?;
                 self.core.read_barrier(req.consistency).await?;
                 let fleet = self.core.view.read();
                 let range = match &after {
-                    Some(name) => fleet
-                        .vms
-                        .range::<String, _>((std::ops::Bound::Excluded(name), std::ops::Bound::Unbounded)),
+                    Some(name) => fleet.vms.range::<String, _>((
+                        std::ops::Bound::Excluded(name),
+                        std::ops::Bound::Unbounded,
+                    )),
                     None => fleet.vms.range::<String, _>(..),
                 };
                 let mut vms = Vec::with_capacity(size.min(fleet.vms.len()));
@@ -109,7 +132,10 @@ impl VmService for VmApi {
                 for (_, vm) in range {
                     let matches = (req.node_id == 0 || vm.node_id == req.node_id)
                         && state.is_none_or(|s| vm.state == s)
-                        && req.labels.iter().all(|(k, v)| vm.spec.labels.get(k) == Some(v));
+                        && req
+                            .labels
+                            .iter()
+                            .all(|(k, v)| vm.spec.labels.get(k) == Some(v));
                     if !matches {
                         continue;
                     }
@@ -132,27 +158,40 @@ impl VmService for VmApi {
             .await
     }
 
-    async fn start_vm(&self, req: Request<pb::StartVmRequest>) -> Result<Response<pb::StartVmResponse>, Status> {
+    async fn start_vm(
+        &self,
+        req: Request<pb::StartVmRequest>,
+    ) -> Result<Response<pb::StartVmResponse>, Status> {
         self.core
             .metrics
             .observe("StartVm", async {
-                let vm = self.set_desired(&req.into_inner().name, model::DesiredState::Running).await?;
+                let vm = self
+                    .set_desired(&req.into_inner().name, model::DesiredState::Running)
+                    .await?;
                 Ok(Response::new(pb::StartVmResponse { vm: Some(vm) }))
             })
             .await
     }
 
-    async fn stop_vm(&self, req: Request<pb::StopVmRequest>) -> Result<Response<pb::StopVmResponse>, Status> {
+    async fn stop_vm(
+        &self,
+        req: Request<pb::StopVmRequest>,
+    ) -> Result<Response<pb::StopVmResponse>, Status> {
         self.core
             .metrics
             .observe("StopVm", async {
-                let vm = self.set_desired(&req.into_inner().name, model::DesiredState::Stopped).await?;
+                let vm = self
+                    .set_desired(&req.into_inner().name, model::DesiredState::Stopped)
+                    .await?;
                 Ok(Response::new(pb::StopVmResponse { vm: Some(vm) }))
             })
             .await
     }
 
-    async fn delete_vm(&self, req: Request<pb::DeleteVmRequest>) -> Result<Response<pb::DeleteVmResponse>, Status> {
+    async fn delete_vm(
+        &self,
+        req: Request<pb::DeleteVmRequest>,
+    ) -> Result<Response<pb::DeleteVmResponse>, Status> {
         self.core
             .metrics
             .observe("DeleteVm", async {

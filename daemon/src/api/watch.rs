@@ -85,16 +85,28 @@ async fn next_event(mut st: WatchState) -> Option<(Result<pb::WatchResponse, Sta
                 st.done = true;
                 return Some((Err(Status::resource_exhausted(message)), st));
             }
-            st.pending.extend(fleet.events_after(st.last_sent, READ_BATCH));
+            st.pending
+                .extend(fleet.events_after(st.last_sent, READ_BATCH));
         }
         if st.pending.is_empty() {
             st.applied.borrow_and_update();
             // Re-check after marking seen, so an apply between the read and
             // the wait is not missed.
-            let has_new = st.core.view.read().events_after(st.last_sent, 1).first().is_some();
+            let has_new = st
+                .core
+                .view
+                .read()
+                .events_after(st.last_sent, 1)
+                .first()
+                .is_some();
             if !has_new && st.applied.changed().await.is_err() {
                 st.done = true;
-                return Some((Err(Status::unavailable("node is shutting down; resume on another member")), st));
+                return Some((
+                    Err(Status::unavailable(
+                        "node is shutting down; resume on another member",
+                    )),
+                    st,
+                ));
             }
         }
     }
@@ -102,9 +114,13 @@ async fn next_event(mut st: WatchState) -> Option<(Result<pb::WatchResponse, Sta
 
 #[tonic::async_trait]
 impl WatchService for WatchApi {
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+    type WatchStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
 
-    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         self.core
             .metrics
             .observe("Watch", async {

@@ -70,7 +70,11 @@ impl LogStore {
         .map_err(io_err)?
     }
 
-    async fn write_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> io::Result<()> {
+    async fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+    ) -> io::Result<()> {
         let bytes = serde_json::to_vec(value).map_err(io_err)?;
         self.write(move |tx| {
             let mut t = tx.open_table(META).map_err(io_err)?;

@@ -10,8 +10,8 @@ use blixard_shared::proto::v1::{RaftPayload, SnapshotChunk};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend};
 use serde::{de::DeserializeOwned, Serialize};
@@ -49,7 +49,10 @@ impl PeerPool {
     }
 
     /// A Raft service client for `address`, with peer-sized message limits.
-    pub fn raft_client(&self, address: &str) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+    pub fn raft_client(
+        &self,
+        address: &str,
+    ) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
         Ok(RaftServiceClient::new(self.channel(address)?)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
@@ -92,12 +95,14 @@ pub struct PeerClient {
 /// `Unreachable` (long backoff), everything else a `NetworkError`.
 fn rpc_error(status: &tonic::Status) -> RPCError<TypeConfig> {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::from_string(format!(
+        tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(
+            Unreachable::from_string(format!("{:?}: {}", status.code(), status.message())),
+        ),
+        _ => RPCError::Network(NetworkError::from_string(format!(
             "{:?}: {}",
             status.code(),
             status.message()
         ))),
-        _ => RPCError::Network(NetworkError::from_string(format!("{:?}: {}", status.code(), status.message()))),
     }
 }
 
@@ -108,18 +113,27 @@ fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, RPCError<TypeConfig>> 
 }
 
 fn decode<T: DeserializeOwned>(payload: RaftPayload) -> Result<T, RPCError<TypeConfig>> {
-    serde_json::from_slice(&payload.data)
-        .map_err(|e| RPCError::Network(NetworkError::from_string(format!("decoding response: {e}"))))
+    serde_json::from_slice(&payload.data).map_err(|e| {
+        RPCError::Network(NetworkError::from_string(format!("decoding response: {e}")))
+    })
 }
 
 impl PeerClient {
     fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<TypeConfig>> {
-        self.pool
-            .raft_client(&self.address)
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(format!("bad peer address {}: {e}", self.address))))
+        self.pool.raft_client(&self.address).map_err(|e| {
+            RPCError::Unreachable(Unreachable::from_string(format!(
+                "bad peer address {}: {e}",
+                self.address
+            )))
+        })
     }
 
-    async fn unary<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, call: F) -> Result<Resp, RPCError<TypeConfig>>
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -161,7 +175,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        flatten(self.unary(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await)
+        flatten(
+            self.unary(&rpc, &option, |mut c, r| async move {
+                c.append_entries(r).await
+            })
+            .await,
+        )
     }
 
     async fn vote(
@@ -169,7 +188,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        flatten(self.unary(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await)
+        flatten(
+            self.unary(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+                .await,
+        )
     }
 
     async fn pre_vote(
@@ -177,7 +199,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        flatten(self.unary(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await)
+        flatten(
+            self.unary(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await })
+                .await,
+        )
     }
 
     async fn transfer_leader(
@@ -185,7 +210,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        flatten(self.unary(&req, &option, |mut c, r| async move { c.transfer_leader(r).await }).await)
+        flatten(
+            self.unary(&req, &option, |mut c, r| async move {
+                c.transfer_leader(r).await
+            })
+            .await,
+        )
     }
 
     async fn full_snapshot(
@@ -195,8 +225,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let header = serde_json::to_vec(&(vote, &snapshot.meta))
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(format!("encoding snapshot header: {e}"))))?;
+        let header = serde_json::to_vec(&(vote, &snapshot.meta)).map_err(|e| {
+            StreamingError::Network(NetworkError::from_string(format!(
+                "encoding snapshot header: {e}"
+            )))
+        })?;
         let data = snapshot.snapshot;
         let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK_BYTES + 1);
         let mut first = true;
@@ -210,7 +243,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             rest = &rest[n..];
             first = false;
         }
-        tracing::info!(target_node = self.target, chunks = chunks.len(), bytes = data.len(), "sending snapshot");
+        tracing::info!(
+            target_node = self.target,
+            chunks = chunks.len(),
+            bytes = data.len(),
+            "sending snapshot"
+        );
         let mut client = self.client()?;
         let send = async move {
             client
@@ -222,8 +260,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             r = send => r?,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
-        let remote: Remote<SnapshotResponse<TypeConfig>> = serde_json::from_slice(&resp.into_inner().data)
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(format!("decoding snapshot response: {e}"))))?;
+        let remote: Remote<SnapshotResponse<TypeConfig>> =
+            serde_json::from_slice(&resp.into_inner().data).map_err(|e| {
+                StreamingError::Network(NetworkError::from_string(format!(
+                    "decoding snapshot response: {e}"
+                )))
+            })?;
         remote.map_err(|msg| StreamingError::Network(NetworkError::from_string(msg)))
     }
 }

@@ -36,15 +36,21 @@ fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("data: not a valid Raft message: {e}")))
 }
 
-fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<RaftPayload>, Status> {
+fn reply<T: Serialize, E: std::fmt::Display>(
+    result: Result<T, E>,
+) -> Result<Response<RaftPayload>, Status> {
     let remote: Remote<T> = result.map_err(|e| e.to_string());
-    let data = serde_json::to_vec(&remote).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+    let data = serde_json::to_vec(&remote)
+        .map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
     Ok(Response::new(RaftPayload { data }))
 }
 
 #[tonic::async_trait]
 impl RaftService for RaftServer {
-    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req)?;
         reply(self.raft().append_entries(rpc).await)
     }
@@ -59,19 +65,27 @@ impl RaftService for RaftServer {
         reply(self.raft().pre_vote(rpc).await)
     }
 
-    async fn transfer_leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req)?;
         reply(self.raft().handle_transfer_leader(rpc).await)
     }
 
-    async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let mut stream = req.into_inner();
         let first = stream
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))??;
-        let (vote, meta): (Vote, SnapshotMeta) = serde_json::from_slice(&first.header)
-            .map_err(|e| Status::invalid_argument(format!("header: not a valid snapshot header: {e}")))?;
+        let (vote, meta): (Vote, SnapshotMeta) =
+            serde_json::from_slice(&first.header).map_err(|e| {
+                Status::invalid_argument(format!("header: not a valid snapshot header: {e}"))
+            })?;
         let mut data = first.data;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
@@ -83,18 +97,25 @@ impl RaftService for RaftServer {
             data.extend_from_slice(&chunk.data);
         }
         tracing::info!(last_log = ?meta.last_log_id, bytes = data.len(), "received snapshot");
-        let snapshot = Snapshot { meta, snapshot: data };
+        let snapshot = Snapshot {
+            meta,
+            snapshot: data,
+        };
         reply(self.raft().install_full_snapshot(vote, snapshot).await)
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let cmd = decode(req)?;
         let outcome = self.core.propose_local(cmd).await?;
-        let data = serde_json::to_vec(&outcome).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+        let data = serde_json::to_vec(&outcome)
+            .map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
         Ok(Response::new(RaftPayload { data }))
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         let index = self.core.read_index_local().await?;
         Ok(Response::new(ReadIndexResponse { index }))
     }

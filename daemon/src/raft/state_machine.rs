@@ -177,7 +177,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         self.snapshot_bytes
             .store(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(last_log = ?meta.last_log_id, bytes = data.len(), "snapshot built");
-        Ok(Snapshot { meta, snapshot: data })
+        Ok(Snapshot {
+            meta,
+            snapshot: data,
+        })
     }
 }
 
@@ -191,7 +194,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
     where
-        Strm: futures_util::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+        Strm: futures_util::Stream<Item = io::Result<EntryResponder<TypeConfig>>>
+            + Unpin
+            + OptionalSend,
     {
         let mut last_index = None;
         while let Some((entry, responder)) = entries.try_next().await? {

@@ -51,7 +51,12 @@ impl Fleet {
     /// Events with a revision greater than `after`, at most `limit`.
     pub fn events_after(&self, after: u64, limit: usize) -> Vec<EventRecord> {
         let start = self.events.partition_point(|e| e.revision <= after);
-        self.events.iter().skip(start).take(limit).cloned().collect()
+        self.events
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// VMs placed on `node_id`.
@@ -59,7 +64,14 @@ impl Fleet {
         self.vms.values().filter(move |vm| vm.node_id == node_id)
     }
 
-    fn push_event(&mut self, revision: u64, time_ms: u64, kind: &str, subject: &str, mut message: String) {
+    fn push_event(
+        &mut self,
+        revision: u64,
+        time_ms: u64,
+        kind: &str,
+        subject: &str,
+        mut message: String,
+    ) {
         if message.len() > MAX_EVENT_MESSAGE_LEN {
             let mut cut = MAX_EVENT_MESSAGE_LEN;
             while !message.is_char_boundary(cut) {
@@ -88,9 +100,9 @@ impl Fleet {
     }
 
     fn vm_mut(&mut self, name: &str) -> Result<&mut VmRecord, Rejection> {
-        self.vms
-            .get_mut(name)
-            .ok_or_else(|| Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found")))
+        self.vms.get_mut(name).ok_or_else(|| {
+            Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
+        })
     }
 
     fn apply_action(&mut self, revision: u64, cmd: &Command) -> CommandResult {
@@ -100,7 +112,10 @@ impl Fleet {
             Action::RemoveNode { id } => {
                 let id = *id;
                 if !self.nodes.contains_key(&id) {
-                    return Err(Rejection::new(RejectionCode::NotFound, format!("node {id} not found")));
+                    return Err(Rejection::new(
+                        RejectionCode::NotFound,
+                        format!("node {id} not found"),
+                    ));
                 }
                 self.nodes.remove(&id);
                 let mut lost = 0usize;
@@ -113,7 +128,13 @@ impl Fleet {
                     lost += 1;
                 }
                 let subject = format!("node/{id}");
-                self.push_event(revision, now, "node.removed", &subject, format!("node {id} removed; {lost} VMs lost"));
+                self.push_event(
+                    revision,
+                    now,
+                    "node.removed",
+                    &subject,
+                    format!("node {id} removed; {lost} VMs lost"),
+                );
                 Ok(CommandOutcome::Done)
             }
             Action::SetSchedulability { id, value } => {
@@ -130,7 +151,13 @@ impl Fleet {
                     Schedulability::Cordoned => "node.cordoned",
                     Schedulability::Draining => "node.draining",
                 };
-                self.push_event(revision, now, kind, &format!("node/{id}"), format!("node {id} is now {value:?}").to_lowercase());
+                self.push_event(
+                    revision,
+                    now,
+                    kind,
+                    &format!("node/{id}"),
+                    format!("node {id} is now {value:?}").to_lowercase(),
+                );
                 Ok(CommandOutcome::Node(out))
             }
             Action::SetNodeHealth { id, health } => {
@@ -147,10 +174,20 @@ impl Fleet {
                     NodeHealth::Suspect => "node.suspect",
                     NodeHealth::Down => "node.down",
                 };
-                self.push_event(revision, now, kind, &format!("node/{id}"), format!("node {id} is {health:?}").to_lowercase());
+                self.push_event(
+                    revision,
+                    now,
+                    kind,
+                    &format!("node/{id}"),
+                    format!("node {id} is {health:?}").to_lowercase(),
+                );
                 Ok(CommandOutcome::Node(out))
             }
-            Action::CreateVm { name, spec, desired } => self.create_vm(revision, now, name, spec, *desired),
+            Action::CreateVm {
+                name,
+                spec,
+                desired,
+            } => self.create_vm(revision, now, name, spec, *desired),
             Action::SetDesired { name, desired } => {
                 let desired = *desired;
                 let vm = self.vm_mut(name)?;
@@ -165,23 +202,41 @@ impl Fleet {
                     DesiredState::Running => ("vm.start_requested", "start"),
                     DesiredState::Stopped => ("vm.stop_requested", "stop"),
                 };
-                self.push_event(revision, now, kind, &format!("vm/{name}"), format!("{verb} requested for vm {name}"));
+                self.push_event(
+                    revision,
+                    now,
+                    kind,
+                    &format!("vm/{name}"),
+                    format!("{verb} requested for vm {name}"),
+                );
                 Ok(CommandOutcome::Vm(out))
             }
             Action::DeleteVm { name, force } => {
-                let vm = self
-                    .vms
-                    .get(name)
-                    .ok_or_else(|| Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found")))?;
-                let busy = matches!(vm.state, VmState::Starting | VmState::Running | VmState::Stopping);
+                let vm = self.vms.get(name).ok_or_else(|| {
+                    Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
+                })?;
+                let busy = matches!(
+                    vm.state,
+                    VmState::Starting | VmState::Running | VmState::Stopping
+                );
                 if !force && (vm.desired == DesiredState::Running || busy) {
                     return Err(Rejection::new(
                         RejectionCode::FailedPrecondition,
-                        format!("vm {name:?} is {} (desired {}): stop it first or delete with force", state_word(vm.state), desired_word(vm.desired)),
+                        format!(
+                            "vm {name:?} is {} (desired {}): stop it first or delete with force",
+                            state_word(vm.state),
+                            desired_word(vm.desired)
+                        ),
                     ));
                 }
                 self.vms.remove(name);
-                self.push_event(revision, now, "vm.deleted", &format!("vm/{name}"), format!("vm {name} deleted"));
+                self.push_event(
+                    revision,
+                    now,
+                    "vm.deleted",
+                    &format!("vm/{name}"),
+                    format!("vm {name} deleted"),
+                );
                 Ok(CommandOutcome::Done)
             }
         }
@@ -189,7 +244,10 @@ impl Fleet {
 
     fn register_node(&mut self, revision: u64, now: u64, reg: &NodeRegistration) -> CommandResult {
         if reg.id == 0 {
-            return Err(Rejection::new(RejectionCode::InvalidArgument, "node id must not be 0"));
+            return Err(Rejection::new(
+                RejectionCode::InvalidArgument,
+                "node id must not be 0",
+            ));
         }
         let subject = format!("node/{}", reg.id);
         match self.nodes.get_mut(&reg.id) {
@@ -211,7 +269,13 @@ impl Fleet {
                 node.backend.clone_from(&reg.backend);
                 node.updated_at_ms = now;
                 let out = node.clone();
-                self.push_event(revision, now, "node.updated", &subject, format!("node {} updated its registration", reg.id));
+                self.push_event(
+                    revision,
+                    now,
+                    "node.updated",
+                    &subject,
+                    format!("node {} updated its registration", reg.id),
+                );
                 Ok(CommandOutcome::Node(out))
             }
             None => {
@@ -240,24 +304,43 @@ impl Fleet {
                     now,
                     "node.registered",
                     &subject,
-                    format!("node {} registered at {} ({} vCPUs, {} MiB)", reg.id, reg.address, reg.capacity.vcpus, reg.capacity.memory_mib),
+                    format!(
+                        "node {} registered at {} ({} vCPUs, {} MiB)",
+                        reg.id, reg.address, reg.capacity.vcpus, reg.capacity.memory_mib
+                    ),
                 );
                 Ok(CommandOutcome::Node(node))
             }
         }
     }
 
-    fn create_vm(&mut self, revision: u64, now: u64, name: &str, spec: &VmSpec, desired: DesiredState) -> CommandResult {
+    fn create_vm(
+        &mut self,
+        revision: u64,
+        now: u64,
+        name: &str,
+        spec: &VmSpec,
+        desired: DesiredState,
+    ) -> CommandResult {
         // The API validated the request; these re-checks keep apply total even
         // for a command that bypassed it.
         if let Err(e) = blixard_shared::validate::vm_name(name) {
-            return Err(Rejection::new(RejectionCode::InvalidArgument, e.to_string()));
+            return Err(Rejection::new(
+                RejectionCode::InvalidArgument,
+                e.to_string(),
+            ));
         }
         if spec.vcpus == 0 || spec.memory_mib == 0 {
-            return Err(Rejection::new(RejectionCode::InvalidArgument, "spec.vcpus and spec.memory_mib must be positive"));
+            return Err(Rejection::new(
+                RejectionCode::InvalidArgument,
+                "spec.vcpus and spec.memory_mib must be positive",
+            ));
         }
         if self.vms.contains_key(name) {
-            return Err(Rejection::new(RejectionCode::AlreadyExists, format!("vm {name:?} already exists")));
+            return Err(Rejection::new(
+                RejectionCode::AlreadyExists,
+                format!("vm {name:?} already exists"),
+            ));
         }
         if self.vms.len() >= MAX_VMS {
             return Err(Rejection::new(
@@ -268,7 +351,10 @@ impl Fleet {
         if spec.node_id != 0 && !self.nodes.contains_key(&spec.node_id) {
             return Err(Rejection::new(
                 RejectionCode::InvalidArgument,
-                format!("spec.node_id: node {} is not a member of the cluster", spec.node_id),
+                format!(
+                    "spec.node_id: node {} is not a member of the cluster",
+                    spec.node_id
+                ),
             ));
         }
         let vm = VmRecord {
@@ -289,7 +375,12 @@ impl Fleet {
             now,
             "vm.created",
             &format!("vm/{name}"),
-            format!("vm {name} created ({} vCPUs, {} MiB, desired {})", spec.vcpus, spec.memory_mib, desired_word(desired)),
+            format!(
+                "vm {name} created ({} vCPUs, {} MiB, desired {})",
+                spec.vcpus,
+                spec.memory_mib,
+                desired_word(desired)
+            ),
         );
         Ok(CommandOutcome::Vm(vm))
     }

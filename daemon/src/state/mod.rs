@@ -13,3 +13,6 @@ pub mod model;
 pub use command::{Action, Command, CommandOutcome, CommandResult, Rejection, RejectionCode};
 pub use fleet::Fleet;
 pub use model::*;
+
+#[cfg(test)]
+mod proptests;

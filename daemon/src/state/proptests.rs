@@ -1,0 +1,272 @@
+//! Property tests of the state machine's apply: determinism, totality
+//! (a rejected command changes nothing) and snapshot round trips.
+
+use super::command::{Action, Command, NodeRegistration};
+use super::fleet::Fleet;
+use super::model::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn name() -> impl Strategy<Value = String> {
+    // A small name space so creates, deletes and updates collide often; a
+    // few invalid names check that apply re-validates.
+    prop_oneof![
+        8 => prop::sample::select(vec!["a", "b", "web-1", "db-2", "x9"]).prop_map(str::to_string),
+        1 => prop::sample::select(vec!["", "UPPER", "-x", "ünï"]).prop_map(str::to_string),
+    ]
+}
+
+fn node_id() -> impl Strategy<Value = u64> {
+    0u64..5
+}
+
+fn spec() -> impl Strategy<Value = VmSpec> {
+    (0u32..4, 0u64..512, node_id(), any::<bool>()).prop_map(|(vcpus, memory_mib, node_id, pre)| {
+        VmSpec {
+            vcpus,
+            memory_mib,
+            image: "default".into(),
+            kernel: String::new(),
+            initrd: String::new(),
+            cmdline: String::new(),
+            runner: String::new(),
+            labels: BTreeMap::from([("app".to_string(), "x".to_string())]),
+            constraints: vec![],
+            group: String::new(),
+            max_per_node: 0,
+            priority: 0,
+            preemptible: pre,
+            restart_policy: RestartPolicy::Always,
+            node_id,
+        }
+    })
+}
+
+fn schedulability() -> impl Strategy<Value = Schedulability> {
+    prop::sample::select(vec![
+        Schedulability::Schedulable,
+        Schedulability::Cordoned,
+        Schedulability::Draining,
+    ])
+}
+
+fn health() -> impl Strategy<Value = NodeHealth> {
+    prop::sample::select(vec![
+        NodeHealth::Alive,
+        NodeHealth::Suspect,
+        NodeHealth::Down,
+    ])
+}
+
+fn desired() -> impl Strategy<Value = DesiredState> {
+    prop::sample::select(vec![DesiredState::Running, DesiredState::Stopped])
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        (node_id(), 0u32..8, prop::sample::select(vec!["z1", "z2"])).prop_map(
+            |(id, vcpus, zone)| {
+                Action::RegisterNode(NodeRegistration {
+                    id,
+                    address: format!("127.0.0.1:{}", 7000 + id),
+                    capacity: Resources {
+                        vcpus,
+                        memory_mib: 4096,
+                        disk_mib: 0,
+                    },
+                    labels: BTreeMap::new(),
+                    zone: zone.to_string(),
+                    rack: String::new(),
+                    backend: "process".into(),
+                })
+            }
+        ),
+        node_id().prop_map(|id| Action::RemoveNode { id }),
+        (node_id(), schedulability())
+            .prop_map(|(id, value)| Action::SetSchedulability { id, value }),
+        (node_id(), health()).prop_map(|(id, health)| Action::SetNodeHealth { id, health }),
+        (name(), spec(), desired()).prop_map(|(name, spec, desired)| Action::CreateVm {
+            name,
+            spec,
+            desired
+        }),
+        (name(), desired()).prop_map(|(name, desired)| Action::SetDesired { name, desired }),
+        (name(), any::<bool>()).prop_map(|(name, force)| Action::DeleteVm { name, force }),
+    ]
+}
+
+fn commands() -> impl Strategy<Value = Vec<Command>> {
+    prop::collection::vec((0u64..1_000_000, action()), 0..120).prop_map(|v| {
+        v.into_iter()
+            .map(|(time_ms, action)| Command { time_ms, action })
+            .collect()
+    })
+}
+
+/// The fleet without the revision counter, which every command advances.
+fn content(f: &Fleet) -> (Fleet, u64) {
+    let mut c = f.clone();
+    let rev = c.revision;
+    c.revision = 0;
+    (c, rev)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn same_commands_give_same_state(cmds in commands()) {
+        let mut a = Fleet::default();
+        let mut b = Fleet::default();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let ra = a.apply(i as u64 + 1, cmd);
+            let rb = b.apply(i as u64 + 1, cmd);
+            prop_assert_eq!(ra, rb);
+        }
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn rejected_commands_change_nothing(cmds in commands()) {
+        let mut f = Fleet::default();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let before = content(&f).0;
+            let result = f.apply(i as u64 + 1, cmd);
+            if result.is_err() {
+                prop_assert_eq!(&content(&f).0, &before, "rejected {:?} changed state", cmd);
+            }
+            prop_assert_eq!(f.revision, i as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn invariants_hold_after_any_sequence(cmds in commands()) {
+        let mut f = Fleet::default();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let _ = f.apply(i as u64 + 1, cmd);
+            prop_assert!(f.events.len() <= blixard_shared::limits::EVENT_RING_LEN);
+            prop_assert!(f.events.iter().zip(f.events.iter().skip(1)).all(|(x, y)| x.revision < y.revision));
+            for vm in f.vms.values() {
+                prop_assert!(blixard_shared::validate::vm_name(&vm.name).is_ok());
+                prop_assert!(vm.spec.vcpus > 0 && vm.spec.memory_mib > 0);
+                prop_assert!(vm.node_id == 0 || f.nodes.contains_key(&vm.node_id));
+            }
+            prop_assert!(!f.nodes.contains_key(&0));
+        }
+    }
+
+    #[test]
+    fn snapshot_then_restore_gives_same_state(cmds in commands(), more in commands()) {
+        let mut f = Fleet::default();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let _ = f.apply(i as u64 + 1, cmd);
+        }
+        let bytes = serde_json::to_vec(&f).expect("encode");
+        let mut restored: Fleet = serde_json::from_slice(&bytes).expect("decode");
+        prop_assert_eq!(&restored, &f);
+        // And the restored copy goes on exactly like the original.
+        let base = cmds.len() as u64;
+        for (i, cmd) in more.iter().enumerate() {
+            let a = f.apply(base + i as u64 + 1, cmd);
+            let b = restored.apply(base + i as u64 + 1, cmd);
+            prop_assert_eq!(a, b);
+        }
+        prop_assert_eq!(restored, f);
+    }
+}
+
+#[test]
+fn event_ring_is_bounded_and_tracks_pruning() {
+    let mut f = Fleet::default();
+    let n = blixard_shared::limits::EVENT_RING_LEN as u64 + 10;
+    for i in 1..=n {
+        let state = if i % 2 == 0 {
+            DesiredState::Running
+        } else {
+            DesiredState::Stopped
+        };
+        let cmd = Command {
+            time_ms: i,
+            action: if i == 1 {
+                Action::CreateVm {
+                    name: "a".into(),
+                    spec: VmSpec {
+                        vcpus: 1,
+                        memory_mib: 64,
+                        image: "default".into(),
+                        kernel: String::new(),
+                        initrd: String::new(),
+                        cmdline: String::new(),
+                        runner: String::new(),
+                        labels: BTreeMap::new(),
+                        constraints: vec![],
+                        group: String::new(),
+                        max_per_node: 0,
+                        priority: 0,
+                        preemptible: false,
+                        restart_policy: RestartPolicy::Always,
+                        node_id: 0,
+                    },
+                    desired: DesiredState::Stopped,
+                }
+            } else {
+                Action::SetDesired {
+                    name: "a".into(),
+                    desired: state,
+                }
+            },
+        };
+        assert!(f.apply(i, &cmd).is_ok());
+    }
+    assert_eq!(f.events.len(), blixard_shared::limits::EVENT_RING_LEN);
+    assert_eq!(f.events_pruned_through, 10);
+    assert_eq!(f.oldest_event_revision(), Some(11));
+    assert_eq!(f.events_after(n - 2, 10).len(), 2);
+}
+
+#[test]
+fn delete_of_a_wanted_running_vm_needs_force() {
+    let mut f = Fleet::default();
+    let create = Command {
+        time_ms: 1,
+        action: Action::CreateVm {
+            name: "web".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+                image: "default".into(),
+                kernel: String::new(),
+                initrd: String::new(),
+                cmdline: String::new(),
+                runner: String::new(),
+                labels: BTreeMap::new(),
+                constraints: vec![],
+                group: String::new(),
+                max_per_node: 0,
+                priority: 0,
+                preemptible: false,
+                restart_policy: RestartPolicy::Always,
+                node_id: 0,
+            },
+            desired: DesiredState::Running,
+        },
+    };
+    assert!(f.apply(1, &create).is_ok());
+    assert_eq!(
+        f.apply(2, &create).unwrap_err().code,
+        super::RejectionCode::AlreadyExists
+    );
+    let delete = |force| Command {
+        time_ms: 3,
+        action: Action::DeleteVm {
+            name: "web".into(),
+            force,
+        },
+    };
+    assert_eq!(
+        f.apply(3, &delete(false)).unwrap_err().code,
+        super::RejectionCode::FailedPrecondition
+    );
+    assert!(f.apply(4, &delete(true)).is_ok());
+    assert!(f.vms.is_empty());
+}

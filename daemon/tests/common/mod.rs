@@ -1,0 +1,247 @@
+//! In-process test clusters: real `blixardd` nodes (the daemon library)
+//! on 127.0.0.1 with OS-chosen ports and temp data dirs, talking real gRPC.
+
+#![allow(dead_code)]
+
+use blixard_daemon::config::Config;
+use blixard_daemon::server::{start, NodeHandle};
+use blixard_shared::proto::v1 as pb;
+use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
+use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One node of a test cluster.
+pub struct TestNode {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    pub handle: Option<NodeHandle>,
+}
+
+/// A cluster of in-process nodes.
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    tweak: fn(&mut Config),
+    _tmp: tempfile::TempDir,
+}
+
+fn no_tweak(_: &mut Config) {}
+
+impl TestCluster {
+    /// Starts `n` nodes: node 1 bootstraps, the others join it; returns
+    /// once all are voters with registered node records.
+    pub async fn start(n: usize) -> Self {
+        Self::start_with(n, no_tweak).await
+    }
+
+    /// Like [`TestCluster::start`] with a config tweak applied to every node.
+    pub async fn start_with(n: usize, tweak: fn(&mut Config)) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            tweak,
+            _tmp: tmp,
+        };
+        for _ in 0..n {
+            cluster.add_node().await;
+        }
+        cluster.wait_for_voters(n).await;
+        cluster
+    }
+
+    fn config(&self, id: u64, dir: PathBuf, addr: SocketAddr) -> Config {
+        let mut c = Config::for_node(id, &dir, addr);
+        (self.tweak)(&mut c);
+        c
+    }
+
+    /// Starts one more node (the first bootstraps, the others join node 1).
+    pub async fn add_node(&mut self) -> usize {
+        let id = self.nodes.len() as u64 + 1;
+        let dir = self._tmp.path().join(format!("node-{id}"));
+        let mut config = self.config(id, dir.clone(), "127.0.0.1:0".parse().expect("addr"));
+        if id == 1 {
+            config.init = true;
+        } else {
+            config.join = Some(self.nodes[0].addr.to_string());
+        }
+        let handle = start(config).await.expect("node starts");
+        let addr = handle.address;
+        self.nodes.push(TestNode {
+            id,
+            dir,
+            addr,
+            handle: Some(handle),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Waits until the leader counts `n` voters and every node is registered.
+    pub async fn wait_for_voters(&self, n: usize) {
+        eventually(Duration::from_secs(60), "cluster to form", || async {
+            let s = self.status_from_any().await?;
+            let voters = s.members.iter().filter(|m| m.voter).count();
+            let registered = s
+                .members
+                .iter()
+                .filter(|m| m.health == pb::NodeHealth::Alive as i32)
+                .count();
+            (s.leader_id != 0 && voters == n && registered >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// A channel to node `i` (index into `nodes`).
+    pub fn channel(&self, i: usize) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.nodes[i].addr))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(20))
+            .connect_lazy()
+    }
+
+    /// A VM client bound to node `i` only.
+    pub fn vm_client(&self, i: usize) -> VmServiceClient<Channel> {
+        VmServiceClient::new(self.channel(i))
+    }
+
+    /// A cluster client over the endpoints of the running nodes.
+    pub fn client(&self) -> blixard_shared::BlixardClient {
+        let eps: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.handle.is_some())
+            .map(|n| n.addr.to_string())
+            .collect();
+        blixard_shared::BlixardClient::new(eps).expect("client")
+    }
+
+    /// A local-read status from the first running node that answers.
+    pub async fn status_from_any(&self) -> Option<pb::ClusterStatus> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.handle.is_none() {
+                continue;
+            }
+            let req = pb::GetStatusRequest {
+                consistency: pb::Consistency::Linearizable as i32,
+            };
+            if let Ok(s) = ClusterServiceClient::new(self.channel(i))
+                .get_status(req)
+                .await
+            {
+                return Some(s.into_inner());
+            }
+        }
+        None
+    }
+
+    /// Index of the current leader among running nodes, once there is one.
+    pub async fn leader(&self) -> usize {
+        eventually(Duration::from_secs(30), "a leader", || async {
+            let s = self.status_from_any().await?;
+            self.nodes
+                .iter()
+                .position(|n| n.id == s.leader_id && n.handle.is_some())
+        })
+        .await
+    }
+
+    /// Index of some running follower.
+    pub async fn follower(&self) -> usize {
+        let leader = self.leader().await;
+        self.nodes
+            .iter()
+            .enumerate()
+            .position(|(i, n)| i != leader && n.handle.is_some())
+            .expect("a running follower")
+    }
+
+    /// Stops node `i` (its data dir stays).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(h) = self.nodes[i].handle.take() {
+            h.shutdown().await;
+        }
+    }
+
+    /// Restarts node `i` on its data dir and address, without --init or --join.
+    pub async fn restart(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let config = self.config(n.id, n.dir.clone(), n.addr);
+        let handle = eventually(
+            Duration::from_secs(10),
+            "restart to bind its old port",
+            || {
+                let config = config.clone();
+                async move { start(config).await.ok() }
+            },
+        )
+        .await;
+        self.nodes[i].handle = Some(handle);
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+/// A valid create request.
+pub fn create_req(name: &str) -> pb::CreateVmRequest {
+    pb::CreateVmRequest {
+        name: name.to_string(),
+        spec: Some(pb::VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
+            ..Default::default()
+        }),
+        stopped: false,
+    }
+}
+
+/// Names of the VMs node `i` holds, read locally (no leader involved).
+pub async fn local_vm_names(cluster: &TestCluster, i: usize) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let resp = cluster
+            .vm_client(i)
+            .list_vms(pb::ListVmsRequest {
+                consistency: pb::Consistency::Local as i32,
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        names.extend(resp.vms.into_iter().map(|v| v.name));
+        if resp.next_page_token.is_empty() {
+            return Some(names);
+        }
+        token = resp.next_page_token;
+    }
+}

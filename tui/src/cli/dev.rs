@@ -1,0 +1,255 @@
+//! `blixard dev`: a local cluster of real `blixardd` processes on
+//! 127.0.0.1 for trying Blixard out. Node 1 bootstraps, the others join it;
+//! Ctrl-C stops all of them (SIGTERM, then SIGKILL after a grace period).
+//! Run again on the same data dir and the nodes come back with their state.
+
+use super::CliError;
+use blixard_shared::proto::v1 as pb;
+use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the cluster may take to form.
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node may take to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Options of `blixard dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory holding each node's data dir and log.
+    #[arg(long, default_value = ".blixard-dev")]
+    data_dir: PathBuf,
+    /// gRPC port of node 1; node N listens on base_port + N - 1.
+    #[arg(long, default_value_t = 7001)]
+    base_port: u16,
+    /// Number of nodes (1 to 5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
+    nodes: u64,
+    /// Delete the data dir first and start an empty cluster.
+    #[arg(long)]
+    fresh: bool,
+    /// Path of the blixardd binary (default: beside this binary, built through cargo when run by cargo).
+    #[arg(long, env = "BLIXARDD")]
+    blixardd: Option<PathBuf>,
+}
+
+/// The `blixardd` binary to run: given, or beside this executable. When run
+/// through `cargo run`, build it first so the two never disagree.
+fn find_blixardd(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::other(format!("cannot locate this binary: {e}")))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| CliError::other("this binary has no directory"))?;
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = dir.ends_with("release");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "blixard-daemon",
+            "--bin",
+            "blixardd",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        eprintln!("building blixardd ...");
+        let status = cmd
+            .status()
+            .map_err(|e| CliError::other(format!("cannot run cargo to build blixardd: {e}")))?;
+        if !status.success() {
+            return Err(CliError::other("building blixardd failed"));
+        }
+    }
+    let path = dir.join("blixardd");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(CliError::usage(format!(
+            "blixardd not found at {}; build it (cargo build --bins) or pass --blixardd PATH",
+            path.display()
+        )))
+    }
+}
+
+struct Nodes(Vec<(u64, Child)>);
+
+impl Nodes {
+    fn stop(&mut self) {
+        for (id, child) in &self.0 {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: kill(2) with a pid we spawned and a valid signal has no memory effects.
+                let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+                if rc != 0 {
+                    eprintln!("node {id}: SIGTERM failed");
+                }
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for (id, child) in &mut self.0 {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        eprintln!("node {id} did not stop in time; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_node(
+    bin: &Path,
+    data: &Path,
+    id: u64,
+    port: u16,
+    seed: Option<u16>,
+) -> Result<Child, CliError> {
+    let dir = data.join(format!("node-{id}"));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))?;
+    let log_path = data.join(format!("node-{id}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::other(format!("cannot open {}: {e}", log_path.display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| CliError::other(format!("cannot open {}: {e}", log_path.display())))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--node-id")
+        .arg(id.to_string())
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--backend")
+        .arg("process")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    match seed {
+        None => {
+            cmd.arg("--init");
+        }
+        Some(seed) => {
+            cmd.arg("--join").arg(format!("127.0.0.1:{seed}"));
+        }
+    }
+    cmd.spawn()
+        .map_err(|e| CliError::other(format!("cannot start {}: {e}", bin.display())))
+}
+
+async fn wait_for_members(
+    endpoints: &[String],
+    want: usize,
+    nodes: &mut Nodes,
+) -> Result<pb::ClusterStatus, CliError> {
+    let deadline = Instant::now() + FORM_TIMEOUT;
+    let mut last_err = String::new();
+    loop {
+        for (id, child) in &mut nodes.0 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(CliError::other(format!(
+                    "node {id} exited ({status}); see its log in the data dir"
+                )));
+            }
+        }
+        for ep in endpoints {
+            let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
+                .map(|e| e.connect_lazy())
+            else {
+                continue;
+            };
+            match ClusterServiceClient::new(ch)
+                .get_status(pb::GetStatusRequest {
+                    consistency: pb::Consistency::Local as i32,
+                })
+                .await
+            {
+                Ok(s) => {
+                    let s = s.into_inner();
+                    let voters = s.members.iter().filter(|m| m.voter).count();
+                    if s.leader_id != 0 && voters >= want {
+                        return Ok(s);
+                    }
+                    last_err = format!("{voters} of {want} voters so far");
+                }
+                Err(e) => last_err = e.message().to_string(),
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(CliError {
+                code: 5,
+                message: format!("the cluster did not form within {FORM_TIMEOUT:?}: {last_err}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the local cluster until Ctrl-C.
+pub async fn run(args: DevArgs) -> Result<(), CliError> {
+    if u32::from(args.base_port) + args.nodes as u32 > 65_536 || args.base_port == 0 {
+        return Err(CliError::usage("--base-port: ports would be out of range"));
+    }
+    let bin = find_blixardd(args.blixardd)?;
+    if args.fresh && args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir).map_err(|e| {
+            CliError::other(format!("cannot clear {}: {e}", args.data_dir.display()))
+        })?;
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| CliError::other(format!("cannot create {}: {e}", args.data_dir.display())))?;
+    let mut nodes = Nodes(Vec::new());
+    let mut endpoints = Vec::new();
+    for id in 1..=args.nodes {
+        let port = args.base_port + (id as u16 - 1);
+        let seed = (id > 1).then_some(args.base_port);
+        nodes
+            .0
+            .push((id, spawn_node(&bin, &args.data_dir, id, port, seed)?));
+        endpoints.push(format!("127.0.0.1:{port}"));
+    }
+    let status = wait_for_members(&endpoints, args.nodes as usize, &mut nodes).await?;
+    println!(
+        "Blixard dev cluster is up: {} nodes, leader node {}",
+        args.nodes, status.leader_id
+    );
+    println!("  endpoints: {}", endpoints.join(","));
+    println!("  data and logs: {}", args.data_dir.display());
+    println!(
+        "  try: BLIXARD_ENDPOINT={} blixard cluster status",
+        endpoints.join(",")
+    );
+    println!("Press Ctrl-C to stop the cluster.");
+    let result = tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| CliError::other(format!("waiting for Ctrl-C: {e}")));
+    eprintln!("stopping the cluster ...");
+    nodes.stop();
+    result
+}
