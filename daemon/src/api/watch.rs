@@ -92,13 +92,7 @@ async fn next_event(mut st: WatchState) -> Option<(Result<pb::WatchResponse, Sta
             st.applied.borrow_and_update();
             // Re-check after marking seen, so an apply between the read and
             // the wait is not missed.
-            let has_new = st
-                .core
-                .view
-                .read()
-                .events_after(st.last_sent, 1)
-                .first()
-                .is_some();
+            let has_new = !st.core.view.read().events_after(st.last_sent, 1).is_empty();
             if !has_new && st.applied.changed().await.is_err() {
                 st.done = true;
                 return Some((

@@ -1,0 +1,213 @@
+//! End to end with the built binaries as processes: three `blixardd`
+//! daemons, the `blixard` CLI as the only client, `kill -9` of the leader
+//! in the middle of a stream of writes, and a check that every write the
+//! CLI acknowledged is on every node afterwards.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn blixard_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_blixard"))
+}
+
+fn blixardd_bin() -> PathBuf {
+    let path = blixard_bin()
+        .parent()
+        .expect("target dir")
+        .join("blixardd");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (cargo build --bins, or cargo nextest run --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `limit`.
+fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Daemon {
+    id: u64,
+    dir: PathBuf,
+    addr: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(id: u64, dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(dir).expect("data dir");
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .expect("log file");
+        let child = Command::new(blixardd_bin())
+            .args(["--node-id", &id.to_string(), "--listen", listen, "--backend", "process"])
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn blixardd");
+        let addr = eventually(Duration::from_secs(20), "daemon ready file", || {
+            let text = std::fs::read_to_string(&ready).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            Some(v["address"].as_str()?.to_string())
+        });
+        Self {
+            id,
+            dir: dir.to_path_buf(),
+            addr,
+            child: Some(child),
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    fn restart(&mut self) {
+        let mut again = Daemon::start(self.id, &self.dir.clone(), &self.addr.clone(), &[]);
+        self.child = again.child.take();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn cli(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(blixard_bin())
+        .arg("--endpoint")
+        .arg(endpoints)
+        .arg("--json")
+        .args(args)
+        .env_remove("BLIXARD_ENDPOINT")
+        .output()
+        .expect("run blixard")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {:?} stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn vm_names(endpoint: &str) -> Option<BTreeSet<String>> {
+    let out = cli(endpoint, &["--local", "vm", "list"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v = json_of(&out);
+    Some(
+        v.as_array()?
+            .iter()
+            .filter_map(|vm| vm["name"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+#[test]
+fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut daemons = vec![Daemon::start(1, &tmp.path().join("n1"), "127.0.0.1:0", &["--init"])];
+    let seed = daemons[0].addr.clone();
+    for id in 2..=3 {
+        daemons.push(Daemon::start(id, &tmp.path().join(format!("n{id}")), "127.0.0.1:0", &["--join", &seed]));
+    }
+    let all: String = daemons.iter().map(|d| d.addr.clone()).collect::<Vec<_>>().join(",");
+
+    let status = eventually(Duration::from_secs(60), "three voters", || {
+        let out = cli(&all, &["cluster", "status"]);
+        let v = json_of(&out);
+        let voters = v["members"].as_array()?.iter().filter(|m| m["voter"] == true).count();
+        (out.status.success() && voters == 3 && v["leader_id"].as_u64()? != 0).then_some(v)
+    });
+    for key in ["leader_id", "term", "commit_index", "applied_index", "members"] {
+        assert!(status.get(key).is_some(), "cluster status --json lacks {key}: {status}");
+    }
+
+    // A writer streams creates through the CLI while the leader is killed.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let acked = acked.clone();
+        let acked_count = acked_count.clone();
+        let all = all.clone();
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            for i in 0..90 {
+                let name = format!("w-{i}");
+                let out = cli(&all, &["vm", "create", &name, "--vcpus", "1", "--memory", "64"]);
+                if out.status.success() {
+                    acked.lock().expect("lock").push(name);
+                    acked_count.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    failures.push((name, String::from_utf8_lossy(&out.stderr).to_string()));
+                }
+            }
+            failures
+        })
+    };
+    eventually(Duration::from_secs(60), "30 acknowledged writes", || {
+        (acked_count.load(Ordering::SeqCst) >= 30).then_some(())
+    });
+    let leader_id = json_of(&cli(&all, &["cluster", "status"]))["leader_id"]
+        .as_u64()
+        .expect("leader id");
+    let leader = daemons.iter().position(|d| d.id == leader_id).expect("leader daemon");
+    daemons[leader].kill9();
+    let failures = writer.join().expect("writer thread");
+    let acked: BTreeSet<String> = acked.lock().expect("lock").iter().cloned().collect();
+    assert!(acked.len() >= 60, "most writes should succeed across the failover; failures: {failures:?}");
+
+    daemons[leader].restart();
+    for d in &daemons {
+        let names = eventually(Duration::from_secs(60), "every acknowledged write on every node", || {
+            let names = vm_names(&d.addr)?;
+            acked.is_subset(&names).then_some(names)
+        });
+        assert!(acked.is_subset(&names), "node {} lost acknowledged writes", d.id);
+    }
+
+    // The CLI's contract: stable JSON keys and exit codes.
+    let vm = json_of(&cli(&all, &["vm", "get", "w-0"]));
+    for key in ["name", "state", "node_id", "epoch", "vcpus", "memory_mib", "reason"] {
+        assert!(vm.get(key).is_some(), "vm get --json lacks {key}: {vm}");
+    }
+    assert_eq!(cli(&all, &["vm", "get", "no-such-vm"]).status.code(), Some(3));
+    assert_eq!(cli(&all, &["vm", "create", "Bad Name", "--vcpus", "1", "--memory", "64"]).status.code(), Some(2));
+    let dup = cli(&all, &["vm", "create", "w-0", "--vcpus", "1", "--memory", "64"]);
+    assert_eq!(dup.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&dup.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one-line reason expected: {stderr:?}");
+}
