@@ -8,6 +8,7 @@ use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::node_service_client::NodeServiceClient;
 use blixard_shared::proto::v1::watch_service_client::WatchServiceClient;
 use common::*;
+use tokio_stream::StreamExt;
 
 fn with_spec(f: impl FnOnce(&mut pb::VmSpec)) -> pb::CreateVmRequest {
     let mut r = create_req("ok-name");
@@ -221,10 +222,27 @@ async fn a_watch_from_a_compacted_revision_is_out_of_range() {
     let cluster = TestCluster::start(1).await;
     let mut vms = cluster.vm_client(0);
     let ring = blixard_shared::limits::EVENT_RING_LEN;
+    // A watcher that never reads, opened before the flood, on a connection
+    // with small HTTP/2 windows so the transport cannot absorb the flood.
+    let small_window =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nodes[0].addr))
+            .expect("uri")
+            .initial_stream_window_size(Some(8 * 1024))
+            .initial_connection_window_size(Some(8 * 1024))
+            .connect_lazy();
+    let mut slow = WatchServiceClient::new(small_window)
+        .watch(pb::WatchRequest {
+            from_revision: 0,
+            from_oldest: false,
+        })
+        .await
+        .expect("slow watcher")
+        .into_inner();
     // Fill the ring past its end with cheap desired-state flips, from many
     // concurrent writers so they share fsyncs (group commit).
     const WRITERS: usize = 32;
-    let per_writer = ring / WRITERS + 2;
+    // Past the ring, plus what the server's HTTP/2 send buffer can hold.
+    let per_writer = (ring + 4000) / WRITERS;
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let name = format!("flip-{w}");
@@ -257,5 +275,123 @@ async fn a_watch_from_a_compacted_revision_is_out_of_range() {
         .await
         .expect_err("compacted");
     assert_eq!(err.code(), tonic::Code::OutOfRange);
+
+    // The watcher opened before the flood and never read: it blocked no one
+    // (the writes above finished), and it is now cut off with a clear status.
+    let mut cut_off = None;
+    let mut delivered = 0usize;
+    while let Some(item) = tokio::time::timeout(std::time::Duration::from_secs(20), slow.next())
+        .await
+        .expect("the slow watcher gets an answer")
+    {
+        match item {
+            Ok(_) => delivered += 1,
+            Err(status) => {
+                cut_off = Some(status);
+                break;
+            }
+        }
+    }
+    let status = cut_off.expect("the slow watcher must be cut off");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        delivered < ring + 5,
+        "the watcher cannot have received every event"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_metrics_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let cluster =
+        TestCluster::start_with(1, |c| c.metrics_listen = Some(([127, 0, 0, 1], 0).into())).await;
+    cluster
+        .vm_client(0)
+        .create_vm(create_req("metered"))
+        .await
+        .expect("create");
+
+    let mut health = HealthClient::new(cluster.channel(0));
+    for service in ["", "blixard.v1.VmService", "blixard.v1.ClusterService"] {
+        let resp = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e}"))
+            .into_inner();
+        assert_eq!(resp.status, 1, "{service:?} should be SERVING");
+    }
+
+    let mut reflection = ServerReflectionClient::new(cluster.channel(0));
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let resp = stream.next().await.expect("one answer").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer: {resp:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "blixard.v1.ClusterService",
+        "blixard.v1.NodeService",
+        "blixard.v1.VmService",
+        "blixard.v1.WatchService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "reflection lacks {want}: {names:?}"
+        );
+    }
+
+    let addr = cluster.nodes[0]
+        .handle
+        .as_ref()
+        .and_then(|h| h.metrics_address)
+        .expect("metrics address");
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect metrics");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.expect("response");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for want in [
+        "blixard_raft_term ",
+        "blixard_raft_leader_changes_total ",
+        "blixard_raft_commit_index ",
+        "blixard_raft_applied_index ",
+        "blixard_raft_log_entries ",
+        "blixard_raft_snapshot_bytes ",
+        "blixard_proposal_latency_seconds_bucket",
+        "blixard_grpc_request_latency_seconds_bucket",
+        "blixard_watchers_connected ",
+    ] {
+        assert!(body.contains(want), "metrics lack {want:?}:\n{body}");
+    }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("blixard_grpc_requests_total{")
+                && l.contains("method=\"CreateVm\"")
+                && l.contains("code=\"ok\"")),
+        "no CreateVm request counted:\n{body}"
+    );
     cluster.shutdown().await;
 }

@@ -16,10 +16,7 @@ fn blixard_bin() -> PathBuf {
 }
 
 fn blixardd_bin() -> PathBuf {
-    let path = blixard_bin()
-        .parent()
-        .expect("target dir")
-        .join("blixardd");
+    let path = blixard_bin().parent().expect("target dir").join("blixardd");
     assert!(
         path.exists(),
         "{} is missing: build the workspace binaries first (cargo build --bins, or cargo nextest run --workspace)",
@@ -35,7 +32,10 @@ fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) 
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -58,7 +58,14 @@ impl Daemon {
             .open(dir.join("daemon.log"))
             .expect("log file");
         let child = Command::new(blixardd_bin())
-            .args(["--node-id", &id.to_string(), "--listen", listen, "--backend", "process"])
+            .args([
+                "--node-id",
+                &id.to_string(),
+                "--listen",
+                listen,
+                "--backend",
+                "process",
+            ])
             .arg("--data-dir")
             .arg(dir)
             .arg("--ready-file")
@@ -139,21 +146,48 @@ fn vm_names(endpoint: &str) -> Option<BTreeSet<String>> {
 #[test]
 fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut daemons = vec![Daemon::start(1, &tmp.path().join("n1"), "127.0.0.1:0", &["--init"])];
+    let mut daemons = vec![Daemon::start(
+        1,
+        &tmp.path().join("n1"),
+        "127.0.0.1:0",
+        &["--init"],
+    )];
     let seed = daemons[0].addr.clone();
     for id in 2..=3 {
-        daemons.push(Daemon::start(id, &tmp.path().join(format!("n{id}")), "127.0.0.1:0", &["--join", &seed]));
+        daemons.push(Daemon::start(
+            id,
+            &tmp.path().join(format!("n{id}")),
+            "127.0.0.1:0",
+            &["--join", &seed],
+        ));
     }
-    let all: String = daemons.iter().map(|d| d.addr.clone()).collect::<Vec<_>>().join(",");
+    let all: String = daemons
+        .iter()
+        .map(|d| d.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
 
     let status = eventually(Duration::from_secs(60), "three voters", || {
         let out = cli(&all, &["cluster", "status"]);
         let v = json_of(&out);
-        let voters = v["members"].as_array()?.iter().filter(|m| m["voter"] == true).count();
+        let voters = v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["voter"] == true)
+            .count();
         (out.status.success() && voters == 3 && v["leader_id"].as_u64()? != 0).then_some(v)
     });
-    for key in ["leader_id", "term", "commit_index", "applied_index", "members"] {
-        assert!(status.get(key).is_some(), "cluster status --json lacks {key}: {status}");
+    for key in [
+        "leader_id",
+        "term",
+        "commit_index",
+        "applied_index",
+        "members",
+    ] {
+        assert!(
+            status.get(key).is_some(),
+            "cluster status --json lacks {key}: {status}"
+        );
     }
 
     // A writer streams creates through the CLI while the leader is killed.
@@ -167,7 +201,10 @@ fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
             let mut failures = Vec::new();
             for i in 0..90 {
                 let name = format!("w-{i}");
-                let out = cli(&all, &["vm", "create", &name, "--vcpus", "1", "--memory", "64"]);
+                let out = cli(
+                    &all,
+                    &["vm", "create", &name, "--vcpus", "1", "--memory", "64"],
+                );
                 if out.status.success() {
                     acked.lock().expect("lock").push(name);
                     acked_count.fetch_add(1, Ordering::SeqCst);
@@ -184,30 +221,70 @@ fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
     let leader_id = json_of(&cli(&all, &["cluster", "status"]))["leader_id"]
         .as_u64()
         .expect("leader id");
-    let leader = daemons.iter().position(|d| d.id == leader_id).expect("leader daemon");
+    let leader = daemons
+        .iter()
+        .position(|d| d.id == leader_id)
+        .expect("leader daemon");
     daemons[leader].kill9();
     let failures = writer.join().expect("writer thread");
     let acked: BTreeSet<String> = acked.lock().expect("lock").iter().cloned().collect();
-    assert!(acked.len() >= 60, "most writes should succeed across the failover; failures: {failures:?}");
+    assert!(
+        acked.len() >= 60,
+        "most writes should succeed across the failover; failures: {failures:?}"
+    );
 
     daemons[leader].restart();
     for d in &daemons {
-        let names = eventually(Duration::from_secs(60), "every acknowledged write on every node", || {
-            let names = vm_names(&d.addr)?;
-            acked.is_subset(&names).then_some(names)
-        });
-        assert!(acked.is_subset(&names), "node {} lost acknowledged writes", d.id);
+        let names = eventually(
+            Duration::from_secs(60),
+            "every acknowledged write on every node",
+            || {
+                let names = vm_names(&d.addr)?;
+                acked.is_subset(&names).then_some(names)
+            },
+        );
+        assert!(
+            acked.is_subset(&names),
+            "node {} lost acknowledged writes",
+            d.id
+        );
     }
 
     // The CLI's contract: stable JSON keys and exit codes.
     let vm = json_of(&cli(&all, &["vm", "get", "w-0"]));
-    for key in ["name", "state", "node_id", "epoch", "vcpus", "memory_mib", "reason"] {
+    for key in [
+        "name",
+        "state",
+        "node_id",
+        "epoch",
+        "vcpus",
+        "memory_mib",
+        "reason",
+    ] {
         assert!(vm.get(key).is_some(), "vm get --json lacks {key}: {vm}");
     }
-    assert_eq!(cli(&all, &["vm", "get", "no-such-vm"]).status.code(), Some(3));
-    assert_eq!(cli(&all, &["vm", "create", "Bad Name", "--vcpus", "1", "--memory", "64"]).status.code(), Some(2));
-    let dup = cli(&all, &["vm", "create", "w-0", "--vcpus", "1", "--memory", "64"]);
+    assert_eq!(
+        cli(&all, &["vm", "get", "no-such-vm"]).status.code(),
+        Some(3)
+    );
+    assert_eq!(
+        cli(
+            &all,
+            &["vm", "create", "Bad Name", "--vcpus", "1", "--memory", "64"]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    let dup = cli(
+        &all,
+        &["vm", "create", "w-0", "--vcpus", "1", "--memory", "64"],
+    );
     assert_eq!(dup.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&dup.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "one-line reason expected: {stderr:?}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one-line reason expected: {stderr:?}"
+    );
 }
