@@ -38,6 +38,8 @@ pub struct Core {
     pub metrics: Metrics,
     /// Resolved configuration.
     pub config: Config,
+    /// Becomes true when the node is stopping; long-lived streams end on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).

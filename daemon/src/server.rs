@@ -153,6 +153,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
     .map_err(|e| StartError::Raft(e.to_string()))?;
 
     let metrics = Metrics::new();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let core = Arc::new(Core {
         id: config.node_id,
         address: advertise.clone(),
@@ -161,9 +162,9 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         pool,
         metrics: metrics.clone(),
         config: config.clone(),
+        shutdown: shutdown_rx.clone(),
     });
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

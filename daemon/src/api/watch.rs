@@ -93,14 +93,18 @@ async fn next_event(mut st: WatchState) -> Option<(Result<pb::WatchResponse, Sta
             // Re-check after marking seen, so an apply between the read and
             // the wait is not missed.
             let has_new = !st.core.view.read().events_after(st.last_sent, 1).is_empty();
-            if !has_new && st.applied.changed().await.is_err() {
-                st.done = true;
-                return Some((
-                    Err(Status::unavailable(
-                        "node is shutting down; resume on another member",
-                    )),
-                    st,
-                ));
+            if !has_new {
+                let mut shutdown = st.core.shutdown.clone();
+                let stopping = tokio::select! {
+                    r = st.applied.changed() => r.is_err(),
+                    _ = shutdown.wait_for(|stop| *stop) => true,
+                };
+                if stopping {
+                    st.done = true;
+                    let status =
+                        Status::unavailable("node is shutting down; resume on another member");
+                    return Some((Err(status), st));
+                }
             }
         }
     }
