@@ -69,8 +69,14 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         };
         for (id, health) in changes {
             tracing::info!(node_id = id, ?health, "node health changed");
-            if let Err(e) = core.propose(Action::SetNodeHealth { id, health }).await {
+            let cmd = crate::state::Command {
+                time_ms: crate::core::now_ms(),
+                action: Action::SetNodeHealth { id, health },
+            };
+            // Only while still leading: a deposed leader's judgements are stale.
+            if let Err(e) = core.propose_local(cmd).await {
                 tracing::warn!(node_id = id, error = %e, "could not record node health");
+                break;
             }
         }
     }

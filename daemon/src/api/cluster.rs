@@ -22,6 +22,17 @@ const JOIN_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a leadership transfer may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Extra time a forwarded call gets beyond the leader's own limit.
+const FORWARD_SLACK: Duration = Duration::from_secs(10);
+
+/// A request to pass on to the leader, with a deadline so a forward never
+/// hangs on a leader that went away.
+fn with_deadline<T>(msg: T, deadline: Duration) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.set_timeout(deadline);
+    req
+}
+
 /// Serves the cluster API of one node.
 pub struct ClusterApi {
     core: Arc<Core>,
@@ -150,9 +161,6 @@ impl ClusterApi {
                 "node {id} is the only voter; a cluster cannot remove its last voter"
             )));
         }
-        if has_record {
-            self.core.propose(Action::RemoveNode { id }).await?;
-        }
         if voters.contains(&id) {
             self.core
                 .raft
@@ -165,6 +173,12 @@ impl ClusterApi {
                 .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
                 .await
                 .map_err(|e| membership_error(&self.core, e))?;
+        }
+        // The membership change first: if it fails, the node keeps both its
+        // seat and its record. Then the record (forwarded if this node just
+        // removed itself and stepped down).
+        if has_record {
+            self.core.propose(Action::RemoveNode { id }).await?;
         }
         tracing::info!(node_id = id, "node removed");
         if self.core.is_leader() {
@@ -242,7 +256,7 @@ impl ClusterService for ClusterApi {
                     if let Some(ch) = self.core.leader_channel()? {
                         return Ok(Response::new(
                             ClusterServiceClient::new(ch)
-                                .get_status(req)
+                                .get_status(with_deadline(req, FORWARD_SLACK))
                                 .await?
                                 .into_inner(),
                         ));
@@ -334,7 +348,10 @@ impl ClusterService for ClusterApi {
                 }
                 match self.core.leader_channel()? {
                     Some(ch) => Ok(Response::new(
-                        ClusterServiceClient::new(ch).join(req).await?.into_inner(),
+                        ClusterServiceClient::new(ch)
+                            .join(with_deadline(req, JOIN_CATCH_UP_TIMEOUT + FORWARD_SLACK))
+                            .await?
+                            .into_inner(),
                     )),
                     None => Ok(Response::new(
                         self.join_on_leader(req.node_id, req.address).await?,
@@ -360,7 +377,7 @@ impl ClusterService for ClusterApi {
                 match self.core.leader_channel()? {
                     Some(ch) => Ok(Response::new(
                         ClusterServiceClient::new(ch)
-                            .remove_node(req)
+                            .remove_node(with_deadline(req, FORWARD_SLACK))
                             .await?
                             .into_inner(),
                     )),
@@ -384,7 +401,10 @@ impl ClusterService for ClusterApi {
                 match self.core.leader_channel()? {
                     Some(ch) => Ok(Response::new(
                         ClusterServiceClient::new(ch)
-                            .transfer_leadership(req)
+                            .transfer_leadership(with_deadline(
+                                req,
+                                TRANSFER_TIMEOUT + FORWARD_SLACK,
+                            ))
                             .await?
                             .into_inner(),
                     )),

@@ -24,7 +24,7 @@ const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_PURGED: &str = "last_purged";
 
-/// Most entries one read returns; openraft asks again for the rest.
+/// Most entries one replication read returns; openraft asks again for the rest.
 const MAX_ENTRIES_PER_READ: u64 = 4096;
 
 /// Handle on the log tables of a node's redb file. Cheap to clone; clones
@@ -100,7 +100,6 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&e) => e,
             Bound::Unbounded => u64::MAX,
         };
-        let end_excl = end_excl.min(start.saturating_add(MAX_ENTRIES_PER_READ));
         let tx = self.db.begin_read().map_err(io_err)?;
         let table = tx.open_table(LOG).map_err(io_err)?;
         let mut out = Vec::new();
@@ -113,6 +112,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
         self.read_meta(KEY_VOTE)
+    }
+
+    /// Replication reads through here and may get a prefix of the range;
+    /// apply reads through `try_get_log_entries`, which must return it all.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        let end = end.min(start.saturating_add(MAX_ENTRIES_PER_READ));
+        self.try_get_log_entries(start..end).await
     }
 }
 

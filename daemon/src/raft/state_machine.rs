@@ -12,7 +12,7 @@ use crate::state::Fleet;
 use futures_util::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::io;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio::sync::watch;
@@ -136,12 +136,26 @@ impl StateMachine {
     }
 }
 
+/// Stores a snapshot unless a newer one is already stored: a snapshot build
+/// runs concurrently with snapshot installs, and must not overwrite a newer
+/// installed snapshot whose log prefix is already purged.
 async fn save_snapshot(db: Arc<Database>, meta: &SnapshotMeta, data: Vec<u8>) -> io::Result<()> {
+    let new_last = meta.last_log_id;
     let meta = serde_json::to_vec(meta).map_err(io_err)?;
     tokio::task::spawn_blocking(move || {
         let tx = db.begin_write().map_err(io_err)?;
         {
             let mut t = tx.open_table(SNAPSHOT).map_err(io_err)?;
+            let stored = match t.get(KEY_META).map_err(io_err)? {
+                Some(v) => Some(serde_json::from_slice::<SnapshotMeta>(v.value()).map_err(io_err)?),
+                None => None,
+            };
+            if let Some(stored) = stored {
+                if stored.last_log_id >= new_last {
+                    tracing::debug!(stored = ?stored.last_log_id, new = ?new_last, "keeping the newer stored snapshot");
+                    return Ok(());
+                }
+            }
             t.insert(KEY_META, meta.as_slice()).map_err(io_err)?;
             t.insert(KEY_DATA, data.as_slice()).map_err(io_err)?;
         }

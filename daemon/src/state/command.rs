@@ -75,6 +75,29 @@ pub enum Action {
         /// New desired state.
         desired: DesiredState,
     },
+    /// Places a VM on a node (the scheduler's decision), bumping its epoch.
+    PlaceVm {
+        /// VM name.
+        name: String,
+        /// Target node.
+        node_id: u64,
+        /// The epoch the scheduler saw; a different current epoch means the
+        /// decision is stale and is refused.
+        expected_epoch: u64,
+    },
+    /// Status reports from one node's agent, applied where the node still
+    /// owns the VM at the reported epoch and ignored otherwise.
+    ReportVmStatus {
+        /// Reporting node.
+        node_id: u64,
+        /// One report per VM.
+        reports: Vec<VmReport>,
+    },
+    /// Asks the owning agent to restart a VM.
+    RestartVm {
+        /// VM name.
+        name: String,
+    },
     /// Removes a VM record.
     DeleteVm {
         /// VM name.

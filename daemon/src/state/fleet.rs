@@ -211,6 +211,35 @@ impl Fleet {
                 );
                 Ok(CommandOutcome::Vm(out))
             }
+            Action::PlaceVm {
+                name,
+                node_id,
+                expected_epoch,
+            } => self.place_vm(revision, now, name, *node_id, *expected_epoch),
+            Action::ReportVmStatus { node_id, reports } => {
+                self.report_status(revision, now, *node_id, reports)
+            }
+            Action::RestartVm { name } => {
+                let vm = self.vm_mut(name)?;
+                if vm.desired != DesiredState::Running {
+                    return Err(Rejection::new(
+                        RejectionCode::FailedPrecondition,
+                        format!("vm {name:?} is stopped: start it instead of restarting it"),
+                    ));
+                }
+                vm.restart_nonce += 1;
+                vm.updated_at_ms = now;
+                vm.revision = revision;
+                let out = vm.clone();
+                self.push_event(
+                    revision,
+                    now,
+                    "vm.restart_requested",
+                    &format!("vm/{name}"),
+                    format!("restart requested for vm {name}"),
+                );
+                Ok(CommandOutcome::Vm(out))
+            }
             Action::DeleteVm { name, force } => {
                 let vm = self.vms.get(name).ok_or_else(|| {
                     Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
@@ -348,6 +377,29 @@ impl Fleet {
                 format!("the cluster holds the maximum of {MAX_VMS} VMs"),
             ));
         }
+        if !self.nodes.is_empty()
+            && !self
+                .nodes
+                .values()
+                .any(|n| n.capacity.memory_mib >= spec.memory_mib && n.capacity.vcpus >= spec.vcpus)
+        {
+            return Err(Rejection::new(
+                RejectionCode::ResourceExhausted,
+                format!(
+                    "spec: no node can ever hold {} vCPUs and {} MiB (largest node: {})",
+                    spec.vcpus,
+                    spec.memory_mib,
+                    self.nodes
+                        .values()
+                        .map(|n| format!(
+                            "{} vCPUs, {} MiB",
+                            n.capacity.vcpus, n.capacity.memory_mib
+                        ))
+                        .max()
+                        .unwrap_or_default()
+                ),
+            ));
+        }
         if spec.node_id != 0 && !self.nodes.contains_key(&spec.node_id) {
             return Err(Rejection::new(
                 RejectionCode::InvalidArgument,
@@ -368,6 +420,8 @@ impl Fleet {
             created_at_ms: now,
             updated_at_ms: now,
             revision,
+            restart_nonce: 0,
+            observed: Observed::default(),
         };
         self.vms.insert(name.to_string(), vm.clone());
         self.push_event(
@@ -386,7 +440,166 @@ impl Fleet {
     }
 }
 
-fn state_word(s: VmState) -> &'static str {
+impl Fleet {
+    /// Resources wanted by the VMs placed on `node_id` that are meant to run.
+    pub fn allocated_on(&self, node_id: u64) -> Resources {
+        let mut r = Resources::default();
+        for vm in self
+            .vms_on(node_id)
+            .filter(|vm| vm.desired == DesiredState::Running)
+        {
+            r.vcpus = r.vcpus.saturating_add(vm.spec.vcpus);
+            r.memory_mib = r.memory_mib.saturating_add(vm.spec.memory_mib);
+        }
+        r
+    }
+
+    fn place_vm(
+        &mut self,
+        revision: u64,
+        now: u64,
+        name: &str,
+        node_id: u64,
+        expected_epoch: u64,
+    ) -> CommandResult {
+        let vm = self.vms.get(name).ok_or_else(|| {
+            Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
+        })?;
+        if vm.epoch != expected_epoch {
+            return Err(Rejection::new(
+                RejectionCode::FailedPrecondition,
+                format!(
+                    "stale placement of vm {name:?}: epoch is {}, not {expected_epoch}",
+                    vm.epoch
+                ),
+            ));
+        }
+        let node = self.nodes.get(&node_id).ok_or_else(|| {
+            Rejection::new(RejectionCode::NotFound, format!("node {node_id} not found"))
+        })?;
+        if node.schedulability != Schedulability::Schedulable || node.health == NodeHealth::Down {
+            return Err(Rejection::new(
+                RejectionCode::FailedPrecondition,
+                format!(
+                    "node {node_id} does not take new VMs ({:?}, {:?})",
+                    node.schedulability, node.health
+                ),
+            ));
+        }
+        let mut used = self.allocated_on(node_id);
+        if vm.node_id == node_id && vm.desired == DesiredState::Running {
+            used.vcpus = used.vcpus.saturating_sub(vm.spec.vcpus);
+            used.memory_mib = used.memory_mib.saturating_sub(vm.spec.memory_mib);
+        }
+        if used.vcpus.saturating_add(vm.spec.vcpus) > node.capacity.vcpus
+            || used.memory_mib.saturating_add(vm.spec.memory_mib) > node.capacity.memory_mib
+        {
+            return Err(Rejection::new(
+                RejectionCode::ResourceExhausted,
+                format!("node {node_id} has no room for vm {name:?}"),
+            ));
+        }
+        let vm = self.vm_mut(name)?;
+        vm.node_id = node_id;
+        vm.epoch += 1;
+        vm.state = VmState::Scheduled;
+        vm.reason = format!("placed on node {node_id}");
+        vm.observed = Observed::default();
+        vm.updated_at_ms = now;
+        vm.revision = revision;
+        let out = vm.clone();
+        self.push_event(
+            revision,
+            now,
+            "vm.placed",
+            &format!("vm/{name}"),
+            format!("vm {name} placed on node {node_id} (epoch {})", out.epoch),
+        );
+        Ok(CommandOutcome::Vm(out))
+    }
+
+    fn report_status(
+        &mut self,
+        revision: u64,
+        now: u64,
+        node_id: u64,
+        reports: &[VmReport],
+    ) -> CommandResult {
+        if !self.nodes.contains_key(&node_id) {
+            return Err(Rejection::new(
+                RejectionCode::NotFound,
+                format!("node {node_id} not found"),
+            ));
+        }
+        let mut changes = Vec::new();
+        for report in reports {
+            let Some(vm) = self.vms.get_mut(&report.name) else {
+                continue;
+            };
+            if vm.node_id != node_id || vm.epoch != report.epoch {
+                continue;
+            }
+            let mut reason = report.reason.clone();
+            if reason.len() > MAX_REASON_LEN {
+                let mut cut = MAX_REASON_LEN;
+                while !reason.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reason.truncate(cut);
+            }
+            let state_changed = vm.state != report.state;
+            if !state_changed && vm.reason == reason && vm.observed == report.observed {
+                continue;
+            }
+            vm.state = report.state;
+            vm.reason = reason;
+            vm.observed = report.observed.clone();
+            vm.updated_at_ms = now;
+            vm.revision = revision;
+            if state_changed {
+                changes.push((vm.name.clone(), report.state, vm.reason.clone()));
+            }
+        }
+        match changes.as_slice() {
+            [] => {}
+            [(name, state, reason)] => {
+                let word = state_word(*state);
+                let message = if reason.is_empty() {
+                    format!("vm {name} is {word}")
+                } else {
+                    format!("vm {name} is {word}: {reason}")
+                };
+                self.push_event(
+                    revision,
+                    now,
+                    &format!("vm.{word}"),
+                    &format!("vm/{name}"),
+                    message,
+                );
+            }
+            many => {
+                let list: Vec<String> = many
+                    .iter()
+                    .map(|(n, s, _)| format!("{n} {}", state_word(*s)))
+                    .collect();
+                self.push_event(
+                    revision,
+                    now,
+                    "vm.status",
+                    &format!("node/{node_id}"),
+                    list.join(", "),
+                );
+            }
+        }
+        Ok(CommandOutcome::Done)
+    }
+}
+
+/// Longest status reason kept in a VM record (bytes); longer ones are cut.
+pub const MAX_REASON_LEN: usize = 2048;
+
+/// Lower-case word for a VM state, as used in events and messages.
+pub fn state_word(s: VmState) -> &'static str {
     match s {
         VmState::Pending => "pending",
         VmState::Scheduled => "scheduled",

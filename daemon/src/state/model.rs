@@ -172,6 +172,41 @@ pub struct VmRecord {
     pub updated_at_ms: u64,
     /// Revision of the last change.
     pub revision: u64,
+    /// Bumped by every restart request; the owning agent restarts the VM
+    /// when it sees a new value.
+    #[serde(default)]
+    pub restart_nonce: u64,
+    /// What the owning node last reported about the running instance.
+    #[serde(default)]
+    pub observed: Observed,
+}
+
+/// Details of the running instance, as reported by the owning node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Host process id of the VM (QEMU or the supervised process); 0 if none.
+    pub pid: u32,
+    /// When the instance was started (owning node's clock, ms since epoch).
+    pub started_at_ms: u64,
+    /// Restarts the agent made under the restart policy since placement.
+    pub restarts: u32,
+    /// The `restart_nonce` the agent has acted on.
+    pub restart_nonce: u64,
+}
+
+/// One VM's status as the owning node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmReport {
+    /// VM name.
+    pub name: String,
+    /// Placement epoch the report is about; stale epochs are ignored.
+    pub epoch: u64,
+    /// Observed state.
+    pub state: VmState,
+    /// Why (failure reason, last console lines).
+    pub reason: String,
+    /// Instance details.
+    pub observed: Observed,
 }
 
 /// One entry of the replicated event ring.
