@@ -22,7 +22,7 @@ need dpkg-deb dpkg
 need lz4 lz4
 need gzip gzip
 busybox=/bin/busybox
-[ -x "$busybox" ] && "$busybox" --list | grep -qx cpio || { echo "build.sh: a static busybox with cpio is missing (install: busybox-static)" >&2; exit 3; }
+[ -x "$busybox" ] && "$busybox" --list | grep -x cpio >/dev/null || { echo "build.sh: a static busybox with cpio is missing (install: busybox-static)" >&2; exit 3; }
 
 # Resolve the current cloud kernel package through its metapackage: the ABI
 # name changes with security updates and old ones leave the mirror.

@@ -2,6 +2,7 @@
 //! environment variable and a key in the optional TOML file. Precedence:
 //! flag, then environment, then file, then default.
 
+pub use crate::backend::qemu::AccelChoice;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -64,6 +65,12 @@ pub struct Flags {
     /// TOML file with any of these settings (keys are the flag names with '_').
     #[arg(long, env = "BLIXARD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Directory of guest images (IMAGE/vmlinux, IMAGE/initrd.img, IMAGE/cmdline); default DATA_DIR/images.
+    #[arg(long, env = "BLIXARD_IMAGE_DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// QEMU accelerator: auto (KVM only where usable), kvm or tcg.
+    #[arg(long, env = "BLIXARD_ACCEL", value_enum)]
+    pub accel: Option<AccelChoice>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "BLIXARD_LOG")]
     pub log: Option<String>,
@@ -85,6 +92,14 @@ pub struct FileConfig {
     join: Option<String>,
     backend: Option<BackendKind>,
     log: Option<String>,
+    image_dir: Option<PathBuf>,
+    accel: Option<AccelChoice>,
+    /// Path of qemu-system-x86_64 (default: found on PATH).
+    qemu_binary: Option<PathBuf>,
+    /// How long a VM gets to power off before it is killed.
+    vm_stop_timeout_ms: Option<u64>,
+    /// vCPUs offered per host CPU (microVMs are mostly idle).
+    vcpu_overcommit: Option<u32>,
     /// Labels of this node.
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -126,6 +141,16 @@ pub struct Config {
     pub log: String,
     /// Ready file.
     pub ready_file: Option<PathBuf>,
+    /// Guest image directory.
+    pub image_dir: PathBuf,
+    /// QEMU accelerator choice.
+    pub accel: AccelChoice,
+    /// QEMU binary (None: search PATH).
+    pub qemu_binary: Option<PathBuf>,
+    /// Grace period of a VM stop.
+    pub vm_stop_timeout: Duration,
+    /// vCPUs offered per host CPU.
+    pub vcpu_overcommit: u32,
     /// Node labels.
     pub labels: BTreeMap<String, String>,
     /// Zone.
@@ -234,13 +259,24 @@ impl Config {
                 "need 0 < heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms",
             ));
         }
+        let vcpu_overcommit = file.vcpu_overcommit.unwrap_or(8);
+        if !(1..=64).contains(&vcpu_overcommit) {
+            return Err(invalid("vcpu_overcommit", "must be between 1 and 64"));
+        }
+        let vm_stop_timeout_ms = file.vm_stop_timeout_ms.unwrap_or(10_000);
+        if !(100..=600_000).contains(&vm_stop_timeout_ms) {
+            return Err(invalid(
+                "vm_stop_timeout_ms",
+                "must be between 100 and 600000",
+            ));
+        }
         let snapshot_threshold = file.snapshot_threshold.unwrap_or(5000);
         if snapshot_threshold == 0 {
             return Err(invalid("snapshot_threshold", "must be positive"));
         }
         Ok(Self {
             node_id,
-            data_dir,
+            data_dir: data_dir.clone(),
             listen,
             advertise: flags.advertise.or(file.advertise),
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
@@ -249,6 +285,14 @@ impl Config {
             backend: flags.backend.or(file.backend).unwrap_or(BackendKind::Qemu),
             log: flags.log.or(file.log).unwrap_or_else(|| "info".into()),
             ready_file: flags.ready_file,
+            image_dir: flags
+                .image_dir
+                .or(file.image_dir)
+                .unwrap_or_else(|| data_dir.join("images")),
+            accel: flags.accel.or(file.accel).unwrap_or(AccelChoice::Auto),
+            qemu_binary: file.qemu_binary,
+            vm_stop_timeout: Duration::from_millis(vm_stop_timeout_ms),
+            vcpu_overcommit,
             labels: file.labels,
             zone: file.zone.unwrap_or_default(),
             rack: file.rack.unwrap_or_default(),
@@ -276,6 +320,11 @@ impl Config {
             backend: BackendKind::Process,
             log: "info".into(),
             ready_file: None,
+            image_dir: data_dir.join("images"),
+            accel: AccelChoice::Auto,
+            qemu_binary: None,
+            vm_stop_timeout: Duration::from_secs(10),
+            vcpu_overcommit: 8,
             labels: BTreeMap::new(),
             zone: String::new(),
             rack: String::new(),

@@ -32,7 +32,9 @@ pub fn registration(config: &Config, advertise: &str) -> NodeRegistration {
         id: config.node_id,
         address: advertise.to_string(),
         capacity: Resources {
-            vcpus: host_vcpus().saturating_sub(config.reserve_vcpus),
+            vcpus: host_vcpus()
+                .saturating_mul(config.vcpu_overcommit)
+                .saturating_sub(config.reserve_vcpus),
             memory_mib: host_memory_mib().saturating_sub(config.reserve_memory_mib),
             // Disk accounting arrives with images shared between hosts.
             disk_mib: 0,

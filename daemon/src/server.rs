@@ -2,7 +2,12 @@
 //! the gRPC API (with health and reflection) and metrics, bootstrap or join
 //! the cluster, register this host, and watch peer liveness when leading.
 
+use crate::agent::Agent;
 use crate::api::{cluster::ClusterApi, node::NodeApi, vm::VmApi, watch::WatchApi};
+use crate::backend::process::ProcessBackend;
+use crate::backend::qemu::QemuBackend;
+use crate::backend::VmBackend;
+use crate::config::BackendKind;
 use crate::config::Config;
 use crate::core::Core;
 use crate::metrics::Metrics;
@@ -11,7 +16,7 @@ use crate::raft::network::{Network, PeerPool};
 use crate::raft::service::RaftServer;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
-use crate::{host, liveness, registration};
+use crate::{host, liveness, registration, scheduler};
 use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES};
 use blixard_shared::proto::v1 as pb;
 use openraft::{BasicNode, SnapshotPolicy};
@@ -46,6 +51,38 @@ pub enum StartError {
     /// The gRPC server could not be built.
     #[error("grpc: {0}")]
     Grpc(String),
+    /// The VM backend cannot run on this host.
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+/// How often console logs are checked for rotation.
+const LOG_ROTATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts the agent (and log rotation) for `backend`.
+fn spawn_agent<B: VmBackend>(
+    core: Arc<Core>,
+    backend: Arc<B>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) {
+    let agent = Agent::new(core.clone(), backend.clone(), core.config.vm_stop_timeout);
+    tasks.push(tokio::spawn(agent.run(shutdown.clone())));
+    let mut stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(LOG_ROTATION_INTERVAL) => backend.rotate_logs(),
+                _ = stop.changed() => return,
+            }
+        }
+    }));
+}
+
+/// The backend this node runs, chosen before anything else starts.
+enum AnyBackend {
+    Qemu(Arc<QemuBackend>),
+    Process(Arc<ProcessBackend>),
 }
 
 /// A running node. Dropping it does not stop it; call [`NodeHandle::shutdown`].
@@ -97,6 +134,21 @@ fn storage_err(path: &std::path::Path, e: impl std::fmt::Display) -> StartError 
 /// Starts a node with `config` and returns once it is serving.
 pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_err(&config.data_dir, e))?;
+    let backend = match config.backend {
+        BackendKind::Qemu => AnyBackend::Qemu(Arc::new(
+            QemuBackend::new(
+                &config.data_dir,
+                config.image_dir.clone(),
+                config.qemu_binary.clone(),
+                config.accel,
+            )
+            .map_err(|e| StartError::Backend(e.to_string()))?,
+        )),
+        BackendKind::Process => AnyBackend::Process(Arc::new(
+            ProcessBackend::new(&config.data_dir)
+                .map_err(|e| StartError::Backend(e.to_string()))?,
+        )),
+    };
     let db_path = config.data_dir.join("blixard.redb");
     let db = {
         let path = db_path.clone();
@@ -272,6 +324,14 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         core.clone(),
         shutdown_rx.clone(),
     )));
+    tasks.push(tokio::spawn(scheduler::run(
+        core.clone(),
+        shutdown_rx.clone(),
+    )));
+    match backend {
+        AnyBackend::Qemu(b) => spawn_agent(core.clone(), b, &shutdown_rx, &mut tasks),
+        AnyBackend::Process(b) => spawn_agent(core.clone(), b, &shutdown_rx, &mut tasks),
+    }
 
     if let Some(path) = &config.ready_file {
         let ready = serde_json::json!({

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod logs;
 pub mod node;
 pub mod pagination;
 pub mod vm;

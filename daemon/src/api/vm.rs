@@ -47,6 +47,38 @@ fn vm_of(outcome: CommandOutcome) -> Result<pb::Vm, Status> {
 
 #[tonic::async_trait]
 impl VmService for VmApi {
+    type StreamVmLogsStream = super::logs::LogStream;
+
+    async fn restart_vm(
+        &self,
+        req: Request<pb::RestartVmRequest>,
+    ) -> Result<Response<pb::RestartVmResponse>, Status> {
+        self.core
+            .metrics
+            .observe("RestartVm", async {
+                let name = req.into_inner().name;
+                validate::vm_name(&name)?;
+                let outcome = self.core.propose(Action::RestartVm { name }).await?;
+                Ok(Response::new(pb::RestartVmResponse {
+                    vm: Some(vm_of(outcome)?),
+                }))
+            })
+            .await
+    }
+
+    async fn stream_vm_logs(
+        &self,
+        req: Request<pb::StreamVmLogsRequest>,
+    ) -> Result<Response<Self::StreamVmLogsStream>, Status> {
+        self.core
+            .metrics
+            .observe("StreamVmLogs", async {
+                let stream = super::logs::stream(self.core.clone(), req).await?;
+                Ok(Response::new(stream))
+            })
+            .await
+    }
+
     async fn create_vm(
         &self,
         req: Request<pb::CreateVmRequest>,

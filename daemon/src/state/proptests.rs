@@ -62,6 +62,16 @@ fn desired() -> impl Strategy<Value = DesiredState> {
     prop::sample::select(vec![DesiredState::Running, DesiredState::Stopped])
 }
 
+fn vm_state() -> impl Strategy<Value = VmState> {
+    prop::sample::select(vec![
+        VmState::Starting,
+        VmState::Running,
+        VmState::Stopping,
+        VmState::Stopped,
+        VmState::Failed,
+    ])
+}
+
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         (node_id(), 0u32..8, prop::sample::select(vec!["z1", "z2"])).prop_map(
@@ -92,6 +102,34 @@ fn action() -> impl Strategy<Value = Action> {
         }),
         (name(), desired()).prop_map(|(name, desired)| Action::SetDesired { name, desired }),
         (name(), any::<bool>()).prop_map(|(name, force)| Action::DeleteVm { name, force }),
+        (name(), node_id(), 0u64..3).prop_map(|(name, node_id, expected_epoch)| Action::PlaceVm {
+            name,
+            node_id,
+            expected_epoch
+        }),
+        (
+            node_id(),
+            prop::collection::vec((name(), 0u64..3, vm_state()), 0..4)
+        )
+            .prop_map(|(node_id, reports)| {
+                Action::ReportVmStatus {
+                    node_id,
+                    reports: reports
+                        .into_iter()
+                        .map(|(name, epoch, state)| VmReport {
+                            name,
+                            epoch,
+                            state,
+                            reason: "r".into(),
+                            observed: Observed {
+                                pid: 42,
+                                ..Default::default()
+                            },
+                        })
+                        .collect(),
+                }
+            }),
+        name().prop_map(|name| Action::RestartVm { name }),
     ]
 }
 
@@ -150,6 +188,7 @@ proptest! {
                 prop_assert!(blixard_shared::validate::vm_name(&vm.name).is_ok());
                 prop_assert!(vm.spec.vcpus > 0 && vm.spec.memory_mib > 0);
                 prop_assert!(vm.node_id == 0 || f.nodes.contains_key(&vm.node_id));
+                prop_assert!(vm.node_id == 0 || vm.epoch >= 1, "a placed VM has an epoch");
             }
             prop_assert!(!f.nodes.contains_key(&0));
         }

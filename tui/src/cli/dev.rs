@@ -120,12 +120,63 @@ impl Drop for Nodes {
     }
 }
 
+/// The backend the dev nodes use, with the reason for the choice.
+struct BackendChoice {
+    name: &'static str,
+    image_dir: Option<PathBuf>,
+    why: String,
+}
+
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+/// QEMU with the default guest image when QEMU is installed and the image
+/// exists or can be built from Debian packages; the process backend otherwise.
+fn choose_backend(data: &Path) -> BackendChoice {
+    if !on_path("qemu-system-x86_64") {
+        return BackendChoice {
+            name: "process",
+            image_dir: None,
+            why: "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86), so VMs with a runner only".into(),
+        };
+    }
+    let images = data.join("images");
+    if !images.join("default").join("initrd.img").is_file() {
+        let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/guest/build.sh");
+        eprintln!("building the default guest image (kernel and busybox from Debian packages) ...");
+        let built = Command::new("bash")
+            .arg(&recipe)
+            .arg(&images)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !built {
+            return BackendChoice {
+                name: "process",
+                image_dir: None,
+                why: format!(
+                    "the default guest image could not be built with {} (needs busybox-static, lz4 and apt access)",
+                    recipe.display()
+                ),
+            };
+        }
+    }
+    BackendChoice {
+        name: "qemu",
+        image_dir: Some(images),
+        why: "QEMU microVMs with the default guest image".into(),
+    }
+}
+
 fn spawn_node(
     bin: &Path,
     data: &Path,
     id: u64,
     port: u16,
     seed: Option<u16>,
+    backend: &BackendChoice,
 ) -> Result<Child, CliError> {
     let dir = data.join(format!("node-{id}"));
     std::fs::create_dir_all(&dir)
@@ -147,10 +198,13 @@ fn spawn_node(
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--backend")
-        .arg("process")
+        .arg(backend.name)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
+    if let Some(images) = &backend.image_dir {
+        cmd.arg("--image-dir").arg(images);
+    }
     match seed {
         None => {
             cmd.arg("--init");
@@ -224,14 +278,17 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CliError::other(format!("cannot create {}: {e}", args.data_dir.display())))?;
+    let backend = choose_backend(&args.data_dir);
+    println!("backend: {} ({})", backend.name, backend.why);
     let mut nodes = Nodes(Vec::new());
     let mut endpoints = Vec::new();
     for id in 1..=args.nodes {
         let port = args.base_port + (id as u16 - 1);
         let seed = (id > 1).then_some(args.base_port);
-        nodes
-            .0
-            .push((id, spawn_node(&bin, &args.data_dir, id, port, seed)?));
+        nodes.0.push((
+            id,
+            spawn_node(&bin, &args.data_dir, id, port, seed, &backend)?,
+        ));
         endpoints.push(format!("127.0.0.1:{port}"));
     }
     let status = wait_for_members(&endpoints, args.nodes as usize, &mut nodes).await?;
@@ -251,5 +308,49 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::other(format!("waiting for Ctrl-C: {e}")));
     eprintln!("stopping the cluster ...");
     nodes.stop();
+    let stopped = stop_leftover_vms(&args.data_dir);
+    if stopped > 0 {
+        eprintln!("stopped {stopped} VM processes (they start again with the cluster)");
+    }
     result
+}
+
+/// VMs outlive their daemon by design; a dev cluster should not. Sends
+/// SIGTERM to every VM process recorded under the dev data dir whose command
+/// line still names that dir, and returns how many it signalled.
+fn stop_leftover_vms(data: &Path) -> usize {
+    let Ok(data) = data.canonicalize() else {
+        return 0;
+    };
+    let needle = data.to_string_lossy().into_owned();
+    let mut stopped = 0;
+    let Ok(nodes) = std::fs::read_dir(&data) else {
+        return 0;
+    };
+    for node in nodes.flatten() {
+        let Ok(vms) = std::fs::read_dir(node.path().join("vms")) else {
+            continue;
+        };
+        for vm in vms.flatten() {
+            let Ok(text) = std::fs::read_to_string(vm.path().join("meta.json")) else {
+                continue;
+            };
+            let Some(pid) = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["pid"].as_u64())
+                .and_then(|p| i32::try_from(p).ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmdline).contains(&needle) {
+                continue;
+            }
+            // SAFETY: kill(2) with plain integers has no memory effects.
+            if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+                stopped += 1;
+            }
+        }
+    }
+    stopped
 }

@@ -175,6 +175,18 @@ enum VmCmd {
     Start { name: String },
     /// Set a VM's desired state to stopped.
     Stop { name: String },
+    /// Restart a running VM on its node.
+    Restart { name: String },
+    /// Print a VM's serial console; --follow keeps streaming.
+    Logs {
+        name: String,
+        /// Keep streaming new output.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines of history to print first (at most 100000).
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+    },
     /// Delete a VM (refused while it runs unless --force).
     Delete {
         name: String,
@@ -642,6 +654,24 @@ async fn vm(client: &mut BlixardClient, cmd: VmCmd, json: bool, cons: i32) -> Re
                 .await?
                 .vm
         }
+        VmCmd::Restart { name } => {
+            blixard_shared::validate::vm_name(&name)?;
+            client
+                .call(|ch| {
+                    let name = name.clone();
+                    async move {
+                        VmServiceClient::new(ch)
+                            .restart_vm(pb::RestartVmRequest { name })
+                            .await
+                    }
+                })
+                .await?
+                .vm
+        }
+        VmCmd::Logs { name, follow, tail } => {
+            blixard_shared::validate::vm_name(&name)?;
+            return logs(client, name, follow, tail).await;
+        }
         VmCmd::Delete { name, force } => {
             blixard_shared::validate::vm_name(&name)?;
             client
@@ -745,4 +775,42 @@ async fn watch(
         client.rotate();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Streams a VM's console to stdout as raw bytes (with or without --json:
+/// a console is not JSON).
+async fn logs(
+    client: &mut BlixardClient,
+    name: String,
+    follow: bool,
+    tail: u32,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    use tokio_stream::StreamExt;
+    let mut stream = {
+        let mut streaming = client.clone().with_request_timeout(None);
+        streaming
+            .call(|ch| {
+                let req = pb::StreamVmLogsRequest {
+                    name: name.clone(),
+                    follow,
+                    tail_lines: tail,
+                };
+                async move { VmServiceClient::new(ch).stream_vm_logs(req).await }
+            })
+            .await?
+    };
+    let mut out = std::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if out
+            .write_all(&chunk.data)
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            // The reader went away (e.g. piped into head): done.
+            return Ok(());
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,496 @@
+//! The node agent: makes the VMs running on this host exactly those the
+//! replicated state assigns to it, at the current epoch, with desired state
+//! running; and reports what it observes back through Raft.
+//!
+//! It reacts to every applied revision and also resyncs every second (to
+//! notice processes that died). Reports are coalesced per VM and sent as one
+//! `ReportVmStatus` command per pass, at most one pass every
+//! [`MIN_PASS_INTERVAL`], so a flapping VM cannot flood the log; crash loops
+//! back off exponentially up to [`MAX_BACKOFF`].
+
+use crate::backend::{BackendError, InstanceState, VmBackend};
+use crate::core::Core;
+use crate::state::{Action, DesiredState, Observed, RestartPolicy, VmRecord, VmReport, VmState};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Shortest time between two reconcile passes.
+pub const MIN_PASS_INTERVAL: Duration = Duration::from_millis(100);
+/// Resync period when nothing changes.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// First crash-loop back-off.
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest crash-loop back-off.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// An instance that ran this long before it ended resets the back-off.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// Console lines quoted in a failure reason.
+const REASON_CONSOLE_LINES: usize = 5;
+
+/// A console line without terminal escape sequences and control characters,
+/// fit for a status reason.
+pub fn printable(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI sequences: ESC [ params final-byte; other escapes: ESC + one char.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What to do after an instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterExit {
+    /// Start it again (after the back-off).
+    Restart,
+    /// Leave it stopped: it ended cleanly and the policy says so.
+    Stopped,
+    /// Leave it failed.
+    Failed,
+}
+
+/// The restart policy's answer for an instance that ended.
+pub fn after_exit(policy: RestartPolicy, clean: bool) -> AfterExit {
+    match (policy, clean) {
+        (RestartPolicy::Always, _) => AfterExit::Restart,
+        (RestartPolicy::OnFailure, false) => AfterExit::Restart,
+        (RestartPolicy::OnFailure, true) | (RestartPolicy::Never, true) => AfterExit::Stopped,
+        (RestartPolicy::Never, false) => AfterExit::Failed,
+    }
+}
+
+/// Back-off before restart number `failures` (1-based).
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    (MIN_BACKOFF * 2u32.pow(exp)).min(MAX_BACKOFF)
+}
+
+/// What the agent knows of one VM on this host.
+#[derive(Debug, Clone, Default)]
+struct Local {
+    epoch: u64,
+    running: bool,
+    pid: u32,
+    started_at_ms: u64,
+    started: Option<Instant>,
+    restarts: u32,
+    failures: u32,
+    nonce_seen: u64,
+    next_start: Option<Instant>,
+    /// A reason not to start again until the epoch or restart nonce changes.
+    blocked: Option<String>,
+    reported: Option<(VmState, String, u32)>,
+}
+
+/// Reconciles one host. Generic over the backend so the loop is the same
+/// for QEMU, processes and the test fake.
+pub struct Agent<B: VmBackend> {
+    core: Arc<Core>,
+    backend: Arc<B>,
+    stop_timeout: Duration,
+    local: HashMap<String, Local>,
+    pending: BTreeMap<String, VmReport>,
+}
+
+impl<B: VmBackend> Agent<B> {
+    /// An agent for `core`'s node driving `backend`.
+    pub fn new(core: Arc<Core>, backend: Arc<B>, stop_timeout: Duration) -> Self {
+        Self {
+            core,
+            backend,
+            stop_timeout,
+            local: HashMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Adopts what still runs from before, then reconciles until shutdown.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        for inst in self.backend.adopt().await {
+            let nonce = self
+                .core
+                .view
+                .read()
+                .vms
+                .get(&inst.name)
+                .map_or(0, |vm| vm.restart_nonce);
+            tracing::info!(vm = %inst.name, pid = inst.pid, epoch = inst.epoch, "adopted running vm");
+            self.local.insert(
+                inst.name.clone(),
+                Local {
+                    epoch: inst.epoch,
+                    running: true,
+                    pid: inst.pid,
+                    started_at_ms: inst.started_at_ms,
+                    started: Some(Instant::now()),
+                    nonce_seen: nonce,
+                    ..Default::default()
+                },
+            );
+        }
+        let mut applied = self.core.view.subscribe();
+        let mut last_pass = Instant::now() - MIN_PASS_INTERVAL;
+        loop {
+            let wait = MIN_PASS_INTERVAL.saturating_sub(last_pass.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+            last_pass = Instant::now();
+            self.pass().await;
+            tokio::select! {
+                r = applied.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn report(&mut self, vm: &VmRecord, state: VmState, reason: String) {
+        let me = self.local.entry(vm.name.clone()).or_default();
+        let key = (state, reason.clone(), me.pid);
+        let same_as_record = vm.state == state && vm.reason == reason && vm.observed.pid == me.pid;
+        if me.reported.as_ref() == Some(&key) && same_as_record {
+            return;
+        }
+        me.reported = Some(key);
+        self.pending.insert(
+            vm.name.clone(),
+            VmReport {
+                name: vm.name.clone(),
+                epoch: vm.epoch,
+                state,
+                reason,
+                observed: Observed {
+                    pid: me.pid,
+                    started_at_ms: me.started_at_ms,
+                    restarts: me.restarts,
+                    restart_nonce: me.nonce_seen,
+                },
+            },
+        );
+    }
+
+    fn last_console_lines(&self, name: &str) -> String {
+        let path = self.backend.console_path(name);
+        let Ok(text) = std::fs::read(&path) else {
+            return String::new();
+        };
+        let tail = &text[text.len().saturating_sub(4096)..];
+        let text = String::from_utf8_lossy(tail);
+        let lines: Vec<String> = text
+            .lines()
+            .map(printable)
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let start = lines.len().saturating_sub(REASON_CONSOLE_LINES);
+        lines[start..].join(" | ")
+    }
+
+    async fn stop_instance(&mut self, name: &str, why: &str) {
+        tracing::info!(vm = %name, reason = why, "stopping vm");
+        if let Err(e) = self.backend.stop(name, self.stop_timeout).await {
+            tracing::error!(vm = %name, error = %e, "stopping vm failed");
+        }
+        if let Some(l) = self.local.get_mut(name) {
+            l.running = false;
+            l.pid = 0;
+        }
+    }
+
+    /// One reconcile pass.
+    async fn pass(&mut self) {
+        let me = self.core.id;
+        let mine: BTreeMap<String, VmRecord> = {
+            let fleet = self.core.view.read();
+            fleet
+                .vms_on(me)
+                .map(|vm| (vm.name.clone(), vm.clone()))
+                .collect()
+        };
+
+        // Instances that must not run here any more.
+        let held: Vec<String> = self.local.keys().cloned().collect();
+        for name in held {
+            let Some(local) = self.local.get(&name).cloned() else {
+                continue;
+            };
+            match mine.get(&name) {
+                None => {
+                    if local.running
+                        || !matches!(self.backend.state(&name).await, InstanceState::Missing)
+                    {
+                        self.stop_instance(&name, "no longer assigned to this node")
+                            .await;
+                    }
+                    if let Err(e) = self.backend.cleanup(&name).await {
+                        tracing::warn!(vm = %name, error = %e, "cleanup failed");
+                    }
+                    self.local.remove(&name);
+                }
+                Some(vm) if vm.epoch != local.epoch && local.running => {
+                    self.stop_instance(&name, "placement epoch changed (fenced)")
+                        .await;
+                }
+                Some(vm) if vm.desired == DesiredState::Stopped && local.running => {
+                    self.stop_instance(&name, "desired state is stopped").await;
+                    let reason = "stopped on request".to_string();
+                    self.report(vm, VmState::Stopped, reason);
+                }
+                _ => {}
+            }
+        }
+
+        for vm in mine.values() {
+            let entry = self.local.entry(vm.name.clone()).or_default();
+            if entry.epoch != vm.epoch && !entry.running {
+                *entry = Local {
+                    epoch: vm.epoch,
+                    nonce_seen: vm.restart_nonce,
+                    ..Default::default()
+                };
+            }
+            if vm.desired == DesiredState::Stopped {
+                if vm.state != VmState::Stopped || vm.reason.is_empty() {
+                    let reason = if vm.reason.is_empty() {
+                        "stopped on request".to_string()
+                    } else {
+                        vm.reason.clone()
+                    };
+                    self.report(vm, VmState::Stopped, reason);
+                }
+                continue;
+            }
+            self.reconcile_running(vm).await;
+        }
+        self.flush().await;
+    }
+
+    async fn reconcile_running(&mut self, vm: &VmRecord) {
+        let name = vm.name.clone();
+        let Some(local) = self.local.get(&name).cloned() else {
+            return;
+        };
+        if local.running {
+            match self.backend.state(&name).await {
+                InstanceState::Running { pid } => {
+                    if vm.restart_nonce != local.nonce_seen {
+                        self.stop_instance(&name, "restart requested").await;
+                        if let Some(l) = self.local.get_mut(&name) {
+                            l.nonce_seen = vm.restart_nonce;
+                            l.blocked = None;
+                            l.next_start = None;
+                        }
+                        self.start(vm, "restarting on request").await;
+                    } else {
+                        if let Some(l) = self.local.get_mut(&name) {
+                            l.pid = pid;
+                        }
+                        self.report(vm, VmState::Running, String::new());
+                    }
+                }
+                InstanceState::Exited { clean, reason } => self.exited(vm, clean, reason),
+                InstanceState::Missing => self.exited(vm, false, "its process is gone".into()),
+            }
+            return;
+        }
+        if local.blocked.is_some() && vm.restart_nonce == local.nonce_seen {
+            return;
+        }
+        if vm.restart_nonce != local.nonce_seen {
+            if let Some(l) = self.local.get_mut(&name) {
+                l.nonce_seen = vm.restart_nonce;
+                l.blocked = None;
+                l.next_start = None;
+                l.failures = 0;
+            }
+        }
+        if local.next_start.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        let why = if local.restarts > 0 || local.failures > 0 {
+            "restarting"
+        } else {
+            "starting"
+        };
+        self.start(vm, why).await;
+    }
+
+    fn exited(&mut self, vm: &VmRecord, clean: bool, how: String) {
+        let console = self.last_console_lines(&vm.name);
+        let Some(l) = self.local.get_mut(&vm.name) else {
+            return;
+        };
+        l.running = false;
+        l.pid = 0;
+        let ran_long = l.started.is_some_and(|s| s.elapsed() >= HEALTHY_RUN);
+        if ran_long {
+            l.failures = 0;
+        }
+        let decision = after_exit(vm.spec.restart_policy, clean);
+        let mut reason = how.clone();
+        if !console.is_empty() && !clean {
+            reason.push_str(&format!("; last console lines: {console}"));
+        }
+        tracing::info!(vm = %vm.name, clean, how = %how, ?decision, "vm instance ended");
+        match decision {
+            AfterExit::Restart => {
+                l.failures += 1;
+                l.restarts += 1;
+                let wait = backoff(l.failures);
+                l.next_start = Some(Instant::now() + wait);
+                let msg = format!(
+                    "{reason}; restarting in {}s (restart {})",
+                    wait.as_secs(),
+                    l.restarts
+                );
+                self.report(vm, VmState::Starting, msg);
+            }
+            AfterExit::Stopped => {
+                l.blocked = Some("ended cleanly; the restart policy keeps it stopped".into());
+                self.report(
+                    vm,
+                    VmState::Stopped,
+                    format!("{reason}; not restarted (restart policy)"),
+                );
+            }
+            AfterExit::Failed => {
+                l.blocked = Some("failed; restart policy never".into());
+                self.report(
+                    vm,
+                    VmState::Failed,
+                    format!("{reason}; not restarted (restart policy never)"),
+                );
+            }
+        }
+    }
+
+    async fn start(&mut self, vm: &VmRecord, why: &str) {
+        let name = vm.name.clone();
+        if let Err(e) = self.backend.check(vm) {
+            self.start_failed(vm, e);
+            return;
+        }
+        tracing::info!(vm = %name, epoch = vm.epoch, reason = why, "starting vm");
+        match self.backend.start(vm).await {
+            Ok(inst) => {
+                if let Some(l) = self.local.get_mut(&name) {
+                    l.running = true;
+                    l.pid = inst.pid;
+                    l.started_at_ms = inst.started_at_ms;
+                    l.started = Some(Instant::now());
+                    l.epoch = vm.epoch;
+                    l.next_start = None;
+                    l.blocked = None;
+                }
+                self.report(vm, VmState::Running, String::new());
+            }
+            Err(e) => self.start_failed(vm, e),
+        }
+    }
+
+    fn start_failed(&mut self, vm: &VmRecord, e: BackendError) {
+        tracing::warn!(vm = %vm.name, error = %e, "vm could not start");
+        let Some(l) = self.local.get_mut(&vm.name) else {
+            return;
+        };
+        if e.is_permanent() {
+            l.blocked = Some(e.to_string());
+            self.report(vm, VmState::Failed, e.to_string());
+        } else {
+            l.failures += 1;
+            let wait = backoff(l.failures);
+            l.next_start = Some(Instant::now() + wait);
+            self.report(
+                vm,
+                VmState::Failed,
+                format!("{e}; retrying in {}s", wait.as_secs()),
+            );
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let reports: Vec<VmReport> = self.pending.values().cloned().collect();
+        let count = reports.len();
+        match self
+            .core
+            .propose(Action::ReportVmStatus {
+                node_id: self.core.id,
+                reports,
+            })
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(count, "reported vm status");
+                self.pending.clear();
+            }
+            Err(e) => {
+                // Keep them; the next pass sends the newest of each.
+                tracing::warn!(count, error = %e.message(), "could not report vm status; will retry");
+                for r in self.pending.values() {
+                    if let Some(l) = self.local.get_mut(&r.name) {
+                        l.reported = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policy_decisions() {
+        assert_eq!(after_exit(RestartPolicy::Always, true), AfterExit::Restart);
+        assert_eq!(after_exit(RestartPolicy::Always, false), AfterExit::Restart);
+        assert_eq!(
+            after_exit(RestartPolicy::OnFailure, false),
+            AfterExit::Restart
+        );
+        assert_eq!(
+            after_exit(RestartPolicy::OnFailure, true),
+            AfterExit::Stopped
+        );
+        assert_eq!(after_exit(RestartPolicy::Never, true), AfterExit::Stopped);
+        assert_eq!(after_exit(RestartPolicy::Never, false), AfterExit::Failed);
+    }
+
+    #[test]
+    fn console_lines_lose_escape_sequences() {
+        assert_eq!(
+            printable("\u{1b}c\u{1b}[?7l\u{1b}[2J\u{1b}[0mSeaBIOS 1.16"),
+            "SeaBIOS 1.16"
+        );
+        assert_eq!(printable("plain\r"), "plain");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,219 @@
+//! VM console logs: served from the console log file on the owning node,
+//! relayed by any other node. History is the last N lines (bounded), then,
+//! with follow, new bytes as the file grows (rotation is noticed and the
+//! stream continues from the start of the new file).
+
+use crate::core::Core;
+use blixard_shared::proto::v1 as pb;
+use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
+use futures_util::Stream;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Status;
+
+/// Default and largest number of history lines.
+pub const DEFAULT_TAIL_LINES: u32 = 100;
+/// Largest number of history lines a request may ask for.
+pub const MAX_TAIL_LINES: u32 = 100_000;
+/// Most bytes of history read from the end of the file.
+const MAX_HISTORY_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes per streamed chunk.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// How often a followed log is checked for new output.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// Chunks buffered per stream before the reader waits for the client.
+const STREAM_BUFFER: usize = 16;
+/// Marks a request relayed by another node (one hop at most).
+const RELAYED_KEY: &str = "x-blixard-relayed";
+
+/// The stream type of `StreamVmLogs`.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send + 'static>>;
+
+/// Where `name`'s console log lives under a node's data dir.
+pub fn console_log_path(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("vms").join(name).join("console.log")
+}
+
+/// The last `lines` lines of `path` (at most [`MAX_HISTORY_BYTES`]), and
+/// the file offset after them.
+fn read_tail(path: &Path, lines: u32) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(MAX_HISTORY_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(len - start).read_to_end(&mut buf)?;
+    let end = buf.len();
+    // Skip a trailing newline so "N lines" counts the last complete line.
+    let mut newlines = 0u32;
+    let mut cut = 0;
+    let scan_end = if buf.last() == Some(&b'\n') {
+        end - 1
+    } else {
+        end
+    };
+    for i in (0..scan_end).rev() {
+        if buf[i] == b'\n' {
+            newlines += 1;
+            if newlines == lines {
+                cut = i + 1;
+                break;
+            }
+        }
+    }
+    Ok((buf.split_off(cut), len))
+}
+
+/// Serves the log of a VM owned by this node.
+pub fn local_stream(
+    core: &Core,
+    name: &str,
+    follow: bool,
+    tail_lines: u32,
+) -> Result<LogStream, Status> {
+    let path = console_log_path(&core.config.data_dir, name);
+    let (history, mut offset) = read_tail(&path, tail_lines).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Status::not_found(format!("vm {name:?} has no console log on this node yet"))
+        }
+        _ => Status::internal(format!("reading the console log: {e}")),
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+    let mut shutdown = core.shutdown.clone();
+    tokio::spawn(async move {
+        for chunk in history.chunks(CHUNK_BYTES) {
+            if tx
+                .send(Ok(pb::LogChunk {
+                    data: chunk.to_vec(),
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                // The shutdown flag only ever changes to true.
+                _ = shutdown.changed() => {
+                    let _ = tx.send(Err(Status::unavailable("node is shutting down"))).await;
+                    return;
+                }
+                _ = tx.closed() => return,
+            }
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                // The VM was deleted and its files removed: the log is over.
+                Err(_) => return,
+            };
+            if len < offset {
+                offset = 0; // rotated
+            }
+            while offset < len {
+                let chunk = match read_at(&path, offset, CHUNK_BYTES) {
+                    Ok(c) if !c.is_empty() => c,
+                    _ => break,
+                };
+                offset += chunk.len() as u64;
+                if tx.send(Ok(pb::LogChunk { data: chunk })).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+fn read_at(path: &Path, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(max);
+    f.take(max as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Serves `StreamVmLogs`: locally when this node owns the VM, otherwise by
+/// relaying from the owner.
+pub async fn stream(
+    core: Arc<Core>,
+    req: tonic::Request<pb::StreamVmLogsRequest>,
+) -> Result<LogStream, Status> {
+    let relayed = req.metadata().contains_key(RELAYED_KEY);
+    let req = req.into_inner();
+    blixard_shared::validate::vm_name(&req.name)?;
+    let tail = match req.tail_lines {
+        0 => DEFAULT_TAIL_LINES,
+        n if n > MAX_TAIL_LINES => {
+            return Err(Status::invalid_argument(format!(
+                "tail_lines: at most {MAX_TAIL_LINES}"
+            )))
+        }
+        n => n,
+    };
+    let (owner, owner_addr) = {
+        let fleet = core.view.read();
+        let vm = fleet
+            .vms
+            .get(&req.name)
+            .ok_or_else(|| Status::not_found(format!("vm {:?} not found", req.name)))?;
+        let addr = fleet.nodes.get(&vm.node_id).map(|n| n.address.clone());
+        (vm.node_id, addr)
+    };
+    if owner == 0 {
+        return Err(Status::failed_precondition(format!(
+            "vm {:?} is not placed on any node yet, so it has no console",
+            req.name
+        )));
+    }
+    if owner == core.id {
+        return local_stream(&core, &req.name, req.follow, tail);
+    }
+    if relayed {
+        return Err(Status::unavailable(
+            "the vm moved while its logs were being relayed; retry",
+        ));
+    }
+    let addr = owner_addr
+        .ok_or_else(|| Status::unavailable(format!("node {owner} has no known address")))?;
+    let channel = core
+        .pool
+        .channel(&addr)
+        .map_err(|e| Status::unavailable(format!("node {owner} at {addr}: {e}")))?;
+    let mut relay = tonic::Request::new(pb::StreamVmLogsRequest {
+        name: req.name,
+        follow: req.follow,
+        tail_lines: tail,
+    });
+    relay.metadata_mut().insert(
+        RELAYED_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    let upstream = VmServiceClient::new(channel)
+        .stream_vm_logs(relay)
+        .await?
+        .into_inner();
+    Ok(Box::pin(upstream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("console.log");
+        std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(read_tail(&p, 2).unwrap(), (b"c\nd\n".to_vec(), 8));
+        assert_eq!(read_tail(&p, 10).unwrap().0, b"a\nb\nc\nd\n".to_vec());
+        std::fs::write(&p, "a\nb\npartial").unwrap();
+        assert_eq!(read_tail(&p, 1).unwrap().0, b"partial".to_vec());
+    }
+}

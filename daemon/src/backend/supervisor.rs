@@ -1,0 +1,402 @@
+//! Supervision of VM processes, shared by the QEMU and process backends.
+//!
+//! Each instance lives in `ROOT/NAME/`: `meta.json` (pid, epoch, the
+//! process's kernel start time to tell a reused pid apart, the argv),
+//! `console.log` and backend files such as `qmp.sock`. Processes start in
+//! their own process group and are not killed with the daemon, so VMs
+//! outlive a daemon restart; the next daemon adopts them from `meta.json`.
+//! While a daemon runs, it reaps the processes it started and records how
+//! they ended.
+
+use super::{BackendError, Instance, InstanceState};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Console logs larger than this are rotated (copied to `console.log.1`,
+/// then truncated); one rotated file is kept.
+pub const CONSOLE_LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What `meta.json` records about an instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    /// VM name.
+    pub name: String,
+    /// Placement epoch it was started for.
+    pub epoch: u64,
+    /// Host pid.
+    pub pid: u32,
+    /// Kernel start time of the process (clock ticks since boot), to detect pid reuse.
+    pub proc_start_ticks: u64,
+    /// Wall-clock start (ms since the Unix epoch).
+    pub started_at_ms: u64,
+    /// Backend that started it.
+    pub backend: String,
+    /// The command line used.
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct ExitRecord {
+    pid: u32,
+    clean: bool,
+    reason: String,
+}
+
+/// Starts, watches and signals VM processes under one runtime root.
+pub struct Supervisor {
+    root: PathBuf,
+    backend: &'static str,
+    exits: Arc<Mutex<HashMap<String, ExitRecord>>>,
+}
+
+/// The kernel's start time of `pid` (field 22 of `/proc/PID/stat`), and
+/// whether it is a zombie.
+fn proc_start(pid: u32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let zombie = fields.first() == Some(&"Z");
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, zombie))
+}
+
+/// Describes how a process ended.
+pub fn describe_exit(status: ExitStatus) -> (bool, String) {
+    if let Some(code) = status.code() {
+        return (code == 0, format!("exited with code {code}"));
+    }
+    match status.signal() {
+        Some(9) => (false, "killed by SIGKILL".to_string()),
+        Some(15) => (false, "stopped by SIGTERM".to_string()),
+        Some(sig) => (false, format!("killed by signal {sig}")),
+        None => (false, "ended for an unknown reason".to_string()),
+    }
+}
+
+/// Sends `signal` to `pid`; false if there is no such process.
+pub fn send_signal(pid: u32, signal: i32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) takes plain integers and has no memory effects.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
+impl Supervisor {
+    /// A supervisor for instances under `root`, started by `backend`.
+    pub fn new(root: PathBuf, backend: &'static str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
+        Ok(Self {
+            root,
+            backend,
+            exits: Arc::default(),
+        })
+    }
+
+    /// The runtime dir of `name` (names are DNS labels, so no path tricks).
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The console log of `name`.
+    pub fn console_path(&self, name: &str) -> PathBuf {
+        self.dir(name).join("console.log")
+    }
+
+    /// Creates the runtime dir, removing files a previous instance left.
+    pub fn prepare(&self, name: &str) -> Result<PathBuf, BackendError> {
+        let dir = self.dir(name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BackendError::io(format!("creating {}", dir.display()), e))?;
+        for stale in ["qmp.sock", "meta.json"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        Ok(dir)
+    }
+
+    fn read_meta(&self, name: &str) -> Option<Meta> {
+        let text = std::fs::read_to_string(self.dir(name).join("meta.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn write_meta(&self, meta: &Meta) -> Result<(), BackendError> {
+        let dir = self.dir(&meta.name);
+        let tmp = dir.join("meta.json.tmp");
+        let bytes = serde_json::to_vec_pretty(meta)
+            .map_err(|e| BackendError::Failed(format!("encoding meta: {e}")))?;
+        let mut f =
+            std::fs::File::create(&tmp).map_err(|e| BackendError::io("writing meta.json", e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| BackendError::io("writing meta.json", e))?;
+        std::fs::rename(&tmp, dir.join("meta.json"))
+            .map_err(|e| BackendError::io("writing meta.json", e))
+    }
+
+    /// Starts `cmd` for `name` with its output appended to the console log.
+    pub fn spawn(
+        &self,
+        name: &str,
+        epoch: u64,
+        mut cmd: Command,
+    ) -> Result<Instance, BackendError> {
+        let console = self.console_path(name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&console)
+            .map_err(|e| BackendError::io(format!("opening {}", console.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| BackendError::io("opening console log", e))?;
+        let argv: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        cmd.stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0);
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| BackendError::Failed(format!("cannot start {}: {e}", argv[0])))?;
+        let pid = child.id().ok_or_else(|| {
+            BackendError::Failed("the process exited before it could be watched".into())
+        })?;
+        let proc_start_ticks = proc_start(pid).map_or(0, |(t, _)| t);
+        let started_at_ms = crate::core::now_ms();
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.write_meta(&Meta {
+            name: name.to_string(),
+            epoch,
+            pid,
+            proc_start_ticks,
+            started_at_ms,
+            backend: self.backend.to_string(),
+            argv,
+        })?;
+        let exits = self.exits.clone();
+        let owned = name.to_string();
+        tokio::spawn(async move {
+            let (clean, reason) = match child.wait().await {
+                Ok(status) => describe_exit(status),
+                Err(e) => (false, format!("could not be waited for: {e}")),
+            };
+            tracing::info!(vm = %owned, pid, clean, %reason, "vm process ended");
+            exits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(owned, ExitRecord { pid, clean, reason });
+        });
+        tracing::info!(vm = %name, pid, epoch, backend = self.backend, "vm process started");
+        Ok(Instance {
+            name: name.to_string(),
+            epoch,
+            pid,
+            started_at_ms,
+        })
+    }
+
+    fn alive(meta: &Meta) -> bool {
+        match proc_start(meta.pid) {
+            Some((start, zombie)) => {
+                !zombie && (meta.proc_start_ticks == 0 || start == meta.proc_start_ticks)
+            }
+            None => false,
+        }
+    }
+
+    /// The pid of a live instance of `name`, if any.
+    pub fn live_pid(&self, name: &str) -> Option<u32> {
+        let meta = self.read_meta(name)?;
+        Self::alive(&meta).then_some(meta.pid)
+    }
+
+    /// The state of `name`'s instance.
+    pub fn state(&self, name: &str) -> InstanceState {
+        let Some(meta) = self.read_meta(name) else {
+            return InstanceState::Missing;
+        };
+        if let Some(exit) = self
+            .exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            if exit.pid == meta.pid {
+                return InstanceState::Exited {
+                    clean: exit.clean,
+                    reason: exit.reason.clone(),
+                };
+            }
+        }
+        if Self::alive(&meta) {
+            InstanceState::Running { pid: meta.pid }
+        } else {
+            InstanceState::Exited {
+                clean: false,
+                reason: format!(
+                    "process {} is gone (it ended while this daemon was not watching)",
+                    meta.pid
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` to the instance's process if it is alive.
+    pub fn signal(&self, name: &str, signal: i32) -> bool {
+        match self.read_meta(name) {
+            Some(meta) if Self::alive(&meta) => send_signal(meta.pid, signal),
+            _ => false,
+        }
+    }
+
+    /// Waits until the instance is no longer running, up to `timeout`.
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !matches!(self.state(name), InstanceState::Running { .. }) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the instance (SIGKILL) and waits briefly for it to go.
+    pub async fn kill(&self, name: &str) -> Result<(), BackendError> {
+        self.signal(name, libc::SIGKILL);
+        if self.wait_gone(name, Duration::from_secs(5)).await {
+            Ok(())
+        } else {
+            Err(BackendError::Failed(format!("vm {name} survived SIGKILL")))
+        }
+    }
+
+    /// Live instances found in the runtime root that this backend started.
+    pub fn adopt(&self) -> Vec<Instance> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(meta) = self.read_meta(&name) else {
+                continue;
+            };
+            if meta.backend != self.backend || !Self::alive(&meta) {
+                continue;
+            }
+            tracing::info!(vm = %name, pid = meta.pid, epoch = meta.epoch, "found a running vm from before the restart");
+            found.push(Instance {
+                name,
+                epoch: meta.epoch,
+                pid: meta.pid,
+                started_at_ms: meta.started_at_ms,
+            });
+        }
+        found
+    }
+
+    /// Removes the runtime dir of `name`.
+    pub fn cleanup(&self, name: &str) -> Result<(), BackendError> {
+        let dir = self.dir(name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                self.exits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(name);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::io(format!("removing {}", dir.display()), e)),
+        }
+    }
+
+    /// Rotates every console log over [`CONSOLE_LOG_MAX_BYTES`].
+    pub fn rotate_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let log = entry.path().join("console.log");
+            if std::fs::metadata(&log).is_ok_and(|m| m.len() > CONSOLE_LOG_MAX_BYTES) {
+                if let Err(e) = rotate(&log) {
+                    tracing::warn!(path = %log.display(), error = %e, "console log rotation failed");
+                }
+            }
+        }
+    }
+
+    /// The root dir.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Copies the log aside and truncates it in place: writers hold it open
+/// with O_APPEND, so they go on writing at the new end.
+fn rotate(log: &Path) -> std::io::Result<()> {
+    std::fs::copy(log, log.with_extension("log.1"))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)?
+        .set_len(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_our_own_start_time() {
+        let (start, zombie) = proc_start(std::process::id()).expect("own stat");
+        assert!(start > 0);
+        assert!(!zombie);
+    }
+
+    #[tokio::test]
+    async fn supervises_a_process_through_exit_and_cleanup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new(tmp.path().join("vms"), "process").unwrap();
+        sup.prepare("t1").unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "echo hello; sleep 30"]);
+        let inst = sup.spawn("t1", 3, cmd).unwrap();
+        assert_eq!(sup.state("t1"), InstanceState::Running { pid: inst.pid });
+        assert_eq!(sup.adopt().len(), 1);
+        assert!(sup.signal("t1", libc::SIGTERM));
+        assert!(sup.wait_gone("t1", Duration::from_secs(5)).await);
+        // The reaper records how it ended.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let InstanceState::Exited { clean, reason } = sup.state("t1") {
+                if reason.contains("SIGTERM") {
+                    assert!(!clean);
+                    break;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no exit record");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = std::fs::read_to_string(sup.console_path("t1")).unwrap();
+        assert!(log.contains("hello"));
+        sup.cleanup("t1").unwrap();
+        assert_eq!(sup.state("t1"), InstanceState::Missing);
+        assert!(sup.adopt().is_empty());
+    }
+}

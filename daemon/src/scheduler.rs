@@ -1,0 +1,194 @@
+//! Placement, run by the leader: every VM that should run and has no node
+//! gets one. The choice is one pure function ([`choose_node`]) so a fuller
+//! scheduler (constraints, anti-affinity, preemption, healing) can replace it
+//! without touching the loop; the state machine re-checks capacity when it
+//! applies the decision, so a stale decision can never overcommit a node.
+
+use crate::core::{now_ms, Core};
+use crate::state::{Action, Command, DesiredState, Fleet, NodeHealth, Schedulability, VmRecord};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Resync period of the placement loop.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// Most placements proposed per pass (the rest wait for the next pass).
+const MAX_PLACEMENTS_PER_PASS: usize = 256;
+
+/// Whether a node's backend can run `vm`: the process backend runs only
+/// runners; QEMU runs images, kernels and runners.
+pub fn backend_can_run(backend: &str, vm: &VmRecord) -> bool {
+    match backend {
+        "process" => !vm.spec.runner.is_empty(),
+        _ => true,
+    }
+}
+
+/// The node `vm` should go to: among schedulable, live nodes whose backend
+/// can run it and that have room (and the pinned node, if any), the fullest
+/// one that fits (bin packing keeps whole nodes free for large VMs); ties go
+/// to the lowest id. `None` when no node fits.
+pub fn choose_node(fleet: &Fleet, vm: &VmRecord) -> Option<u64> {
+    fleet
+        .nodes
+        .values()
+        .filter(|n| vm.spec.node_id == 0 || n.id == vm.spec.node_id)
+        .filter(|n| {
+            n.schedulability == Schedulability::Schedulable && n.health == NodeHealth::Alive
+        })
+        .filter(|n| backend_can_run(&n.backend, vm))
+        .filter_map(|n| {
+            let used = fleet.allocated_on(n.id);
+            let free_mem = n.capacity.memory_mib.checked_sub(used.memory_mib)?;
+            let free_cpu = n.capacity.vcpus.checked_sub(used.vcpus)?;
+            (free_mem >= vm.spec.memory_mib && free_cpu >= vm.spec.vcpus)
+                .then_some((free_mem - vm.spec.memory_mib, n.id))
+        })
+        .min()
+        .map(|(_, id)| id)
+}
+
+/// Runs until shutdown; places VMs while this node leads.
+pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    let mut applied = core.view.subscribe();
+    loop {
+        if core.is_leader() {
+            place_pending(&core).await;
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn place_pending(core: &Core) {
+    let decisions: Vec<(String, u64, u64)> = {
+        let fleet = core.view.read();
+        fleet
+            .vms
+            .values()
+            .filter(|vm| vm.desired == DesiredState::Running && vm.node_id == 0)
+            .filter_map(|vm| choose_node(&fleet, vm).map(|node| (vm.name.clone(), node, vm.epoch)))
+            .take(MAX_PLACEMENTS_PER_PASS)
+            .collect()
+    };
+    for (name, node_id, expected_epoch) in decisions {
+        let cmd = Command {
+            time_ms: now_ms(),
+            action: Action::PlaceVm {
+                name: name.clone(),
+                node_id,
+                expected_epoch,
+            },
+        };
+        match core.propose_local(cmd).await {
+            Ok(_) => tracing::info!(vm = %name, node_id, "placed vm"),
+            Err(e) if e.code() == tonic::Code::Unavailable => return,
+            Err(e) => {
+                tracing::debug!(vm = %name, node_id, error = %e.message(), "placement refused")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::command::NodeRegistration;
+    use crate::state::{Resources, VmSpec};
+    use std::collections::BTreeMap;
+
+    fn node(f: &mut Fleet, rev: u64, id: u64, mem: u64, backend: &str) {
+        let cmd = Command {
+            time_ms: 0,
+            action: Action::RegisterNode(NodeRegistration {
+                id,
+                address: format!("n{id}"),
+                capacity: Resources {
+                    vcpus: 8,
+                    memory_mib: mem,
+                    disk_mib: 0,
+                },
+                labels: BTreeMap::new(),
+                zone: String::new(),
+                rack: String::new(),
+                backend: backend.into(),
+            }),
+        };
+        f.apply(rev, &cmd).unwrap();
+    }
+
+    fn vm(mem: u64, runner: &str, pin: u64) -> VmRecord {
+        VmRecord {
+            name: "v".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: mem,
+                image: if runner.is_empty() {
+                    "default".into()
+                } else {
+                    String::new()
+                },
+                kernel: String::new(),
+                initrd: String::new(),
+                cmdline: String::new(),
+                runner: runner.into(),
+                labels: BTreeMap::new(),
+                constraints: vec![],
+                group: String::new(),
+                max_per_node: 0,
+                priority: 0,
+                preemptible: false,
+                restart_policy: Default::default(),
+                node_id: pin,
+            },
+            desired: DesiredState::Running,
+            node_id: 0,
+            epoch: 0,
+            state: crate::state::VmState::Pending,
+            reason: String::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            revision: 0,
+            restart_nonce: 0,
+            observed: Default::default(),
+        }
+    }
+
+    #[test]
+    fn packs_onto_the_fullest_node_that_fits() {
+        let mut f = Fleet::default();
+        node(&mut f, 1, 1, 4096, "qemu");
+        node(&mut f, 2, 2, 1024, "qemu");
+        assert_eq!(choose_node(&f, &vm(512, "", 0)), Some(2));
+        assert_eq!(choose_node(&f, &vm(2048, "", 0)), Some(1));
+        assert_eq!(choose_node(&f, &vm(8192, "", 0)), None);
+        assert_eq!(choose_node(&f, &vm(512, "", 1)), Some(1), "pinned");
+    }
+
+    #[test]
+    fn respects_backends_and_cordons() {
+        let mut f = Fleet::default();
+        node(&mut f, 1, 1, 4096, "process");
+        assert_eq!(
+            choose_node(&f, &vm(128, "", 0)),
+            None,
+            "process nodes run only runners"
+        );
+        assert_eq!(choose_node(&f, &vm(128, "/bin/true", 0)), Some(1));
+        f.apply(
+            2,
+            &Command {
+                time_ms: 0,
+                action: Action::SetSchedulability {
+                    id: 1,
+                    value: Schedulability::Cordoned,
+                },
+            },
+        )
+        .unwrap();
+        assert_eq!(choose_node(&f, &vm(128, "/bin/true", 0)), None, "cordoned");
+    }
+}
