@@ -42,7 +42,7 @@ pub fn choose_node(fleet: &Fleet, vm: &VmRecord) -> Option<u64> {
             let free_mem = n.capacity.memory_mib.checked_sub(used.memory_mib)?;
             let free_cpu = n.capacity.vcpus.checked_sub(used.vcpus)?;
             (free_mem >= vm.spec.memory_mib && free_cpu >= vm.spec.vcpus)
-                .then_some((free_mem - vm.spec.memory_mib, n.id))
+                .then(|| (free_mem - vm.spec.memory_mib, n.id))
         })
         .min()
         .map(|(_, id)| id)
