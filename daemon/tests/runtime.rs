@@ -46,9 +46,17 @@ async fn get_vm(cluster: &TestCluster, node: usize, name: &str) -> Option<pb::Vm
         .vm
 }
 
-async fn wait_state(cluster: &TestCluster, node: usize, name: &str, state: pb::VmState, what: &str) -> pb::Vm {
+async fn wait_state(
+    cluster: &TestCluster,
+    node: usize,
+    name: &str,
+    state: pb::VmState,
+    what: &str,
+) -> pb::Vm {
     eventually(Duration::from_secs(30), what, || async {
-        get_vm(cluster, node, name).await.filter(|vm| vm.state == state as i32)
+        get_vm(cluster, node, name)
+            .await
+            .filter(|vm| vm.state == state as i32)
     })
     .await
 }
@@ -92,8 +100,15 @@ async fn a_vm_is_placed_started_logged_stopped_and_deleted() {
         .await
         .expect("create");
     let vm = wait_state(&cluster, 0, "svc", pb::VmState::Running, "vm running").await;
-    assert!(vm.node_id != 0 && vm.epoch == 1, "placed at epoch 1: {vm:?}");
-    let owner = cluster.nodes.iter().position(|n| n.id == vm.node_id).expect("owner");
+    assert!(
+        vm.node_id != 0 && vm.epoch == 1,
+        "placed at epoch 1: {vm:?}"
+    );
+    let owner = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == vm.node_id)
+        .expect("owner");
     let other = (owner + 1) % 3;
     let pid = eventually(Duration::from_secs(10), "pid reported", || async {
         let vm = get_vm(&cluster, 0, "svc").await?;
@@ -113,9 +128,15 @@ async fn a_vm_is_placed_started_logged_stopped_and_deleted() {
         .await
         .expect("stop");
     wait_state(&cluster, other, "svc", pb::VmState::Stopped, "vm stopped").await;
-    eventually(Duration::from_secs(10), "process gone", || async { (!pid_alive(pid)).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "process gone", || async {
+        (!pid_alive(pid)).then_some(())
+    })
+    .await;
     let text = read_logs_until(&cluster, other, "svc", "runner: shutting down").await;
-    assert!(text.contains("runner: shutting down"), "graceful stop runs the process's own shutdown");
+    assert!(
+        text.contains("runner: shutting down"),
+        "graceful stop runs the process's own shutdown"
+    );
 
     let runtime_dir = cluster.nodes[owner].dir.join("vms").join("svc");
     assert!(runtime_dir.exists());
@@ -136,7 +157,14 @@ async fn a_vm_is_placed_started_logged_stopped_and_deleted() {
 
 /// The pid the agent reported, read from the owner's runtime meta as a cross-check.
 async fn vm_pid(cluster: &TestCluster, name: &str, owner: usize) -> Option<u32> {
-    let text = std::fs::read_to_string(cluster.nodes[owner].dir.join("vms").join(name).join("meta.json")).ok()?;
+    let text = std::fs::read_to_string(
+        cluster.nodes[owner]
+            .dir
+            .join("vms")
+            .join(name)
+            .join("meta.json"),
+    )
+    .ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["pid"].as_u64().map(|p| p as u32)
 }
@@ -155,33 +183,53 @@ async fn restart_policies_decide_what_happens_after_a_crash() {
     for name in ["always", "never"] {
         wait_state(&cluster, 0, name, pb::VmState::Running, "running").await;
     }
-    let always_pid = eventually(Duration::from_secs(10), "pid", || vm_pid(&cluster, "always", 0)).await;
-    let never_pid = eventually(Duration::from_secs(10), "pid", || vm_pid(&cluster, "never", 0)).await;
+    let always_pid = eventually(Duration::from_secs(10), "pid", || {
+        vm_pid(&cluster, "always", 0)
+    })
+    .await;
+    let never_pid = eventually(Duration::from_secs(10), "pid", || {
+        vm_pid(&cluster, "never", 0)
+    })
+    .await;
     for pid in [always_pid, never_pid] {
         // SAFETY: kill(2) with plain integers.
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     }
-    let restarted = eventually(Duration::from_secs(30), "'always' restarted with a new process", || async {
-        let pid = vm_pid(&cluster, "always", 0).await?;
-        let vm = get_vm(&cluster, 0, "always").await?;
-        (pid != always_pid && vm.state == pb::VmState::Running as i32).then_some(vm)
-    })
+    let restarted = eventually(
+        Duration::from_secs(30),
+        "'always' restarted with a new process",
+        || async {
+            let pid = vm_pid(&cluster, "always", 0).await?;
+            let vm = get_vm(&cluster, 0, "always").await?;
+            (pid != always_pid && vm.state == pb::VmState::Running as i32).then_some(vm)
+        },
+    )
     .await;
     assert!(restarted.revision > 0);
     let failed = wait_state(&cluster, 0, "never", pb::VmState::Failed, "'never' failed").await;
     assert!(failed.reason.contains("SIGKILL"), "{}", failed.reason);
     assert!(failed.reason.contains("not restarted"), "{}", failed.reason);
-    assert_eq!(vm_pid(&cluster, "never", 0).await, Some(never_pid), "no new process for 'never'");
+    assert_eq!(
+        vm_pid(&cluster, "never", 0).await,
+        Some(never_pid),
+        "no new process for 'never'"
+    );
 
     // An operator restart starts it again.
-    vms.restart_vm(pb::RestartVmRequest { name: "never".into() })
-        .await
-        .expect("restart");
-    eventually(Duration::from_secs(30), "'never' running again after an operator restart", || async {
-        let pid = vm_pid(&cluster, "never", 0).await?;
-        let vm = get_vm(&cluster, 0, "never").await?;
-        (pid != never_pid && vm.state == pb::VmState::Running as i32).then_some(())
+    vms.restart_vm(pb::RestartVmRequest {
+        name: "never".into(),
     })
+    .await
+    .expect("restart");
+    eventually(
+        Duration::from_secs(30),
+        "'never' running again after an operator restart",
+        || async {
+            let pid = vm_pid(&cluster, "never", 0).await?;
+            let vm = get_vm(&cluster, 0, "never").await?;
+            (pid != never_pid && vm.state == pb::VmState::Running as i32).then_some(())
+        },
+    )
     .await;
     cluster.shutdown().await;
 }
@@ -196,12 +244,22 @@ async fn a_restarted_daemon_adopts_running_vms_without_restarting_them() {
         .await
         .expect("create");
     wait_state(&cluster, 0, "kept", pb::VmState::Running, "running").await;
-    let pid = eventually(Duration::from_secs(10), "pid", || vm_pid(&cluster, "kept", 0)).await;
+    let pid = eventually(Duration::from_secs(10), "pid", || {
+        vm_pid(&cluster, "kept", 0)
+    })
+    .await;
 
     cluster.stop(0).await;
     assert!(pid_alive(pid), "the VM outlives its daemon");
     cluster.restart(0).await;
-    let vm = wait_state(&cluster, 0, "kept", pb::VmState::Running, "running after restart").await;
+    let vm = wait_state(
+        &cluster,
+        0,
+        "kept",
+        pb::VmState::Running,
+        "running after restart",
+    )
+    .await;
     assert_eq!(vm_pid(&cluster, "kept", 0).await, Some(pid), "same process");
     assert!(pid_alive(pid));
     let restarts = vm_restarts(&cluster, "kept").await;
@@ -213,8 +271,18 @@ async fn a_restarted_daemon_adopts_running_vms_without_restarting_them() {
 }
 
 async fn vm_restarts(cluster: &TestCluster, name: &str) -> u32 {
-    let fleet = cluster.nodes[0].handle.as_ref().expect("node").core.view.read().clone();
-    fleet.vms.get(name).map_or(u32::MAX, |vm| vm.observed.restarts)
+    let fleet = cluster.nodes[0]
+        .handle
+        .as_ref()
+        .expect("node")
+        .core
+        .view
+        .read()
+        .clone();
+    fleet
+        .vms
+        .get(name)
+        .map_or(u32::MAX, |vm| vm.observed.restarts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -227,12 +295,34 @@ async fn host_side_bad_input_fails_the_vm_with_a_reason() {
     vms.create_vm(runner_vm("noexec", &not_exec, pb::RestartPolicy::Always))
         .await
         .expect("create");
-    vms.create_vm(runner_vm("nofile", &tmp.join("nope"), pb::RestartPolicy::Always))
-        .await
-        .expect("create");
-    let vm = wait_state(&cluster, 0, "noexec", pb::VmState::Failed, "failed: not executable").await;
-    assert!(vm.reason.contains("spec.runner") && vm.reason.contains("not executable"), "{}", vm.reason);
-    let vm = wait_state(&cluster, 0, "nofile", pb::VmState::Failed, "failed: missing").await;
+    vms.create_vm(runner_vm(
+        "nofile",
+        &tmp.join("nope"),
+        pb::RestartPolicy::Always,
+    ))
+    .await
+    .expect("create");
+    let vm = wait_state(
+        &cluster,
+        0,
+        "noexec",
+        pb::VmState::Failed,
+        "failed: not executable",
+    )
+    .await;
+    assert!(
+        vm.reason.contains("spec.runner") && vm.reason.contains("not executable"),
+        "{}",
+        vm.reason
+    );
+    let vm = wait_state(
+        &cluster,
+        0,
+        "nofile",
+        pb::VmState::Failed,
+        "failed: missing",
+    )
+    .await;
     assert!(vm.reason.contains("does not exist"), "{}", vm.reason);
 
     let mut huge = create_req("huge");

@@ -36,6 +36,8 @@ pub enum Accel {
     Tcg,
 }
 
+/// How often a stop presses the power button again while the guest is still up.
+const POWERDOWN_REPEAT: Duration = Duration::from_secs(2);
 /// Default kernel command line for a kernel given by path without one.
 const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 /// Flags that make TCG boots of a microvm quick and reliable.
@@ -343,17 +345,23 @@ impl VmBackend for QemuBackend {
             return Ok(());
         }
         let qmp = self.sup.dir(name).join("qmp.sock");
-        // 1. Ask the guest to power off (ACPI power button).
-        let asked = match qmp::execute(&qmp, "system_powerdown", None).await {
-            Ok(_) => true,
-            Err(e) => {
+        // 1. Ask the guest to power off (ACPI power button). A press that
+        //    comes while the guest is still booting is lost, so press again
+        //    every POWERDOWN_REPEAT until the deadline.
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Err(e) = qmp::execute(&qmp, "system_powerdown", None).await {
                 tracing::warn!(vm = %name, error = %e, "system_powerdown failed; sending SIGTERM");
-                self.sup.signal(name, libc::SIGTERM)
+                self.sup.signal(name, libc::SIGTERM);
             }
-        };
-        if asked && self.sup.wait_gone(name, timeout).await {
-            tracing::info!(vm = %name, "vm powered off");
-            return Ok(());
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if self.sup.wait_gone(name, left.min(POWERDOWN_REPEAT)).await {
+                tracing::info!(vm = %name, "vm powered off");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
         }
         // 2. Tell QEMU to quit, 3. kill it.
         tracing::warn!(vm = %name, ?timeout, "vm did not power off in time; quitting qemu");

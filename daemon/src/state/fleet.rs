@@ -248,7 +248,7 @@ impl Fleet {
                     vm.state,
                     VmState::Starting | VmState::Running | VmState::Stopping
                 );
-                if !force && (vm.desired == DesiredState::Running || busy) {
+                if !force && busy {
                     return Err(Rejection::new(
                         RejectionCode::FailedPrecondition,
                         format!(

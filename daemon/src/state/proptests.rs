@@ -264,36 +264,74 @@ fn event_ring_is_bounded_and_tracks_pruning() {
 }
 
 #[test]
-fn delete_of_a_wanted_running_vm_needs_force() {
+fn delete_of_a_running_vm_needs_force() {
     let mut f = Fleet::default();
-    let create = Command {
-        time_ms: 1,
-        action: Action::CreateVm {
-            name: "web".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-                image: "default".into(),
-                kernel: String::new(),
-                initrd: String::new(),
-                cmdline: String::new(),
-                runner: String::new(),
-                labels: BTreeMap::new(),
-                constraints: vec![],
-                group: String::new(),
-                max_per_node: 0,
-                priority: 0,
-                preemptible: false,
-                restart_policy: RestartPolicy::Always,
-                node_id: 0,
-            },
-            desired: DesiredState::Running,
-        },
+    let spec = VmSpec {
+        vcpus: 1,
+        memory_mib: 64,
+        image: "default".into(),
+        kernel: String::new(),
+        initrd: String::new(),
+        cmdline: String::new(),
+        runner: String::new(),
+        labels: BTreeMap::new(),
+        constraints: vec![],
+        group: String::new(),
+        max_per_node: 0,
+        priority: 0,
+        preemptible: false,
+        restart_policy: RestartPolicy::Always,
+        node_id: 0,
     };
-    assert!(f.apply(1, &create).is_ok());
+    let cmd = |action| Command { time_ms: 1, action };
+    let steps = [
+        cmd(Action::RegisterNode(NodeRegistration {
+            id: 1,
+            address: "n1".into(),
+            capacity: Resources {
+                vcpus: 4,
+                memory_mib: 1024,
+                disk_mib: 0,
+            },
+            labels: BTreeMap::new(),
+            zone: String::new(),
+            rack: String::new(),
+            backend: "qemu".into(),
+        })),
+        cmd(Action::CreateVm {
+            name: "web".into(),
+            spec,
+            desired: DesiredState::Running,
+        }),
+        cmd(Action::PlaceVm {
+            name: "web".into(),
+            node_id: 1,
+            expected_epoch: 0,
+        }),
+        cmd(Action::ReportVmStatus {
+            node_id: 1,
+            reports: vec![VmReport {
+                name: "web".into(),
+                epoch: 1,
+                state: VmState::Running,
+                reason: String::new(),
+                observed: Observed::default(),
+            }],
+        }),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        assert!(f.apply(i as u64 + 1, step).is_ok(), "step {i}");
+    }
+    assert_eq!(f.vms["web"].state, VmState::Running);
+    assert_eq!(f.vms["web"].epoch, 1);
     assert_eq!(
-        f.apply(2, &create).unwrap_err().code,
+        f.apply(5, &steps[1]).unwrap_err().code,
         super::RejectionCode::AlreadyExists
+    );
+    // A stale placement (old epoch) is refused.
+    assert_eq!(
+        f.apply(6, &steps[2]).unwrap_err().code,
+        super::RejectionCode::FailedPrecondition
     );
     let delete = |force| Command {
         time_ms: 3,
@@ -303,9 +341,9 @@ fn delete_of_a_wanted_running_vm_needs_force() {
         },
     };
     assert_eq!(
-        f.apply(3, &delete(false)).unwrap_err().code,
+        f.apply(7, &delete(false)).unwrap_err().code,
         super::RejectionCode::FailedPrecondition
     );
-    assert!(f.apply(4, &delete(true)).is_ok());
+    assert!(f.apply(8, &delete(true)).is_ok());
     assert!(f.vms.is_empty());
 }

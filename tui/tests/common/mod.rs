@@ -1,0 +1,154 @@
+//! Helpers for tests that drive the built `blixardd` and `blixard`
+//! binaries as processes.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn blixard_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_blixard"))
+}
+
+pub fn blixardd_bin() -> PathBuf {
+    let path = blixard_bin().parent().expect("target dir").join("blixardd");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first (cargo build --bins, or cargo nextest run --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Daemon {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub addr: String,
+    pub child: Option<Child>,
+    /// Backend flags, kept for restarts.
+    pub backend_args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(id: u64, dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(dir).expect("data dir");
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .expect("log file");
+        let child = Command::new(blixardd_bin())
+            .args(["--node-id", &id.to_string(), "--listen", listen])
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .args(if extra.contains(&"--backend") {
+                &[][..]
+            } else {
+                &["--backend", "process"][..]
+            })
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn blixardd");
+        let mut child = child;
+        let log_path = dir.join("daemon.log");
+        let addr = eventually(Duration::from_secs(30), "daemon ready file", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("blixardd {id} exited ({status}) before it was ready:\n{log}");
+            }
+            let text = std::fs::read_to_string(&ready).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            Some(v["address"].as_str()?.to_string())
+        });
+        let backend_args = match extra.iter().position(|a| *a == "--backend") {
+            Some(i) => extra[i..].iter().map(|s| s.to_string()).collect(),
+            None => Vec::new(),
+        };
+        Self {
+            id,
+            dir: dir.to_path_buf(),
+            addr,
+            child: Some(child),
+            backend_args,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    pub fn restart(&mut self) {
+        let args: Vec<&str> = self.backend_args.iter().map(String::as_str).collect();
+        let mut again = Daemon::start(self.id, &self.dir.clone(), &self.addr.clone(), &args);
+        self.child = again.child.take();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn cli(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(blixard_bin())
+        .arg("--endpoint")
+        .arg(endpoints)
+        .arg("--json")
+        .args(args)
+        .env_remove("BLIXARD_ENDPOINT")
+        .output()
+        .expect("run blixard")
+}
+
+pub fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {:?} stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn vm_names(endpoint: &str) -> Option<BTreeSet<String>> {
+    let out = cli(endpoint, &["--local", "vm", "list"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v = json_of(&out);
+    Some(
+        v.as_array()?
+            .iter()
+            .filter_map(|vm| vm["name"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
