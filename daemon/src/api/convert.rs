@@ -22,6 +22,11 @@ pub fn vm_to_pb(vm: &model::VmRecord) -> pb::Vm {
         created_at_ms: vm.created_at_ms,
         updated_at_ms: vm.updated_at_ms,
         revision: vm.revision,
+        observed: Some(pb::VmObserved {
+            pid: vm.observed.pid,
+            started_at_ms: vm.observed.started_at_ms,
+            restarts: vm.observed.restarts,
+        }),
     }
 }
 

@@ -250,6 +250,21 @@ impl QemuBackend {
         })
     }
 
+    /// The exact QEMU command line this backend would run for `vm` with its
+    /// runtime files in `dir` (benchmarks start it by hand to compare).
+    pub fn command_for(&self, vm: &VmRecord, dir: &Path) -> Result<Command, BackendError> {
+        match self.boot_source(vm)? {
+            BootSource::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => Ok(self.qemu_command(vm, dir, &kernel, initrd.as_deref(), &cmdline)),
+            BootSource::Runner(_) => Err(BackendError::Unsupported(
+                "runner VMs have no QEMU command line of ours".into(),
+            )),
+        }
+    }
+
     /// The QEMU command line for `vm` booting `kernel`.
     fn qemu_command(
         &self,

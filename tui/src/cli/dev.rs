@@ -31,6 +31,9 @@ pub struct DevArgs {
     /// Delete the data dir first and start an empty cluster.
     #[arg(long)]
     fresh: bool,
+    /// Do not open the console; print the endpoints and wait for Ctrl-C.
+    #[arg(long)]
+    pub no_console: bool,
     /// Path of the blixardd binary (default: beside this binary, built through cargo when run by cargo).
     #[arg(long, env = "BLIXARDD")]
     blixardd: Option<PathBuf>,
@@ -270,7 +273,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     if u32::from(args.base_port) + args.nodes as u32 > 65_536 || args.base_port == 0 {
         return Err(CliError::usage("--base-port: ports would be out of range"));
     }
-    let bin = find_blixardd(args.blixardd)?;
+    let bin = find_blixardd(args.blixardd.clone())?;
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir).map_err(|e| {
             CliError::other(format!("cannot clear {}: {e}", args.data_dir.display()))
@@ -302,10 +305,17 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         "  try: BLIXARD_ENDPOINT={} blixard cluster status",
         endpoints.join(",")
     );
-    println!("Press Ctrl-C to stop the cluster.");
-    let result = tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| CliError::other(format!("waiting for Ctrl-C: {e}")));
+    let result = if console_wanted(&args) {
+        // The console runs until the operator quits it; then the cluster stops.
+        blixard_tui::console::run(endpoints.clone(), false)
+            .await
+            .map_err(|e| CliError::other(format!("console: {e}")))
+    } else {
+        println!("Press Ctrl-C to stop the cluster.");
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| CliError::other(format!("waiting for Ctrl-C: {e}")))
+    };
     eprintln!("stopping the cluster ...");
     nodes.stop();
     let stopped = stop_leftover_vms(&args.data_dir);
@@ -353,4 +363,11 @@ fn stop_leftover_vms(data: &Path) -> usize {
         }
     }
     stopped
+}
+
+/// Whether `dev` opens the console: not when asked not to, and not when
+/// there is no terminal to draw on.
+pub fn console_wanted(args: &DevArgs) -> bool {
+    use std::io::IsTerminal;
+    !args.no_console && std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
 }

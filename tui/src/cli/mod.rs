@@ -227,6 +227,14 @@ fn consistency(local: bool) -> i32 {
     }
 }
 
+impl Cli {
+    /// Whether this invocation draws the console (its logs must not go to
+    /// the terminal then).
+    pub fn draws_console(&self) -> bool {
+        matches!(&self.command, Command::Dev(args) if dev::console_wanted(args))
+    }
+}
+
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Dev(args) = cli.command {

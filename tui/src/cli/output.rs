@@ -32,6 +32,9 @@ pub struct VmView {
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub revision: u64,
+    pub pid: u32,
+    pub started_at_ms: u64,
+    pub restarts: u32,
 }
 
 fn enum_word(debug: String) -> String {
@@ -89,6 +92,9 @@ impl From<&pb::Vm> for VmView {
             created_at_ms: vm.created_at_ms,
             updated_at_ms: vm.updated_at_ms,
             revision: vm.revision,
+            pid: vm.observed.map_or(0, |o| o.pid),
+            started_at_ms: vm.observed.map_or(0, |o| o.started_at_ms),
+            restarts: vm.observed.map_or(0, |o| o.restarts),
         }
     }
 }

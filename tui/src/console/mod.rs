@@ -1,0 +1,16 @@
+//! `blixard-tui`: the live operations console, built as The Elm
+//! Architecture: one [`model::Model`], [`msg::Msg`]s for everything that
+//! happens (keys, network events, ticks), [`update::update`] that changes the
+//! model and returns [`msg::Cmd`]s for the outside world, and
+//! [`view::view`] that only draws. The network side ([`net`]) loads the state
+//! once, then applies `Watch` events incrementally, failing over between
+//! endpoints and resuming from the last revision it saw.
+
+pub mod model;
+pub mod msg;
+pub mod net;
+pub mod terminal;
+pub mod update;
+pub mod view;
+
+pub use terminal::run;

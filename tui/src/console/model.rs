@@ -1,0 +1,442 @@
+//! The console's whole state. Only `update` changes it; `view` only reads it.
+
+use super::msg::{Action, Link};
+use blixard_shared::proto::v1 as pb;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Console log lines kept per VM; older lines are dropped.
+pub const MAX_LOG_LINES: usize = 100_000;
+/// Cluster events kept for the events view.
+pub const MAX_EVENTS: usize = 10_000;
+/// Leadership changes remembered for the Raft view.
+pub const MAX_LEADER_HISTORY: usize = 100;
+/// How long a status line message stays (ms).
+pub const STATUS_LINE_MS: u64 = 8_000;
+/// Longest unterminated console line kept before it is cut into a line.
+const MAX_PARTIAL_LINE: usize = 4096;
+
+/// The screens, one keystroke away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Cluster health at a glance.
+    Overview,
+    /// Hosts.
+    Nodes,
+    /// MicroVMs.
+    Vms,
+    /// A VM's serial console.
+    Logs,
+    /// The cluster event stream.
+    Events,
+    /// Raft members and leadership history.
+    Raft,
+    /// The console's own logs.
+    Console,
+}
+
+impl View {
+    /// Every view, in footer order.
+    pub const ALL: [View; 7] = [
+        View::Overview,
+        View::Nodes,
+        View::Vms,
+        View::Logs,
+        View::Events,
+        View::Raft,
+        View::Console,
+    ];
+
+    /// Name used in the footer and by `:` commands.
+    pub fn name(self) -> &'static str {
+        match self {
+            View::Overview => "overview",
+            View::Nodes => "nodes",
+            View::Vms => "vms",
+            View::Logs => "logs",
+            View::Events => "events",
+            View::Raft => "raft",
+            View::Console => "console",
+        }
+    }
+}
+
+/// Columns the VM table sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmSort {
+    /// Name.
+    Name,
+    /// Observed state.
+    State,
+    /// Node.
+    Node,
+    /// Memory.
+    Memory,
+    /// Uptime.
+    Uptime,
+    /// Restarts.
+    Restarts,
+}
+
+impl VmSort {
+    /// The next sort column.
+    pub fn next(self) -> Self {
+        match self {
+            VmSort::Name => VmSort::State,
+            VmSort::State => VmSort::Node,
+            VmSort::Node => VmSort::Memory,
+            VmSort::Memory => VmSort::Uptime,
+            VmSort::Uptime => VmSort::Restarts,
+            VmSort::Restarts => VmSort::Name,
+        }
+    }
+
+    /// Column title.
+    pub fn title(self) -> &'static str {
+        match self {
+            VmSort::Name => "NAME",
+            VmSort::State => "STATE",
+            VmSort::Node => "NODE",
+            VmSort::Memory => "MEMORY",
+            VmSort::Uptime => "UPTIME",
+            VmSort::Restarts => "RESTARTS",
+        }
+    }
+}
+
+/// The VM create form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateForm {
+    /// Field values: name, vCPUs, memory MiB, image.
+    pub fields: [String; 4],
+    /// Focused field.
+    pub focus: usize,
+    /// Last validation error.
+    pub error: Option<String>,
+}
+
+impl Default for CreateForm {
+    fn default() -> Self {
+        Self {
+            fields: [String::new(), "1".into(), "128".into(), "default".into()],
+            focus: 0,
+            error: None,
+        }
+    }
+}
+
+/// What the keyboard is doing right now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Input {
+    /// Keys are shortcuts.
+    #[default]
+    Normal,
+    /// Typing a `:` command.
+    Command(String),
+    /// Typing a `/` filter for the current list.
+    Filter(String),
+    /// Typing a `/` search in the logs.
+    Search(String),
+    /// Asking before a destructive action.
+    Confirm(Action),
+    /// Filling in the create form.
+    Form(CreateForm),
+}
+
+/// The log pane.
+#[derive(Debug, Clone, Default)]
+pub struct LogPane {
+    /// VM whose console is shown.
+    pub vm: Option<String>,
+    /// Complete lines, oldest first, at most [`MAX_LOG_LINES`].
+    pub lines: VecDeque<String>,
+    /// Output after the last newline.
+    pub partial: String,
+    /// Stick to the newest output.
+    pub follow: bool,
+    /// Lines scrolled up from the bottom (when not following).
+    pub scroll: usize,
+    /// Highlighted search term.
+    pub search: String,
+    /// Why the stream ended, if it did.
+    pub ended: Option<String>,
+}
+
+impl LogPane {
+    /// Appends console output, splitting it into lines.
+    pub fn push(&mut self, data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        for ch in text.chars() {
+            match ch {
+                '\n' => {
+                    let line = std::mem::take(&mut self.partial);
+                    self.push_line(line);
+                }
+                '\r' => {}
+                c => {
+                    self.partial.push(c);
+                    if self.partial.len() >= MAX_PARTIAL_LINE {
+                        let line = std::mem::take(&mut self.partial);
+                        self.push_line(line);
+                    }
+                }
+            }
+        }
+    }
+
+    fn push_line(&mut self, line: String) {
+        if self.lines.len() == MAX_LOG_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(strip_escapes(&line));
+        if !self.follow {
+            // Keep the view still while new lines arrive below it.
+            self.scroll = (self.scroll + 1).min(self.lines.len());
+        }
+    }
+}
+
+/// Removes terminal escape sequences so a guest cannot restyle the console.
+pub fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c == '\t' {
+            out.push_str("    ");
+        } else if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The console's state.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Current screen.
+    pub view: View,
+    /// Screen to return to on Esc.
+    pub previous: Vec<View>,
+    /// No actions at all.
+    pub read_only: bool,
+    /// Connection state.
+    pub link: Link,
+    /// Highest revision applied.
+    pub revision: u64,
+    /// Latest cluster status.
+    pub status: Option<pb::ClusterStatus>,
+    /// Leadership changes: (time ms, leader id, term), newest last.
+    pub leader_history: VecDeque<(u64, u64, u64)>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<u64, pb::Node>,
+    /// VMs by name.
+    pub vms: BTreeMap<String, pb::Vm>,
+    /// Recent events, newest last.
+    pub events: VecDeque<pb::Event>,
+    /// Selected VM (by name, so it survives updates).
+    pub vm_selected: Option<String>,
+    /// VM list filter.
+    pub vm_filter: String,
+    /// Only VMs on this node (after Enter on a node).
+    pub vm_node_filter: Option<u64>,
+    /// VM sort column.
+    pub vm_sort: VmSort,
+    /// Reverse the sort.
+    pub vm_sort_desc: bool,
+    /// Selected node.
+    pub node_selected: Option<u64>,
+    /// Node list filter.
+    pub node_filter: String,
+    /// Events filter (kind or subject contains it).
+    pub events_filter: String,
+    /// Events scrolled up from the newest.
+    pub events_scroll: usize,
+    /// Selected Raft member.
+    pub member_selected: Option<u64>,
+    /// Log pane.
+    pub logs: LogPane,
+    /// Keyboard mode.
+    pub input: Input,
+    /// Status line: message, is-error, shown at (ms).
+    pub status_line: Option<(String, bool, u64)>,
+    /// Help overlay shown.
+    pub show_help: bool,
+    /// Wall clock of the last tick (ms since the Unix epoch).
+    pub now_ms: u64,
+    /// Set when the operator quits.
+    pub quit: bool,
+    /// Draw with colours (false when `NO_COLOR` is set).
+    pub color: bool,
+}
+
+impl Model {
+    /// A fresh model for a console talking to `endpoint`.
+    pub fn new(endpoint: &str, read_only: bool) -> Self {
+        Self {
+            view: View::Overview,
+            previous: Vec::new(),
+            read_only,
+            link: Link::Connecting {
+                endpoint: endpoint.to_string(),
+            },
+            revision: 0,
+            status: None,
+            leader_history: VecDeque::new(),
+            nodes: BTreeMap::new(),
+            vms: BTreeMap::new(),
+            events: VecDeque::new(),
+            vm_selected: None,
+            vm_filter: String::new(),
+            vm_node_filter: None,
+            vm_sort: VmSort::Name,
+            vm_sort_desc: false,
+            node_selected: None,
+            node_filter: String::new(),
+            events_filter: String::new(),
+            events_scroll: 0,
+            member_selected: None,
+            logs: LogPane {
+                follow: true,
+                ..Default::default()
+            },
+            input: Input::Normal,
+            status_line: None,
+            show_help: false,
+            now_ms: 0,
+            quit: false,
+            color: true,
+        }
+    }
+
+    /// Seconds a VM has been up (0 unless running).
+    pub fn uptime_s(&self, vm: &pb::Vm) -> u64 {
+        if vm.state != pb::VmState::Running as i32 {
+            return 0;
+        }
+        let started = vm.observed.as_ref().map_or(0, |o| o.started_at_ms);
+        if started == 0 {
+            return 0;
+        }
+        self.now_ms.saturating_sub(started) / 1000
+    }
+
+    /// The VMs shown in the VM table, filtered and sorted.
+    pub fn visible_vms(&self) -> Vec<&pb::Vm> {
+        let filter = self.vm_filter.to_lowercase();
+        let mut rows: Vec<&pb::Vm> = self
+            .vms
+            .values()
+            .filter(|vm| self.vm_node_filter.is_none_or(|n| vm.node_id == n))
+            .filter(|vm| {
+                filter.is_empty()
+                    || vm.name.contains(&filter)
+                    || state_word(vm.state).contains(&filter)
+                    || vm.node_id.to_string() == filter
+            })
+            .collect();
+        let key = self.vm_sort;
+        rows.sort_by(|a, b| {
+            let ord = match key {
+                VmSort::Name => a.name.cmp(&b.name),
+                VmSort::State => state_word(a.state).cmp(state_word(b.state)),
+                VmSort::Node => a.node_id.cmp(&b.node_id),
+                VmSort::Memory => mem(a).cmp(&mem(b)),
+                VmSort::Uptime => self.uptime_s(a).cmp(&self.uptime_s(b)),
+                VmSort::Restarts => restarts(a).cmp(&restarts(b)),
+            }
+            .then_with(|| a.name.cmp(&b.name));
+            if self.vm_sort_desc {
+                ord.reverse()
+            } else {
+                ord
+            }
+        });
+        rows
+    }
+
+    /// The nodes shown in the node table.
+    pub fn visible_nodes(&self) -> Vec<&pb::Node> {
+        let filter = self.node_filter.to_lowercase();
+        self.nodes
+            .values()
+            .filter(|n| {
+                filter.is_empty()
+                    || n.id.to_string() == filter
+                    || n.address.contains(&filter)
+                    || n.zone.to_lowercase().contains(&filter)
+                    || node_state_word(n).contains(&filter)
+            })
+            .collect()
+    }
+
+    /// The events shown in the events view (oldest first).
+    pub fn visible_events(&self) -> Vec<&pb::Event> {
+        let f = self.events_filter.to_lowercase();
+        self.events
+            .iter()
+            .filter(|e| f.is_empty() || e.kind.contains(&f) || e.subject.contains(&f))
+            .collect()
+    }
+
+    /// The leader's id, if known.
+    pub fn leader_id(&self) -> Option<u64> {
+        self.status
+            .as_ref()
+            .map(|s| s.leader_id)
+            .filter(|l| *l != 0)
+    }
+
+    /// Sets the status line.
+    pub fn say(&mut self, text: impl Into<String>, error: bool) {
+        self.status_line = Some((text.into(), error, self.now_ms));
+    }
+}
+
+fn mem(vm: &pb::Vm) -> u64 {
+    vm.spec.as_ref().map_or(0, |s| s.memory_mib)
+}
+
+/// Restarts the owning node reported.
+pub fn restarts(vm: &pb::Vm) -> u32 {
+    vm.observed.as_ref().map_or(0, |o| o.restarts)
+}
+
+/// Lower-case word for a VM state.
+pub fn state_word(state: i32) -> &'static str {
+    match pb::VmState::try_from(state) {
+        Ok(pb::VmState::Pending) => "pending",
+        Ok(pb::VmState::Scheduled) => "scheduled",
+        Ok(pb::VmState::Starting) => "starting",
+        Ok(pb::VmState::Running) => "running",
+        Ok(pb::VmState::Stopping) => "stopping",
+        Ok(pb::VmState::Stopped) => "stopped",
+        Ok(pb::VmState::Failed) => "failed",
+        Ok(pb::VmState::Lost) => "lost",
+        _ => "unknown",
+    }
+}
+
+/// The one word for a node's condition: down and suspect win over
+/// scheduling state.
+pub fn node_state_word(n: &pb::Node) -> &'static str {
+    match pb::NodeHealth::try_from(n.health) {
+        Ok(pb::NodeHealth::Down) => return "down",
+        Ok(pb::NodeHealth::Suspect) => return "suspect",
+        _ => {}
+    }
+    match pb::Schedulability::try_from(n.schedulability) {
+        Ok(pb::Schedulability::Cordoned) => "cordoned",
+        Ok(pb::Schedulability::Draining) => "draining",
+        _ => "ready",
+    }
+}
