@@ -97,7 +97,10 @@ fn selection_stays_on_the_same_vm_while_the_list_changes() {
 #[test]
 fn reconnect_bookkeeping() {
     let mut m = model();
-    assert_eq!(m.revision, 40, "the load revision is newer than the fixture events");
+    assert_eq!(
+        m.revision, 40,
+        "the load revision is newer than the fixture events"
+    );
     update(
         &mut m,
         Msg::Link(Link::Reconnecting {

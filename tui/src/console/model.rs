@@ -330,20 +330,19 @@ impl Model {
         self.now_ms.saturating_sub(started) / 1000
     }
 
+    /// Whether `vm` passes the VM table's filters.
+    pub fn vm_visible(&self, vm: &pb::Vm) -> bool {
+        let filter = self.vm_filter.to_lowercase();
+        self.vm_node_filter.is_none_or(|n| vm.node_id == n)
+            && (filter.is_empty()
+                || vm.name.contains(&filter)
+                || state_word(vm.state).contains(&filter)
+                || vm.node_id.to_string() == filter)
+    }
+
     /// The VMs shown in the VM table, filtered and sorted.
     pub fn visible_vms(&self) -> Vec<&pb::Vm> {
-        let filter = self.vm_filter.to_lowercase();
-        let mut rows: Vec<&pb::Vm> = self
-            .vms
-            .values()
-            .filter(|vm| self.vm_node_filter.is_none_or(|n| vm.node_id == n))
-            .filter(|vm| {
-                filter.is_empty()
-                    || vm.name.contains(&filter)
-                    || state_word(vm.state).contains(&filter)
-                    || vm.node_id.to_string() == filter
-            })
-            .collect();
+        let mut rows: Vec<&pb::Vm> = self.vms.values().filter(|vm| self.vm_visible(vm)).collect();
         let key = self.vm_sort;
         rows.sort_by(|a, b| {
             let ord = match key {

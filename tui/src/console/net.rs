@@ -27,6 +27,8 @@ pub const MSG_BUFFER: usize = 4096;
 const STATUS_POLL: Duration = Duration::from_secs(1);
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
+/// Revisions of history shown when the console first connects.
+const BACKFILL_REVISIONS: u64 = 200;
 /// Page size of the initial load.
 const LOAD_PAGE: u32 = 1000;
 
@@ -365,6 +367,7 @@ async fn refresh(ch: &Channel, event: &pb::Event, tx: &mpsc::Sender<Msg>) {
 
 async fn watch_loop(endpoints: Vec<String>, current: Arc<Mutex<usize>>, tx: mpsc::Sender<Msg>) {
     let mut revision: Option<u64> = None;
+    let mut first = true;
     let mut down_since: Option<u64> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -423,12 +426,34 @@ async fn watch_loop(endpoints: Vec<String>, current: Arc<Mutex<usize>>, tx: mpsc
             }
         }
         let from = revision.unwrap_or(0);
-        let opened = WatchServiceClient::new(ch.clone())
+        // On the first connection, start a little in the past so the
+        // events view opens with recent history (their records are fetched
+        // again, which is harmless).
+        let backfill = std::mem::take(&mut first);
+        let start = if backfill {
+            from.saturating_sub(BACKFILL_REVISIONS)
+        } else {
+            from
+        };
+        let mut opened = WatchServiceClient::new(ch.clone())
             .watch(pb::WatchRequest {
-                from_revision: from,
-                from_oldest: false,
+                from_revision: start,
+                // Revision 0 means "from now" unless the oldest is asked for.
+                from_oldest: start == 0,
             })
             .await;
+        if backfill
+            && opened
+                .as_ref()
+                .is_err_and(|s| s.code() == tonic::Code::OutOfRange)
+        {
+            opened = WatchServiceClient::new(ch.clone())
+                .watch(pb::WatchRequest {
+                    from_revision: from,
+                    from_oldest: false,
+                })
+                .await;
+        }
         let mut stream = match opened {
             Ok(s) => s.into_inner(),
             Err(s)

@@ -112,13 +112,14 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Cmd> {
 
 /// Keeps selections on existing items (by identity), or on the first row.
 fn keep_selection(model: &mut Model) {
-    let names: Vec<String> = model.visible_vms().iter().map(|v| v.name.clone()).collect();
-    if model
+    // Cheap when the selection is still there (the common case on every
+    // watch event); the sorted list is only built when it must move.
+    let vm_ok = model
         .vm_selected
         .as_ref()
-        .is_none_or(|s| !names.contains(s))
-    {
-        model.vm_selected = names.first().cloned();
+        .is_some_and(|s| model.vms.get(s).is_some_and(|vm| model.vm_visible(vm)));
+    if !vm_ok {
+        model.vm_selected = model.visible_vms().first().map(|v| v.name.clone());
     }
     let ids: Vec<u64> = model.visible_nodes().iter().map(|n| n.id).collect();
     if model.node_selected.is_none_or(|s| !ids.contains(&s)) {
