@@ -306,3 +306,45 @@ fn logs_are_bounded_and_follow_or_hold_still() {
     assert_eq!(m.logs.lines.back().map(String::as_str), Some("more"));
     assert_eq!(update(&mut m, code(KeyCode::Esc)), vec![Cmd::CloseLogs]);
 }
+
+#[test]
+fn clicking_a_row_selects_it_and_the_wheel_scrolls() {
+    use ratatui::crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut m = model();
+    update(
+        &mut m,
+        Msg::Resize {
+            width: 200,
+            height: 50,
+        },
+    );
+    update(&mut m, key('2'));
+    let click = |row| {
+        Msg::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: 5,
+            row,
+            modifiers: ratatui::crossterm::event::KeyModifiers::NONE,
+        })
+    };
+    // Header (2 lines), table border, column header: the third VM row is row 6.
+    update(&mut m, click(6));
+    assert_eq!(m.vm_selected.as_deref(), Some("db-1"));
+    // Clicks outside the rows change nothing.
+    update(&mut m, click(3));
+    assert_eq!(m.vm_selected.as_deref(), Some("db-1"));
+    update(
+        &mut m,
+        Msg::Mouse(MouseEvent {
+            kind: MouseEventKind::ScrollDown,
+            column: 5,
+            row: 10,
+            modifiers: ratatui::crossterm::event::KeyModifiers::NONE,
+        }),
+    );
+    assert_eq!(
+        m.vm_selected.as_deref(),
+        Some("web-2"),
+        "three rows down, clamped at the end"
+    );
+}

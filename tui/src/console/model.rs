@@ -277,6 +277,8 @@ pub struct Model {
     pub quit: bool,
     /// Draw with colours (false when `NO_COLOR` is set).
     pub color: bool,
+    /// Terminal size (columns, rows), for mapping mouse clicks to rows.
+    pub size: (u16, u16),
 }
 
 impl Model {
@@ -315,6 +317,7 @@ impl Model {
             now_ms: 0,
             quit: false,
             color: true,
+            size: (80, 24),
         }
     }
 

@@ -34,6 +34,13 @@ pub enum Msg {
     Key(KeyEvent),
     /// A mouse event.
     Mouse(MouseEvent),
+    /// The terminal was resized.
+    Resize {
+        /// Columns.
+        width: u16,
+        /// Rows.
+        height: u16,
+    },
     /// Time passes (drives "since" displays and status line expiry).
     Tick {
         /// Wall clock, ms since the Unix epoch.

@@ -39,6 +39,9 @@ pub async fn run(endpoints: Vec<String>, read_only: bool) -> std::io::Result<()>
     // ratatui::init installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::init();
     let _ = execute!(std::io::stdout(), EnableMouseCapture);
+    if let Ok(size) = terminal.size() {
+        model.size = (size.width, size.height);
+    }
 
     let input_tx = tx.clone();
     std::thread::spawn(move || loop {
@@ -47,7 +50,7 @@ pub async fn run(endpoints: Vec<String>, read_only: bool) -> std::io::Result<()>
                 let msg = match event::read() {
                     Ok(Event::Key(k)) if k.kind == event::KeyEventKind::Press => Msg::Key(k),
                     Ok(Event::Mouse(m)) => Msg::Mouse(m),
-                    Ok(Event::Resize(..)) => Msg::Tick { now_ms: now_ms() },
+                    Ok(Event::Resize(width, height)) => Msg::Resize { width, height },
                     Ok(_) => continue,
                     Err(_) => return,
                 };

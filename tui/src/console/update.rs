@@ -4,7 +4,8 @@
 use super::model::*;
 use super::msg::{Action, Cmd, Link, Msg};
 use blixard_shared::proto::v1 as pb;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEventKind};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEventKind};
+use ratatui::layout::{Position, Rect};
 
 /// Applies `msg` to `model`.
 pub fn update(model: &mut Model, msg: Msg) -> Vec<Cmd> {
@@ -98,10 +99,15 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Cmd> {
             }
             vec![]
         }
+        Msg::Resize { width, height } => {
+            model.size = (width, height);
+            vec![]
+        }
         Msg::Mouse(m) => {
             match m.kind {
                 MouseEventKind::ScrollDown => move_selection(model, 3),
                 MouseEventKind::ScrollUp => move_selection(model, -3),
+                MouseEventKind::Down(MouseButton::Left) => click(model, m.column, m.row),
                 _ => {}
             }
             vec![]
@@ -177,6 +183,45 @@ fn move_selection(model: &mut Model, delta: isize) {
             model.events_scroll = scroll.clamp(0, max as isize) as usize;
         }
         View::Overview | View::Console => {}
+    }
+}
+
+/// Selects the table row under a click (VM and node tables).
+fn click(model: &mut Model, column: u16, row: u16) {
+    let [_, body, _, _] = super::view::screen_areas(Rect::new(0, 0, model.size.0, model.size.1));
+    let (list, first) = match model.view {
+        View::Vms => {
+            let [list, _] = super::view::vm_areas(body);
+            let names: Vec<String> = model.visible_vms().iter().map(|v| v.name.clone()).collect();
+            let selected = model
+                .vm_selected
+                .as_ref()
+                .and_then(|s| names.iter().position(|n| n == s));
+            (list, super::view::vm_first_row(selected, list))
+        }
+        View::Nodes => (body, 0),
+        _ => return,
+    };
+    // Rows start under the top border and the header row.
+    let inside = list.contains(Position::new(column, row))
+        && row >= list.y + 2
+        && row + 1 < list.y + list.height;
+    if !inside {
+        return;
+    }
+    let index = first + usize::from(row - list.y - 2);
+    match model.view {
+        View::Vms => {
+            if let Some(vm) = model.visible_vms().get(index) {
+                model.vm_selected = Some(vm.name.clone());
+            }
+        }
+        View::Nodes => {
+            if let Some(node) = model.visible_nodes().get(index) {
+                model.node_selected = Some(node.id);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -49,16 +49,40 @@ impl Theme {
     }
 }
 
-/// Draws the whole console.
-pub fn view(frame: &mut Frame, model: &Model) {
-    let theme = Theme { color: model.color };
-    let [header, body, status, footer] = Layout::vertical([
+/// The screen's parts: header, body, status line, footer.
+pub fn screen_areas(area: Rect) -> [Rect; 4] {
+    Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(3),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
-    .areas(frame.area());
+    .areas(area)
+}
+
+/// The VM table and the detail pane inside the body: side by side on wide
+/// terminals, stacked on narrow ones.
+pub fn vm_areas(body: Rect) -> [Rect; 2] {
+    if body.width >= 120 {
+        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(body)
+    } else {
+        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body)
+    }
+}
+
+/// The first VM row drawn, so the selected row stays visible.
+pub fn vm_first_row(selected: Option<usize>, list: Rect) -> usize {
+    let visible_rows = list.height.saturating_sub(3) as usize;
+    match selected {
+        Some(i) if i >= visible_rows => i + 1 - visible_rows,
+        _ => 0,
+    }
+}
+
+/// Draws the whole console.
+pub fn view(frame: &mut Frame, model: &Model) {
+    let theme = Theme { color: model.color };
+    let [header, body, status, footer] = screen_areas(frame.area());
     draw_header(frame, header, model, &theme);
     match model.view {
         View::Overview => draw_overview(frame, body, model, &theme),
@@ -376,12 +400,7 @@ fn draw_nodes(frame: &mut Frame, area: Rect, model: &Model, t: &Theme) {
 }
 
 fn draw_vms(frame: &mut Frame, area: Rect, model: &Model, t: &Theme) {
-    let wide = area.width >= 120;
-    let [list, detail] = if wide {
-        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(area)
-    } else {
-        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area)
-    };
+    let [list, detail] = vm_areas(area);
     let vms = model.visible_vms();
     let selected_idx = model
         .vm_selected
@@ -390,10 +409,7 @@ fn draw_vms(frame: &mut Frame, area: Rect, model: &Model, t: &Theme) {
     // Only build the rows that can be seen: the table is virtualised so
     // 10,000 VMs cost what a screenful costs.
     let visible_rows = list.height.saturating_sub(3) as usize;
-    let start = match selected_idx {
-        Some(i) if i >= visible_rows => i + 1 - visible_rows,
-        _ => 0,
-    };
+    let start = vm_first_row(selected_idx, list);
     let rows: Vec<Row> = vms
         .iter()
         .skip(start)
@@ -530,6 +546,13 @@ fn draw_vm_detail(frame: &mut Frame, area: Rect, model: &Model, t: &Theme) {
     ];
     if !vm.reason.is_empty() {
         lines.push(Line::raw(format!("reason:    {}", vm.reason)));
+    }
+    if model.logs.vm.as_deref() == Some(vm.name.as_str()) && !model.logs.lines.is_empty() {
+        lines.push(Line::styled("console:", t.title()));
+        let n = model.logs.lines.len();
+        for l in model.logs.lines.range(n.saturating_sub(3)..) {
+            lines.push(Line::raw(format!("  {l}")));
+        }
     }
     lines.push(Line::styled("history:", t.title()));
     let subject = format!("vm/{}", vm.name);
