@@ -30,31 +30,6 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Console lines quoted in a failure reason.
 const REASON_CONSOLE_LINES: usize = 5;
 
-/// A console line without terminal escape sequences and control characters,
-/// fit for a status reason.
-pub fn printable(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI sequences: ESC [ params final-byte; other escapes: ESC + one char.
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-        } else if !c.is_control() {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// What to do after an instance ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterExit {
@@ -197,7 +172,7 @@ impl<B: VmBackend> Agent<B> {
         let text = String::from_utf8_lossy(tail);
         let lines: Vec<String> = text
             .lines()
-            .map(printable)
+            .map(blixard_shared::text::printable)
             .filter(|l| !l.trim().is_empty())
             .collect();
         let start = lines.len().saturating_sub(REASON_CONSOLE_LINES);
@@ -475,15 +450,6 @@ mod tests {
         );
         assert_eq!(after_exit(RestartPolicy::Never, true), AfterExit::Stopped);
         assert_eq!(after_exit(RestartPolicy::Never, false), AfterExit::Failed);
-    }
-
-    #[test]
-    fn console_lines_lose_escape_sequences() {
-        assert_eq!(
-            printable("\u{1b}c\u{1b}[?7l\u{1b}[2J\u{1b}[0mSeaBIOS 1.16"),
-            "SeaBIOS 1.16"
-        );
-        assert_eq!(printable("plain\r"), "plain");
     }
 
     #[test]

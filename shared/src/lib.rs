@@ -6,6 +6,8 @@
 pub mod client;
 pub mod leader_hint;
 pub mod limits;
+pub mod ops;
+pub mod text;
 pub mod validate;
 
 /// The generated `blixard.v1` protobuf types, clients and servers.

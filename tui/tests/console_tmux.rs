@@ -76,35 +76,7 @@ fn the_console_drives_and_follows_a_real_cluster() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut daemons = vec![Daemon::start(
-        1,
-        &tmp.path().join("n1"),
-        "127.0.0.1:0",
-        &["--init"],
-    )];
-    let seed = daemons[0].addr.clone();
-    for id in 2..=3 {
-        daemons.push(Daemon::start(
-            id,
-            &tmp.path().join(format!("n{id}")),
-            "127.0.0.1:0",
-            &["--join", &seed],
-        ));
-    }
-    let all: String = daemons
-        .iter()
-        .map(|d| d.addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    eventually(Duration::from_secs(60), "three voters", || {
-        let v = json_of(&cli(&all, &["cluster", "status"]));
-        let voters = v["members"]
-            .as_array()?
-            .iter()
-            .filter(|m| m["voter"] == true)
-            .count();
-        (voters == 3).then_some(())
-    });
+    let (mut daemons, all) = start_cluster(tmp.path(), &[]);
 
     let session = format!("blixard-test-{}", std::process::id());
     let console = format!("{} --endpoint {all}", blixard_tui_bin().display());

@@ -14,37 +14,8 @@ use std::time::Duration;
 #[test]
 fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut daemons = vec![Daemon::start(
-        1,
-        &tmp.path().join("n1"),
-        "127.0.0.1:0",
-        &["--init"],
-    )];
-    let seed = daemons[0].addr.clone();
-    for id in 2..=3 {
-        daemons.push(Daemon::start(
-            id,
-            &tmp.path().join(format!("n{id}")),
-            "127.0.0.1:0",
-            &["--join", &seed],
-        ));
-    }
-    let all: String = daemons
-        .iter()
-        .map(|d| d.addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-
-    let status = eventually(Duration::from_secs(60), "three voters", || {
-        let out = cli(&all, &["cluster", "status"]);
-        let v = json_of(&out);
-        let voters = v["members"]
-            .as_array()?
-            .iter()
-            .filter(|m| m["voter"] == true)
-            .count();
-        (out.status.success() && voters == 3 && v["leader_id"].as_u64()? != 0).then_some(v)
-    });
+    let (mut daemons, all) = start_cluster(tmp.path(), &[]);
+    let status = json_of(&cli(&all, &["cluster", "status"]));
     for key in [
         "leader_id",
         "term",

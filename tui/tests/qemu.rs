@@ -177,30 +177,7 @@ fn qemu_microvms_end_to_end() {
     let backend = ["--backend", "qemu", "--image-dir", images_arg.as_str()];
     let tmp = tempfile::tempdir().expect("tmp");
     let _reaper = KillVmsUnder(tmp.path().to_path_buf());
-    let mut first_args = vec!["--init"];
-    first_args.extend(backend);
-    let mut daemons = vec![Daemon::start(
-        1,
-        &tmp.path().join("n1"),
-        "127.0.0.1:0",
-        &first_args,
-    )];
-    let seed = daemons[0].addr.clone();
-    for id in 2..=3 {
-        let mut args = vec!["--join", seed.as_str()];
-        args.extend(backend);
-        daemons.push(Daemon::start(
-            id,
-            &tmp.path().join(format!("n{id}")),
-            "127.0.0.1:0",
-            &args,
-        ));
-    }
-    let all: String = daemons
-        .iter()
-        .map(|d| d.addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let (mut daemons, all) = start_cluster(tmp.path(), &backend);
     eventually(Duration::from_secs(60), "three registered nodes", || {
         let out = cli(&all, &["node", "list"]);
         let n = json_of(&out).as_array().map_or(0, Vec::len);

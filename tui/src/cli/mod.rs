@@ -219,11 +219,11 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
-fn consistency(local: bool) -> i32 {
+fn consistency(local: bool) -> pb::Consistency {
     if local {
-        pb::Consistency::Local as i32
+        pb::Consistency::Local
     } else {
-        pb::Consistency::Linearizable as i32
+        pb::Consistency::Linearizable
     }
 }
 
@@ -260,7 +260,7 @@ async fn cluster(
     client: &mut BlixardClient,
     cmd: ClusterCmd,
     json: bool,
-    cons: i32,
+    cons: pb::Consistency,
 ) -> Result<(), CliError> {
     match cmd {
         ClusterCmd::Status | ClusterCmd::Members => {
@@ -268,7 +268,9 @@ async fn cluster(
             let status = client
                 .call(|ch| async move {
                     ClusterServiceClient::new(ch)
-                        .get_status(pb::GetStatusRequest { consistency: cons })
+                        .get_status(pb::GetStatusRequest {
+                            consistency: cons as i32,
+                        })
                         .await
                 })
                 .await?;
@@ -318,30 +320,16 @@ async fn cluster(
             Ok(())
         }
         ClusterCmd::TransferLeader { to } => {
-            let resp = client
-                .call(|ch| async move {
-                    ClusterServiceClient::new(ch)
-                        .transfer_leadership(pb::TransferLeadershipRequest {
-                            to_node_id: to.unwrap_or(0),
-                        })
-                        .await
-                })
-                .await?;
+            let new_leader_id = client.transfer_leadership(to).await?;
             if json {
-                print_json(&serde_json::json!({ "new_leader_id": resp.new_leader_id }));
+                print_json(&serde_json::json!({ "new_leader_id": new_leader_id }));
             } else {
-                println!("leader is now node {}", resp.new_leader_id);
+                println!("leader is now node {new_leader_id}");
             }
             Ok(())
         }
         ClusterCmd::RemoveNode { id } => {
-            client
-                .call(|ch| async move {
-                    ClusterServiceClient::new(ch)
-                        .remove_node(pb::RemoveNodeRequest { node_id: id })
-                        .await
-                })
-                .await?;
+            client.remove_node(id).await?;
             if json {
                 print_json(&serde_json::json!({ "removed_node_id": id }));
             } else {
@@ -394,7 +382,7 @@ async fn node(
     client: &mut BlixardClient,
     cmd: NodeCmd,
     json: bool,
-    cons: i32,
+    cons: pb::Consistency,
 ) -> Result<(), CliError> {
     let node = match cmd {
         NodeCmd::List => {
@@ -408,7 +396,7 @@ async fn node(
                         async move {
                             NodeServiceClient::new(ch)
                                 .list_nodes(pb::ListNodesRequest {
-                                    consistency: cons,
+                                    consistency: cons as i32,
                                     page_size: blixard_shared::limits::MAX_PAGE_SIZE,
                                     page_token,
                                 })
@@ -425,41 +413,10 @@ async fn node(
             print_nodes(&all, json);
             return Ok(());
         }
-        NodeCmd::Get { id } => {
-            client
-                .call(|ch| async move {
-                    NodeServiceClient::new(ch)
-                        .get_node(pb::GetNodeRequest {
-                            node_id: id,
-                            consistency: cons,
-                        })
-                        .await
-                })
-                .await?
-                .node
-        }
-        NodeCmd::Cordon { id } => {
-            client
-                .call(|ch| async move {
-                    NodeServiceClient::new(ch)
-                        .cordon_node(pb::CordonNodeRequest { node_id: id })
-                        .await
-                })
-                .await?
-                .node
-        }
-        NodeCmd::Uncordon { id } => {
-            client
-                .call(|ch| async move {
-                    NodeServiceClient::new(ch)
-                        .uncordon_node(pb::UncordonNodeRequest { node_id: id })
-                        .await
-                })
-                .await?
-                .node
-        }
+        NodeCmd::Get { id } => client.get_node(id, cons).await?,
+        NodeCmd::Cordon { id } => client.cordon_node(id).await?,
+        NodeCmd::Uncordon { id } => client.uncordon_node(id).await?,
     };
-    let node = node.ok_or_else(|| CliError::other("the server returned no node"))?;
     if json {
         print_json(&NodeView::from(&node));
     } else {
@@ -512,7 +469,12 @@ fn parse_state(s: &str) -> Result<i32, CliError> {
         })
 }
 
-async fn vm(client: &mut BlixardClient, cmd: VmCmd, json: bool, cons: i32) -> Result<(), CliError> {
+async fn vm(
+    client: &mut BlixardClient,
+    cmd: VmCmd,
+    json: bool,
+    cons: pb::Consistency,
+) -> Result<(), CliError> {
     let vm = match cmd {
         VmCmd::Create(a) => {
             let req = pb::CreateVmRequest {
@@ -541,13 +503,7 @@ async fn vm(client: &mut BlixardClient, cmd: VmCmd, json: bool, cons: i32) -> Re
                 stopped: a.stopped,
             };
             blixard_shared::validate::create_vm(&req)?;
-            client
-                .call(|ch| {
-                    let req = req.clone();
-                    async move { VmServiceClient::new(ch).create_vm(req).await }
-                })
-                .await?
-                .vm
+            Some(client.create_vm(req).await?)
         }
         VmCmd::List {
             node,
@@ -560,7 +516,7 @@ async fn vm(client: &mut BlixardClient, cmd: VmCmd, json: bool, cons: i32) -> Re
             let mut token = String::new();
             loop {
                 let req = pb::ListVmsRequest {
-                    consistency: cons,
+                    consistency: cons as i32,
                     page_size: blixard_shared::limits::MAX_PAGE_SIZE,
                     page_token: token.clone(),
                     node_id: node.unwrap_or(0),
@@ -619,62 +575,19 @@ async fn vm(client: &mut BlixardClient, cmd: VmCmd, json: bool, cons: i32) -> Re
         }
         VmCmd::Get { name } => {
             blixard_shared::validate::vm_name(&name)?;
-            client
-                .call(|ch| {
-                    let name = name.clone();
-                    async move {
-                        VmServiceClient::new(ch)
-                            .get_vm(pb::GetVmRequest {
-                                name,
-                                consistency: cons,
-                            })
-                            .await
-                    }
-                })
-                .await?
-                .vm
+            Some(client.get_vm(&name, cons).await?)
         }
         VmCmd::Start { name } => {
             blixard_shared::validate::vm_name(&name)?;
-            client
-                .call(|ch| {
-                    let name = name.clone();
-                    async move {
-                        VmServiceClient::new(ch)
-                            .start_vm(pb::StartVmRequest { name })
-                            .await
-                    }
-                })
-                .await?
-                .vm
+            Some(client.start_vm(&name).await?)
         }
         VmCmd::Stop { name } => {
             blixard_shared::validate::vm_name(&name)?;
-            client
-                .call(|ch| {
-                    let name = name.clone();
-                    async move {
-                        VmServiceClient::new(ch)
-                            .stop_vm(pb::StopVmRequest { name })
-                            .await
-                    }
-                })
-                .await?
-                .vm
+            Some(client.stop_vm(&name).await?)
         }
         VmCmd::Restart { name } => {
             blixard_shared::validate::vm_name(&name)?;
-            client
-                .call(|ch| {
-                    let name = name.clone();
-                    async move {
-                        VmServiceClient::new(ch)
-                            .restart_vm(pb::RestartVmRequest { name })
-                            .await
-                    }
-                })
-                .await?
-                .vm
+            Some(client.restart_vm(&name).await?)
         }
         VmCmd::Logs { name, follow, tail } => {
             blixard_shared::validate::vm_name(&name)?;
@@ -682,16 +595,7 @@ async fn vm(client: &mut BlixardClient, cmd: VmCmd, json: bool, cons: i32) -> Re
         }
         VmCmd::Delete { name, force } => {
             blixard_shared::validate::vm_name(&name)?;
-            client
-                .call(|ch| {
-                    let name = name.clone();
-                    async move {
-                        VmServiceClient::new(ch)
-                            .delete_vm(pb::DeleteVmRequest { name, force })
-                            .await
-                    }
-                })
-                .await?;
+            client.delete_vm(&name, force).await?;
             if json {
                 print_json(&serde_json::json!({ "deleted": name }));
             } else {

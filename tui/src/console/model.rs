@@ -187,37 +187,12 @@ impl LogPane {
         if self.lines.len() == MAX_LOG_LINES {
             self.lines.pop_front();
         }
-        self.lines.push_back(strip_escapes(&line));
+        self.lines.push_back(blixard_shared::text::printable(&line));
         if !self.follow {
             // Keep the view still while new lines arrive below it.
             self.scroll = (self.scroll + 1).min(self.lines.len());
         }
     }
-}
-
-/// Removes terminal escape sequences so a guest cannot restyle the console.
-pub fn strip_escapes(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            } else {
-                chars.next();
-            }
-        } else if c == '\t' {
-            out.push_str("    ");
-        } else if !c.is_control() {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The console's state.

@@ -162,8 +162,8 @@ async fn execute(endpoints: Vec<String>, action: Action) -> Result<String, Strin
             vcpus,
             memory_mib,
             image,
-        } => {
-            let req = pb::CreateVmRequest {
+        } => client
+            .create_vm(pb::CreateVmRequest {
                 name,
                 spec: Some(pb::VmSpec {
                     vcpus,
@@ -172,87 +172,18 @@ async fn execute(endpoints: Vec<String>, action: Action) -> Result<String, Strin
                     ..Default::default()
                 }),
                 stopped: false,
-            };
-            client
-                .call(|ch| {
-                    let req = req.clone();
-                    async move { VmServiceClient::new(ch).create_vm(req).await }
-                })
-                .await
-                .map(|_| ())
-        }
-        Action::StartVm(name) => client
-            .call(|ch| {
-                let name = name.clone();
-                async move {
-                    VmServiceClient::new(ch)
-                        .start_vm(pb::StartVmRequest { name })
-                        .await
-                }
             })
             .await
             .map(|_| ()),
-        Action::StopVm(name) => client
-            .call(|ch| {
-                let name = name.clone();
-                async move {
-                    VmServiceClient::new(ch)
-                        .stop_vm(pb::StopVmRequest { name })
-                        .await
-                }
-            })
-            .await
-            .map(|_| ()),
-        Action::RestartVm(name) => client
-            .call(|ch| {
-                let name = name.clone();
-                async move {
-                    VmServiceClient::new(ch)
-                        .restart_vm(pb::RestartVmRequest { name })
-                        .await
-                }
-            })
-            .await
-            .map(|_| ()),
-        Action::DeleteVm { name, force } => client
-            .call(|ch| {
-                let name = name.clone();
-                async move {
-                    VmServiceClient::new(ch)
-                        .delete_vm(pb::DeleteVmRequest { name, force })
-                        .await
-                }
-            })
-            .await
-            .map(|_| ()),
-        Action::Cordon(node_id) => client
-            .call(|ch| async move {
-                NodeServiceClient::new(ch)
-                    .cordon_node(pb::CordonNodeRequest { node_id })
-                    .await
-            })
-            .await
-            .map(|_| ()),
-        Action::Uncordon(node_id) => client
-            .call(|ch| async move {
-                NodeServiceClient::new(ch)
-                    .uncordon_node(pb::UncordonNodeRequest { node_id })
-                    .await
-            })
-            .await
-            .map(|_| ()),
-        Action::TransferLeader(to) => client
-            .call(|ch| async move {
-                ClusterServiceClient::new(ch)
-                    .transfer_leadership(pb::TransferLeadershipRequest {
-                        to_node_id: to.unwrap_or(0),
-                    })
-                    .await
-            })
-            .await
-            .map(|r| {
-                tracing::info!(new_leader = r.new_leader_id, "leadership transferred");
-            }),
+        Action::StartVm(name) => client.start_vm(&name).await.map(|_| ()),
+        Action::StopVm(name) => client.stop_vm(&name).await.map(|_| ()),
+        Action::RestartVm(name) => client.restart_vm(&name).await.map(|_| ()),
+        Action::DeleteVm { name, force } => client.delete_vm(&name, force).await,
+        Action::Cordon(id) => client.cordon_node(id).await.map(|_| ()),
+        Action::Uncordon(id) => client.uncordon_node(id).await.map(|_| ()),
+        Action::TransferLeader(to) => client.transfer_leadership(to).await.map(|leader| {
+            tracing::info!(new_leader = leader, "leadership transferred");
+        }),
     };
     match r {
         Ok(()) => {

@@ -152,3 +152,39 @@ pub fn vm_names(endpoint: &str) -> Option<BTreeSet<String>> {
             .collect(),
     )
 }
+
+/// Starts a 3-node cluster of `blixardd` processes under `root` (node 1
+/// bootstraps, the others join it), with `backend` flags on each; returns the
+/// daemons and the comma-separated endpoint list once all three are voters.
+pub fn start_cluster(root: &Path, backend: &[&str]) -> (Vec<Daemon>, String) {
+    let mut first = vec!["--init"];
+    first.extend_from_slice(backend);
+    let mut daemons = vec![Daemon::start(1, &root.join("n1"), "127.0.0.1:0", &first)];
+    let seed = daemons[0].addr.clone();
+    for id in 2..=3 {
+        let mut args = vec!["--join", seed.as_str()];
+        args.extend_from_slice(backend);
+        daemons.push(Daemon::start(
+            id,
+            &root.join(format!("n{id}")),
+            "127.0.0.1:0",
+            &args,
+        ));
+    }
+    let all: String = daemons
+        .iter()
+        .map(|d| d.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    eventually(Duration::from_secs(60), "three voters", || {
+        let out = cli(&all, &["cluster", "status"]);
+        let v = json_of(&out);
+        let voters = v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["voter"] == true)
+            .count();
+        (out.status.success() && voters == 3 && v["leader_id"].as_u64()? != 0).then_some(())
+    });
+    (daemons, all)
+}

@@ -1,0 +1,193 @@
+//! Typed cluster operations on [`BlixardClient`], so the CLI, the console
+//! and tools call `client.stop_vm("web-1")` instead of repeating the gRPC
+//! plumbing. Each retries and follows the leader like [`BlixardClient::call`].
+
+use crate::client::{BlixardClient, ClientError};
+use crate::proto::v1 as pb;
+use crate::proto::v1::{
+    cluster_service_client::ClusterServiceClient, node_service_client::NodeServiceClient,
+    vm_service_client::VmServiceClient,
+};
+
+fn missing(what: &str) -> ClientError {
+    ClientError::Status(tonic::Status::internal(format!(
+        "the server returned no {what}"
+    )))
+}
+
+impl BlixardClient {
+    /// Creates a VM.
+    pub async fn create_vm(&mut self, req: pb::CreateVmRequest) -> Result<pb::Vm, ClientError> {
+        self.call(|ch| {
+            let req = req.clone();
+            async move { VmServiceClient::new(ch).create_vm(req).await }
+        })
+        .await?
+        .vm
+        .ok_or_else(|| missing("vm"))
+    }
+
+    /// Reads a VM.
+    pub async fn get_vm(
+        &mut self,
+        name: &str,
+        consistency: pb::Consistency,
+    ) -> Result<pb::Vm, ClientError> {
+        let name = name.to_string();
+        self.call(|ch| {
+            let req = pb::GetVmRequest {
+                name: name.clone(),
+                consistency: consistency as i32,
+            };
+            async move { VmServiceClient::new(ch).get_vm(req).await }
+        })
+        .await?
+        .vm
+        .ok_or_else(|| missing("vm"))
+    }
+
+    /// Sets a VM's desired state to running.
+    pub async fn start_vm(&mut self, name: &str) -> Result<pb::Vm, ClientError> {
+        let name = name.to_string();
+        self.call(|ch| {
+            let name = name.clone();
+            async move {
+                VmServiceClient::new(ch)
+                    .start_vm(pb::StartVmRequest { name })
+                    .await
+            }
+        })
+        .await?
+        .vm
+        .ok_or_else(|| missing("vm"))
+    }
+
+    /// Sets a VM's desired state to stopped.
+    pub async fn stop_vm(&mut self, name: &str) -> Result<pb::Vm, ClientError> {
+        let name = name.to_string();
+        self.call(|ch| {
+            let name = name.clone();
+            async move {
+                VmServiceClient::new(ch)
+                    .stop_vm(pb::StopVmRequest { name })
+                    .await
+            }
+        })
+        .await?
+        .vm
+        .ok_or_else(|| missing("vm"))
+    }
+
+    /// Restarts a running VM.
+    pub async fn restart_vm(&mut self, name: &str) -> Result<pb::Vm, ClientError> {
+        let name = name.to_string();
+        self.call(|ch| {
+            let name = name.clone();
+            async move {
+                VmServiceClient::new(ch)
+                    .restart_vm(pb::RestartVmRequest { name })
+                    .await
+            }
+        })
+        .await?
+        .vm
+        .ok_or_else(|| missing("vm"))
+    }
+
+    /// Deletes a VM (`force` even if it runs).
+    pub async fn delete_vm(&mut self, name: &str, force: bool) -> Result<(), ClientError> {
+        let name = name.to_string();
+        self.call(|ch| {
+            let name = name.clone();
+            async move {
+                VmServiceClient::new(ch)
+                    .delete_vm(pb::DeleteVmRequest { name, force })
+                    .await
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Reads a node.
+    pub async fn get_node(
+        &mut self,
+        node_id: u64,
+        consistency: pb::Consistency,
+    ) -> Result<pb::Node, ClientError> {
+        self.call(|ch| async move {
+            NodeServiceClient::new(ch)
+                .get_node(pb::GetNodeRequest {
+                    node_id,
+                    consistency: consistency as i32,
+                })
+                .await
+        })
+        .await?
+        .node
+        .ok_or_else(|| missing("node"))
+    }
+
+    /// Stops placing new VMs on a node.
+    pub async fn cordon_node(&mut self, node_id: u64) -> Result<pb::Node, ClientError> {
+        self.call(|ch| async move {
+            NodeServiceClient::new(ch)
+                .cordon_node(pb::CordonNodeRequest { node_id })
+                .await
+        })
+        .await?
+        .node
+        .ok_or_else(|| missing("node"))
+    }
+
+    /// Allows placing VMs on a node again.
+    pub async fn uncordon_node(&mut self, node_id: u64) -> Result<pb::Node, ClientError> {
+        self.call(|ch| async move {
+            NodeServiceClient::new(ch)
+                .uncordon_node(pb::UncordonNodeRequest { node_id })
+                .await
+        })
+        .await?
+        .node
+        .ok_or_else(|| missing("node"))
+    }
+
+    /// The cluster's status.
+    pub async fn status(
+        &mut self,
+        consistency: pb::Consistency,
+    ) -> Result<pb::ClusterStatus, ClientError> {
+        self.call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .get_status(pb::GetStatusRequest {
+                    consistency: consistency as i32,
+                })
+                .await
+        })
+        .await
+    }
+
+    /// Hands leadership to `to` (or the most up-to-date voter); returns the new leader.
+    pub async fn transfer_leadership(&mut self, to: Option<u64>) -> Result<u64, ClientError> {
+        self.call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .transfer_leadership(pb::TransferLeadershipRequest {
+                    to_node_id: to.unwrap_or(0),
+                })
+                .await
+        })
+        .await
+        .map(|r| r.new_leader_id)
+    }
+
+    /// Removes a node from the cluster.
+    pub async fn remove_node(&mut self, node_id: u64) -> Result<(), ClientError> {
+        self.call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .remove_node(pb::RemoveNodeRequest { node_id })
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+}
