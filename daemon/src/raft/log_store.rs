@@ -150,8 +150,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_meta(KEY_VOTE, vote).await
     }
 
+    /// The committed id is a hint that lets a restart re-apply up to it; it
+    /// is recovered from the cluster if lost, so it is written without an
+    /// fsync of its own (the next durable commit makes it durable too).
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
-        self.write_meta(KEY_COMMITTED, &committed).await
+        let bytes = serde_json::to_vec(&committed).map_err(io_err)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tx = db.begin_write().map_err(io_err)?;
+            tx.set_durability(redb::Durability::None).map_err(io_err)?;
+            {
+                let mut t = tx.open_table(META).map_err(io_err)?;
+                t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io_err)?;
+            }
+            tx.commit().map_err(io_err)
+        })
+        .await
+        .map_err(io_err)?
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {

@@ -27,6 +27,19 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Which {
+    /// Write path: committed VM updates per second and latency on a 3-node
+    /// cluster of blixardd processes, beside a 3-member etcd doing puts.
+    Write {
+        /// Concurrent clients, comma-separated.
+        #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
+        clients: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The etcd binary (Debian's etcd-server); the etcd side is skipped when missing.
+        #[arg(long, default_value = "/usr/bin/etcd")]
+        etcd: PathBuf,
+    },
     /// MicroVM boot latency, orchestration overhead, density and daemon memory.
     Microvm {
         /// VMs for the create-to-ready latency.
@@ -43,6 +56,8 @@ enum Which {
         images: PathBuf,
     },
 }
+
+mod write_bench;
 
 const READY: &str = "blixard-guest: ready";
 const BOOT_DEADLINE: Duration = Duration::from_secs(120);
@@ -335,6 +350,11 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Args::parse().which {
+        Which::Write {
+            clients,
+            seconds,
+            etcd,
+        } => write_bench::run(clients, seconds, etcd).await,
         Which::Microvm {
             vms,
             raw,
