@@ -27,6 +27,15 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Which {
+    /// Failover: kill -9 of the leader to the next acknowledged write, beside etcd.
+    Failover {
+        /// Runs per system.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// The etcd binary; the etcd side is skipped when missing.
+        #[arg(long, default_value = "/usr/bin/etcd")]
+        etcd: PathBuf,
+    },
     /// Write path: committed VM updates per second and latency on a 3-node
     /// cluster of blixardd processes, beside a 3-member etcd doing puts.
     Write {
@@ -57,6 +66,7 @@ enum Which {
     },
 }
 
+mod failover;
 mod write_bench;
 
 const READY: &str = "blixard-guest: ready";
@@ -355,6 +365,7 @@ async fn main() -> Result<()> {
             seconds,
             etcd,
         } => write_bench::run(clients, seconds, etcd).await,
+        Which::Failover { runs, etcd } => failover::run(runs, etcd).await,
         Which::Microvm {
             vms,
             raw,

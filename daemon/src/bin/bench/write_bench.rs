@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 /// Minimal etcd v3 messages, declared by hand (no etcd protos needed).
-mod etcd {
+pub(crate) mod etcd {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct PutRequest {
         #[prost(bytes = "vec", tag = "1")]
@@ -46,7 +46,7 @@ mod etcd {
     }
 }
 
-async fn grpc_unary<Req, Resp>(
+pub(crate) async fn grpc_unary<Req, Resp>(
     ch: Channel,
     path: &'static str,
     req: Req,
@@ -66,7 +66,7 @@ where
         .map(|r| r.into_inner())
 }
 
-struct Procs(Vec<Child>);
+pub(crate) struct Procs(pub(crate) Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -83,7 +83,7 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn channel(addr: &str) -> Result<Channel> {
+pub(crate) fn channel(addr: &str) -> Result<Channel> {
     Ok(
         tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
@@ -91,7 +91,7 @@ fn channel(addr: &str) -> Result<Channel> {
     )
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -152,7 +152,7 @@ where
     }
 }
 
-fn blixardd_bin() -> Result<PathBuf> {
+pub(crate) fn blixardd_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe
         .parent()
@@ -184,7 +184,7 @@ async fn wait_ready(path: &Path) -> Result<String> {
     }
 }
 
-async fn start_blixard(root: &Path) -> Result<(Procs, Vec<String>)> {
+pub(crate) async fn start_blixard(root: &Path) -> Result<(Procs, Vec<String>)> {
     let bin = blixardd_bin()?;
     let mut procs = Procs(Vec::new());
     let mut addrs = Vec::new();
@@ -234,7 +234,9 @@ async fn start_blixard(root: &Path) -> Result<(Procs, Vec<String>)> {
     Ok((procs, addrs))
 }
 
-async fn start_etcd(etcd: &Path, root: &Path) -> Result<(Procs, Vec<String>)> {
+/// The command lines of a 3-member etcd cluster on free local ports, with
+/// each member's client address.
+pub(crate) fn etcd_commands(etcd: &Path, root: &Path) -> Result<Vec<(String, Vec<String>)>> {
     let ports: Vec<(u16, u16)> = (0..3)
         .map(|_| Ok((free_port()?, free_port()?)))
         .collect::<Result<_>>()?;
@@ -243,48 +245,55 @@ async fn start_etcd(etcd: &Path, root: &Path) -> Result<(Procs, Vec<String>)> {
         .enumerate()
         .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
         .collect();
+    Ok(ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, peer))| {
+            let cmd = vec![
+                etcd.display().to_string(),
+                "--name".into(),
+                format!("e{i}"),
+                "--data-dir".into(),
+                root.join(format!("e{i}")).display().to_string(),
+                "--listen-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster".into(),
+                initial.join(","),
+                "--initial-cluster-state".into(),
+                "new".into(),
+                "--log-level".into(),
+                "error".into(),
+            ];
+            (format!("127.0.0.1:{client}"), cmd)
+        })
+        .collect())
+}
+
+pub(crate) async fn start_etcd(etcd: &Path, root: &Path) -> Result<(Procs, Vec<String>)> {
     let mut procs = Procs(Vec::new());
-    for (i, (client, peer)) in ports.iter().enumerate() {
-        let dir = root.join(format!("e{i}"));
+    let mut addrs = Vec::new();
+    for (addr, cmd) in etcd_commands(etcd, root)? {
         procs.0.push(
-            Command::new(etcd)
-                .args([
-                    "--name",
-                    &format!("e{i}"),
-                    "--data-dir",
-                    &dir.display().to_string(),
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                    "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                    "--listen-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                    "--initial-cluster",
-                    &initial.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                    "--log-level",
-                    "error",
-                ])
+            Command::new(&cmd[0])
+                .args(&cmd[1..])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .wrap_err("starting etcd")?,
         );
+        addrs.push(addr);
     }
-    Ok((
-        procs,
-        ports
-            .iter()
-            .map(|(c, _)| format!("127.0.0.1:{c}"))
-            .collect(),
-    ))
+    Ok((procs, addrs))
 }
 
 /// The etcd member that leads, by asking each member's status.
-async fn etcd_leader(addrs: &[String]) -> Result<String> {
+pub(crate) async fn etcd_leader(addrs: &[String]) -> Result<String> {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         for a in addrs {
