@@ -120,6 +120,33 @@ impl<B: VmBackend> Agent<B> {
                 },
             );
         }
+        // VMs the record says run here that were not adopted died while no
+        // daemon watched them: mark them as running so the first pass sees
+        // them ended and applies their restart policy (instead of simply
+        // starting them again).
+        let gone: Vec<(String, u64, u64)> = {
+            let fleet = self.core.view.read();
+            fleet
+                .vms_on(self.core.id)
+                .filter(|vm| {
+                    matches!(vm.state, VmState::Running | VmState::Starting) && vm.observed.pid != 0
+                })
+                .filter(|vm| !self.local.contains_key(&vm.name))
+                .map(|vm| (vm.name.clone(), vm.epoch, vm.restart_nonce))
+                .collect()
+        };
+        for (name, epoch, nonce) in gone {
+            tracing::info!(vm = %name, "vm ended while the daemon was down");
+            self.local.insert(
+                name,
+                Local {
+                    epoch,
+                    running: true,
+                    nonce_seen: nonce,
+                    ..Default::default()
+                },
+            );
+        }
         let mut applied = self.core.view.subscribe();
         let mut last_pass = Instant::now() - MIN_PASS_INTERVAL;
         loop {

@@ -334,3 +334,51 @@ async fn host_side_bad_input_fails_the_vm_with_a_reason() {
     assert!(err.message().starts_with("spec:"), "{}", err.message());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vm_that_died_while_the_daemon_was_down_follows_its_restart_policy() {
+    let mut cluster = TestCluster::start(1).await;
+    let runner = write_runner(cluster.nodes[0].dir.parent().expect("tmp"));
+    let mut vms = cluster.vm_client(0);
+    vms.create_vm(runner_vm("again", &runner, pb::RestartPolicy::Always))
+        .await
+        .expect("create");
+    vms.create_vm(runner_vm("once", &runner, pb::RestartPolicy::Never))
+        .await
+        .expect("create");
+    let mut pids = Vec::new();
+    for name in ["again", "once"] {
+        wait_state(&cluster, 0, name, pb::VmState::Running, "running").await;
+        pids.push(eventually(Duration::from_secs(10), "pid", || vm_pid(&cluster, name, 0)).await);
+    }
+    cluster.stop(0).await;
+    for pid in &pids {
+        // SAFETY: kill(2) with plain integers.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    eventually(Duration::from_secs(10), "both processes gone", || async {
+        pids.iter().all(|p| !pid_alive(*p)).then_some(())
+    })
+    .await;
+    cluster.restart(0).await;
+    eventually(Duration::from_secs(30), "'again' restarted", || async {
+        let pid = vm_pid(&cluster, "again", 0).await?;
+        let vm = get_vm(&cluster, 0, "again").await?;
+        (pid != pids[0] && vm.state == pb::VmState::Running as i32).then_some(())
+    })
+    .await;
+    let failed = wait_state(
+        &cluster,
+        0,
+        "once",
+        pb::VmState::Failed,
+        "'once' failed, not restarted",
+    )
+    .await;
+    assert!(failed.reason.contains("not restarted"), "{}", failed.reason);
+    assert_eq!(vm_pid(&cluster, "once", 0).await, Some(pids[1]));
+    let pid = vm_pid(&cluster, "again", 0).await.unwrap_or(0);
+    cluster.shutdown().await;
+    // SAFETY: kill(2) with plain integers.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}

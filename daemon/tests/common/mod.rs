@@ -201,10 +201,25 @@ impl TestCluster {
         self.nodes[i].handle = Some(handle);
     }
 
-    /// Stops every node.
+    /// Stops every node, then kills the VM processes they left (VMs outlive
+    /// their daemons by design; a test must not).
     pub async fn shutdown(mut self) {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
+        }
+        let needle = self._tmp.path().display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                // SAFETY: kill(2) with plain integers.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
     }
 }
