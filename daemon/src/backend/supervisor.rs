@@ -379,6 +379,19 @@ mod tests {
         let inst = sup.spawn("t1", 3, cmd).unwrap();
         assert_eq!(sup.state("t1"), InstanceState::Running { pid: inst.pid });
         assert_eq!(sup.adopt().len(), 1);
+        // Its output reaches the console log (wait for it before stopping it,
+        // or the signal may arrive before the shell has printed anything).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(sup.console_path("t1"))
+            .unwrap_or_default()
+            .contains("hello")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no output in the console log"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(sup.signal("t1", libc::SIGTERM));
         assert!(sup.wait_gone("t1", Duration::from_secs(5)).await);
         // The reaper records how it ended.
@@ -393,8 +406,6 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "no exit record");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let log = std::fs::read_to_string(sup.console_path("t1")).unwrap();
-        assert!(log.contains("hello"));
         sup.cleanup("t1").unwrap();
         assert_eq!(sup.state("t1"), InstanceState::Missing);
         assert!(sup.adopt().is_empty());
