@@ -27,6 +27,15 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Which {
+    /// Watch fan-out: write acknowledged to event delivered at many watchers.
+    Fanout {
+        /// Concurrent watchers, spread over the three members.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Writes to time.
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+    },
     /// Failover: kill -9 of the leader to the next acknowledged write, beside etcd.
     Failover {
         /// Runs per system.
@@ -67,6 +76,7 @@ enum Which {
 }
 
 mod failover;
+mod fanout;
 mod write_bench;
 
 const READY: &str = "blixard-guest: ready";
@@ -366,6 +376,7 @@ async fn main() -> Result<()> {
             etcd,
         } => write_bench::run(clients, seconds, etcd).await,
         Which::Failover { runs, etcd } => failover::run(runs, etcd).await,
+        Which::Fanout { watchers, writes } => fanout::run(watchers, writes).await,
         Which::Microvm {
             vms,
             raw,
