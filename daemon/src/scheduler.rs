@@ -5,7 +5,10 @@
 //! applies the decision, so a stale decision can never overcommit a node.
 
 use crate::core::{now_ms, Core};
-use crate::state::{Action, Command, DesiredState, Fleet, NodeHealth, Schedulability, VmRecord};
+use crate::state::{
+    Action, Command, DesiredState, Fleet, NodeHealth, Resources, Schedulability, VmRecord,
+};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,8 +30,9 @@ pub fn backend_can_run(backend: &str, vm: &VmRecord) -> bool {
 /// The node `vm` should go to: among schedulable, live nodes whose backend
 /// can run it and that have room (and the pinned node, if any), the fullest
 /// one that fits (bin packing keeps whole nodes free for large VMs); ties go
-/// to the lowest id. `None` when no node fits.
-pub fn choose_node(fleet: &Fleet, vm: &VmRecord) -> Option<u64> {
+/// to the lowest id. `None` when no node fits. `usage` is what each node
+/// already holds ([`Fleet::allocations`]), computed once per pass.
+pub fn choose_node(fleet: &Fleet, usage: &BTreeMap<u64, Resources>, vm: &VmRecord) -> Option<u64> {
     fleet
         .nodes
         .values()
@@ -38,7 +42,7 @@ pub fn choose_node(fleet: &Fleet, vm: &VmRecord) -> Option<u64> {
         })
         .filter(|n| backend_can_run(&n.backend, vm))
         .filter_map(|n| {
-            let used = fleet.allocated_on(n.id);
+            let used = usage.get(&n.id).copied().unwrap_or_default();
             let free_mem = n.capacity.memory_mib.checked_sub(used.memory_mib)?;
             let free_cpu = n.capacity.vcpus.checked_sub(used.vcpus)?;
             (free_mem >= vm.spec.memory_mib && free_cpu >= vm.spec.vcpus)
@@ -66,13 +70,26 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
 async fn place_pending(core: &Core) {
     let decisions: Vec<(String, u64, u64)> = {
         let fleet = core.view.read();
-        fleet
+        // Usage is counted once per pass and grows with each decision, so
+        // one pass never plans more onto a node than it holds.
+        let mut usage = fleet.allocations();
+        let mut decisions = Vec::new();
+        for vm in fleet
             .vms
             .values()
             .filter(|vm| vm.desired == DesiredState::Running && vm.node_id == 0)
-            .filter_map(|vm| choose_node(&fleet, vm).map(|node| (vm.name.clone(), node, vm.epoch)))
-            .take(MAX_PLACEMENTS_PER_PASS)
-            .collect()
+        {
+            if decisions.len() == MAX_PLACEMENTS_PER_PASS {
+                break;
+            }
+            if let Some(node) = choose_node(&fleet, &usage, vm) {
+                let used = usage.entry(node).or_default();
+                used.vcpus = used.vcpus.saturating_add(vm.spec.vcpus);
+                used.memory_mib = used.memory_mib.saturating_add(vm.spec.memory_mib);
+                decisions.push((vm.name.clone(), node, vm.epoch));
+            }
+        }
+        decisions
     };
     for (name, node_id, expected_epoch) in decisions {
         let cmd = Command {
@@ -97,7 +114,7 @@ async fn place_pending(core: &Core) {
 mod tests {
     use super::*;
     use crate::state::command::NodeRegistration;
-    use crate::state::{Resources, VmSpec};
+    use crate::state::VmSpec;
     use std::collections::BTreeMap;
 
     fn node(f: &mut Fleet, rev: u64, id: u64, mem: u64, backend: &str) {
@@ -131,18 +148,9 @@ mod tests {
                 } else {
                     String::new()
                 },
-                kernel: String::new(),
-                initrd: String::new(),
-                cmdline: String::new(),
                 runner: runner.into(),
-                labels: BTreeMap::new(),
-                constraints: vec![],
-                group: String::new(),
-                max_per_node: 0,
-                priority: 0,
-                preemptible: false,
-                restart_policy: Default::default(),
                 node_id: pin,
+                ..Default::default()
             },
             desired: DesiredState::Running,
             node_id: 0,
@@ -162,10 +170,14 @@ mod tests {
         let mut f = Fleet::default();
         node(&mut f, 1, 1, 4096, "qemu");
         node(&mut f, 2, 2, 1024, "qemu");
-        assert_eq!(choose_node(&f, &vm(512, "", 0)), Some(2));
-        assert_eq!(choose_node(&f, &vm(2048, "", 0)), Some(1));
-        assert_eq!(choose_node(&f, &vm(8192, "", 0)), None);
-        assert_eq!(choose_node(&f, &vm(512, "", 1)), Some(1), "pinned");
+        assert_eq!(choose_node(&f, &f.allocations(), &vm(512, "", 0)), Some(2));
+        assert_eq!(choose_node(&f, &f.allocations(), &vm(2048, "", 0)), Some(1));
+        assert_eq!(choose_node(&f, &f.allocations(), &vm(8192, "", 0)), None);
+        assert_eq!(
+            choose_node(&f, &f.allocations(), &vm(512, "", 1)),
+            Some(1),
+            "pinned"
+        );
     }
 
     #[test]
@@ -173,11 +185,14 @@ mod tests {
         let mut f = Fleet::default();
         node(&mut f, 1, 1, 4096, "process");
         assert_eq!(
-            choose_node(&f, &vm(128, "", 0)),
+            choose_node(&f, &f.allocations(), &vm(128, "", 0)),
             None,
             "process nodes run only runners"
         );
-        assert_eq!(choose_node(&f, &vm(128, "/bin/true", 0)), Some(1));
+        assert_eq!(
+            choose_node(&f, &f.allocations(), &vm(128, "/bin/true", 0)),
+            Some(1)
+        );
         f.apply(
             2,
             &Command {
@@ -189,6 +204,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(choose_node(&f, &vm(128, "/bin/true", 0)), None, "cordoned");
+        assert_eq!(
+            choose_node(&f, &f.allocations(), &vm(128, "/bin/true", 0)),
+            None,
+            "cordoned"
+        );
     }
 }

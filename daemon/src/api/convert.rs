@@ -124,15 +124,44 @@ pub fn spec_from_pb(s: &pb::VmSpec) -> model::VmSpec {
     }
 }
 
-/// Wire form of a node record, with what is placed on it.
-pub fn node_to_pb(node: &model::NodeRecord, fleet: &state::Fleet, voter: bool) -> pb::Node {
-    let mut vms = Vec::new();
-    let mut allocated = pb::Capacity::default();
-    for vm in fleet.vms_on(node.id) {
-        vms.push(vm.name.clone());
-        allocated.vcpus = allocated.vcpus.saturating_add(vm.spec.vcpus);
-        allocated.memory_mib = allocated.memory_mib.saturating_add(vm.spec.memory_mib);
+/// The VMs placed on a node and the resources they request.
+#[derive(Debug, Clone, Default)]
+pub struct Placed {
+    /// VM names.
+    pub vms: Vec<String>,
+    /// Their summed requests.
+    pub allocated: pb::Capacity,
+}
+
+impl Placed {
+    fn add(&mut self, vm: &model::VmRecord) {
+        self.vms.push(vm.name.clone());
+        self.allocated.vcpus = self.allocated.vcpus.saturating_add(vm.spec.vcpus);
+        self.allocated.memory_mib = self.allocated.memory_mib.saturating_add(vm.spec.memory_mib);
     }
+}
+
+/// What is placed on one node.
+pub fn placed_on(fleet: &state::Fleet, node_id: u64) -> Placed {
+    let mut placed = Placed::default();
+    for vm in fleet.vms_on(node_id) {
+        placed.add(vm);
+    }
+    placed
+}
+
+/// What is placed on every node, in one pass over the VMs (for lists).
+pub fn placements(fleet: &state::Fleet) -> BTreeMap<u64, Placed> {
+    let mut by_node: BTreeMap<u64, Placed> = BTreeMap::new();
+    for vm in fleet.vms.values().filter(|vm| vm.node_id != 0) {
+        by_node.entry(vm.node_id).or_default().add(vm);
+    }
+    by_node
+}
+
+/// Wire form of a node record, with what is placed on it.
+pub fn node_to_pb(node: &model::NodeRecord, placed: Placed, voter: bool) -> pb::Node {
+    let Placed { vms, allocated } = placed;
     pb::Node {
         id: node.id,
         address: node.address.clone(),

@@ -1,6 +1,6 @@
 //! `blixard.v1.NodeService`: list, read, cordon and uncordon hosts.
 
-use super::convert::node_to_pb;
+use super::convert::{node_to_pb, placed_on, placements};
 use super::pagination;
 use crate::core::Core;
 use crate::state::{model, Action, CommandOutcome};
@@ -47,7 +47,11 @@ impl NodeApi {
         {
             CommandOutcome::Node(node) => {
                 let fleet = self.core.view.read();
-                Ok(node_to_pb(&node, &fleet, self.voters().contains(&id)))
+                Ok(node_to_pb(
+                    &node,
+                    placed_on(&fleet, id),
+                    self.voters().contains(&id),
+                ))
             }
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
         }
@@ -69,12 +73,19 @@ impl NodeService for NodeApi {
                 self.core.read_barrier(req.consistency).await?;
                 let voters = self.voters();
                 let fleet = self.core.view.read();
+                let mut placed = placements(&fleet);
                 let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
                 let mut iter = fleet.nodes.range((start, std::ops::Bound::Unbounded));
                 let nodes: Vec<pb::Node> = iter
                     .by_ref()
                     .take(size)
-                    .map(|(id, n)| node_to_pb(n, &fleet, voters.contains(id)))
+                    .map(|(id, n)| {
+                        node_to_pb(
+                            n,
+                            placed.remove(id).unwrap_or_default(),
+                            voters.contains(id),
+                        )
+                    })
                     .collect();
                 let next_page_token = match (iter.next(), nodes.last()) {
                     (Some(_), Some(last)) => last.id.to_string(),
@@ -110,7 +121,11 @@ impl NodeService for NodeApi {
                     .get(&req.node_id)
                     .ok_or_else(|| Status::not_found(format!("node {} not found", req.node_id)))?;
                 Ok(Response::new(pb::GetNodeResponse {
-                    node: Some(node_to_pb(node, &fleet, voters.contains(&req.node_id))),
+                    node: Some(node_to_pb(
+                        node,
+                        placed_on(&fleet, req.node_id),
+                        voters.contains(&req.node_id),
+                    )),
                 }))
             })
             .await

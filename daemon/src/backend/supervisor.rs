@@ -53,6 +53,9 @@ pub struct Supervisor {
     root: PathBuf,
     backend: &'static str,
     exits: Arc<Mutex<HashMap<String, ExitRecord>>>,
+    /// `meta.json` contents by VM: the agent asks for state every pass, so
+    /// the file is read once and then kept (only this supervisor writes it).
+    metas: Mutex<HashMap<String, Meta>>,
 }
 
 /// The kernel's start time of `pid` (field 22 of `/proc/PID/stat`), and
@@ -97,6 +100,7 @@ impl Supervisor {
             root,
             backend,
             exits: Arc::default(),
+            metas: Mutex::default(),
         })
     }
 
@@ -118,12 +122,26 @@ impl Supervisor {
         for stale in ["qmp.sock", "meta.json"] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
+        self.forget_meta(name);
         Ok(dir)
     }
 
     fn read_meta(&self, name: &str) -> Option<Meta> {
+        let mut metas = self.metas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(meta) = metas.get(name) {
+            return Some(meta.clone());
+        }
         let text = std::fs::read_to_string(self.dir(name).join("meta.json")).ok()?;
-        serde_json::from_str(&text).ok()
+        let meta: Meta = serde_json::from_str(&text).ok()?;
+        metas.insert(name.to_string(), meta.clone());
+        Some(meta)
+    }
+
+    fn forget_meta(&self, name: &str) {
+        self.metas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     fn write_meta(&self, meta: &Meta) -> Result<(), BackendError> {
@@ -137,7 +155,12 @@ impl Supervisor {
             .and_then(|_| f.sync_all())
             .map_err(|e| BackendError::io("writing meta.json", e))?;
         std::fs::rename(&tmp, dir.join("meta.json"))
-            .map_err(|e| BackendError::io("writing meta.json", e))
+            .map_err(|e| BackendError::io("writing meta.json", e))?;
+        self.metas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(meta.name.clone(), meta.clone());
+        Ok(())
     }
 
     /// Starts `cmd` for `name` with its output appended to the console log.
@@ -313,6 +336,7 @@ impl Supervisor {
 
     /// Removes the runtime dir of `name`.
     pub fn cleanup(&self, name: &str) -> Result<(), BackendError> {
+        self.forget_meta(name);
         let dir = self.dir(name);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {

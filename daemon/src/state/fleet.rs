@@ -72,13 +72,7 @@ impl Fleet {
         subject: &str,
         mut message: String,
     ) {
-        if message.len() > MAX_EVENT_MESSAGE_LEN {
-            let mut cut = MAX_EVENT_MESSAGE_LEN;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+        truncate_utf8(&mut message, MAX_EVENT_MESSAGE_LEN);
         while self.events.len() >= EVENT_RING_LEN {
             if let Some(dropped) = self.events.pop_front() {
                 self.events_pruned_through = dropped.revision;
@@ -441,6 +435,22 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// Resources wanted by the VMs meant to run, per node, in one pass over
+    /// the VMs (for callers that look at every node).
+    pub fn allocations(&self) -> BTreeMap<u64, Resources> {
+        let mut by_node: BTreeMap<u64, Resources> = BTreeMap::new();
+        for vm in self
+            .vms
+            .values()
+            .filter(|vm| vm.node_id != 0 && vm.desired == DesiredState::Running)
+        {
+            let r = by_node.entry(vm.node_id).or_default();
+            r.vcpus = r.vcpus.saturating_add(vm.spec.vcpus);
+            r.memory_mib = r.memory_mib.saturating_add(vm.spec.memory_mib);
+        }
+        by_node
+    }
+
     /// Resources wanted by the VMs placed on `node_id` that are meant to run.
     pub fn allocated_on(&self, node_id: u64) -> Resources {
         let mut r = Resources::default();
@@ -540,13 +550,7 @@ impl Fleet {
                 continue;
             }
             let mut reason = report.reason.clone();
-            if reason.len() > MAX_REASON_LEN {
-                let mut cut = MAX_REASON_LEN;
-                while !reason.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                reason.truncate(cut);
-            }
+            truncate_utf8(&mut reason, MAX_REASON_LEN);
             let state_changed = vm.state != report.state;
             if !state_changed && vm.reason == reason && vm.observed == report.observed {
                 continue;
@@ -592,6 +596,17 @@ impl Fleet {
             }
         }
         Ok(CommandOutcome::Done)
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
     }
 }
 

@@ -115,7 +115,7 @@ pub enum RestartPolicy {
 }
 
 /// What a VM is: resources, what to boot and where it may go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSpec {
     /// Virtual CPUs.
     pub vcpus: u32,

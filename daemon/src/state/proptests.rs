@@ -26,18 +26,10 @@ fn spec() -> impl Strategy<Value = VmSpec> {
             vcpus,
             memory_mib,
             image: "default".into(),
-            kernel: String::new(),
-            initrd: String::new(),
-            cmdline: String::new(),
-            runner: String::new(),
             labels: BTreeMap::from([("app".to_string(), "x".to_string())]),
-            constraints: vec![],
-            group: String::new(),
-            max_per_node: 0,
-            priority: 0,
             preemptible: pre,
-            restart_policy: RestartPolicy::Always,
             node_id,
+            ..Default::default()
         }
     })
 }
@@ -233,18 +225,7 @@ fn event_ring_is_bounded_and_tracks_pruning() {
                         vcpus: 1,
                         memory_mib: 64,
                         image: "default".into(),
-                        kernel: String::new(),
-                        initrd: String::new(),
-                        cmdline: String::new(),
-                        runner: String::new(),
-                        labels: BTreeMap::new(),
-                        constraints: vec![],
-                        group: String::new(),
-                        max_per_node: 0,
-                        priority: 0,
-                        preemptible: false,
-                        restart_policy: RestartPolicy::Always,
-                        node_id: 0,
+                        ..Default::default()
                     },
                     desired: DesiredState::Stopped,
                 }
@@ -270,18 +251,7 @@ fn delete_of_a_running_vm_needs_force() {
         vcpus: 1,
         memory_mib: 64,
         image: "default".into(),
-        kernel: String::new(),
-        initrd: String::new(),
-        cmdline: String::new(),
-        runner: String::new(),
-        labels: BTreeMap::new(),
-        constraints: vec![],
-        group: String::new(),
-        max_per_node: 0,
-        priority: 0,
-        preemptible: false,
-        restart_policy: RestartPolicy::Always,
-        node_id: 0,
+        ..Default::default()
     };
     let cmd = |action| Command { time_ms: 1, action };
     let steps = [

@@ -79,16 +79,10 @@ mod failover;
 mod fanout;
 mod write_bench;
 
+use write_bench::percentile;
+
 const READY: &str = "blixard-guest: ready";
 const BOOT_DEADLINE: Duration = Duration::from_secs(120);
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -139,18 +133,7 @@ fn vm_record(name: &str, memory_mib: u64) -> blixard_daemon::state::VmRecord {
             vcpus: 1,
             memory_mib,
             image: "default".into(),
-            kernel: String::new(),
-            initrd: String::new(),
-            cmdline: String::new(),
-            runner: String::new(),
-            labels: Default::default(),
-            constraints: vec![],
-            group: String::new(),
-            max_per_node: 0,
-            priority: 0,
-            preemptible: false,
-            restart_policy: Default::default(),
-            node_id: 0,
+            ..Default::default()
         },
         desired: blixard_daemon::state::DesiredState::Running,
         node_id: 1,
