@@ -70,6 +70,10 @@ impl VmBackend for ProcessBackend {
             .env("BLIXARD_VM_DIR", &dir)
             .env("BLIXARD_VM_VCPUS", vm.spec.vcpus.to_string())
             .env("BLIXARD_VM_MEMORY_MIB", vm.spec.memory_mib.to_string())
+            // Which placement and incarnation this is: a runner that keeps
+            // state of its own can tell a re-created VM from a moved one.
+            .env("BLIXARD_VM_EPOCH", vm.epoch.to_string())
+            .env("BLIXARD_VM_CREATED_AT_MS", vm.created_at_ms.to_string())
             .current_dir(&dir);
         self.sup.spawn(&vm.name, vm.epoch, cmd)
     }
