@@ -19,6 +19,8 @@ use tokio::time::Instant;
 
 /// Shortest time between two reconcile passes.
 pub const MIN_PASS_INTERVAL: Duration = Duration::from_millis(100);
+/// Pause between attempts to catch up with the leader at start.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(200);
 /// Resync period when nothing changes.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// First crash-loop back-off.
@@ -98,6 +100,14 @@ impl<B: VmBackend> Agent<B> {
 
     /// Adopts what still runs from before, then reconciles until shutdown.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // Act only on current state: after a restart the node's state may
+        // lag what the cluster committed (it holds the snapshot plus the log
+        // up to its last committed hint), and reconciling against it could
+        // stop VMs that still belong here. Until the node has caught up with
+        // the leader, nothing is started or stopped.
+        if !self.wait_until_current(&mut shutdown).await {
+            return;
+        }
         for inst in self.backend.adopt().await {
             let nonce = self
                 .core
@@ -161,6 +171,24 @@ impl<B: VmBackend> Agent<B> {
                 r = applied.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Waits for a linearizable read barrier (applied state at least what
+    /// the leader had committed when asked); `false` on shutdown.
+    async fn wait_until_current(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let linearizable = blixard_shared::proto::v1::Consistency::Linearizable as i32;
+        loop {
+            match self.core.read_barrier(linearizable).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::debug!(error = %e.message(), "agent waiting for current state");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(CATCH_UP_RETRY) => {}
+                _ = shutdown.changed() => return false,
             }
         }
     }

@@ -40,6 +40,12 @@ pub struct Core {
     pub config: Config,
     /// Becomes true when the node is stopping; long-lived streams end on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Term and last log index when this node started. A node that restarts
+    /// as the leader of its old term (openraft keeps a committed vote) has
+    /// not recomputed its commit index yet: until it has, its read index
+    /// could be older than writes it acknowledged before the crash, so
+    /// reads in that term wait for its whole log instead.
+    pub startup_log: (u64, u64),
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
@@ -144,7 +150,18 @@ impl Core {
     /// and returns the index reads must wait for.
     pub async fn read_index_local(&self) -> Result<u64, Status> {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(rid) => Ok(rid.index()),
+            Ok(rid) => {
+                let (term, last) = self.startup_log;
+                if self.raft_metrics().current_term == term && rid.index() < last {
+                    self.raft
+                        .wait(Some(READ_APPLY_TIMEOUT))
+                        .applied_index_at_least(Some(last), "restored leader catching up")
+                        .await
+                        .map_err(|e| self.unavailable(format!("leader still catching up: {e}")))?;
+                    return Ok(last);
+                }
+                Ok(rid.index())
+            }
             Err(e) if e.forward_to_leader().is_some() => {
                 Err(self.unavailable("this node is not the leader"))
             }

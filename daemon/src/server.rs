@@ -158,7 +158,11 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
             .map_err(|e| storage_err(&db_path, e))?
     };
     let db = Arc::new(db);
-    let log_store = LogStore::open(db.clone()).map_err(|e| storage_err(&db_path, e))?;
+    let mut log_store = LogStore::open(db.clone()).map_err(|e| storage_err(&db_path, e))?;
+    let startup_log = log_store
+        .startup_position()
+        .await
+        .map_err(|e| storage_err(&db_path, e))?;
     let state_machine = StateMachine::open(db.clone()).map_err(|e| storage_err(&db_path, e))?;
     let view = state_machine.view();
     let snapshot_bytes = state_machine.snapshot_bytes();
@@ -204,6 +208,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
 
+
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let core = Arc::new(Core {
@@ -215,6 +220,7 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         metrics: metrics.clone(),
         config: config.clone(),
         shutdown: shutdown_rx.clone(),
+        startup_log,
     });
 
     let mut tasks = Vec::new();

@@ -127,3 +127,63 @@ fn kill_9_of_the_leader_during_writes_loses_no_acknowledged_write() {
         "one-line reason expected: {stderr:?}"
     );
 }
+
+/// Regression (docs/faults.md, "restored leader"): a leader that restarts
+/// fast enough to keep its term (openraft keeps a committed vote) has not
+/// recomputed its commit index when it is first asked; its read index then
+/// lagged writes it had acknowledged before the crash, and a linearizable
+/// read said "not found". The followers are frozen across the restart so
+/// nobody else is elected and the first read reaches the restored leader
+/// before any follower has answered it.
+#[test]
+fn a_leader_restarted_in_its_own_term_serves_no_stale_read() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut daemons, all) = start_cluster(tmp.path(), &[]);
+    for i in 0..40 {
+        let name = format!("s-{i}");
+        let out = cli(
+            &all,
+            &["vm", "create", &name, "--vcpus", "1", "--memory", "64", "--stopped"],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let leader_id = json_of(&cli(&all, &["cluster", "status"]))["leader_id"]
+        .as_u64()
+        .expect("leader id");
+    let li = daemons
+        .iter()
+        .position(|d| d.id == leader_id)
+        .expect("leader");
+    let followers: Vec<i32> = daemons
+        .iter()
+        .filter(|d| d.id != leader_id)
+        .filter_map(|d| d.child.as_ref().map(|c| c.id() as i32))
+        .collect();
+    for &pid in &followers {
+        // SAFETY: kill(2) on daemons this test spawned.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    }
+    daemons[li].kill9();
+    daemons[li].restart();
+    let leader_addr = daemons[li].addr.clone();
+    let reader = std::thread::spawn(move || cli(&leader_addr, &["vm", "get", "s-39"]));
+    // Give the read time to reach the restored leader while the followers
+    // are still frozen (an ordering of events, not a wait for a condition).
+    std::thread::sleep(Duration::from_millis(300));
+    for &pid in &followers {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    let out = reader.join().expect("reader");
+    assert_ne!(
+        out.status.code(),
+        Some(3),
+        "stale linearizable read after the leader's restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "read failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

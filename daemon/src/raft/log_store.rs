@@ -1,19 +1,24 @@
 //! The Raft log, vote and commit index in the node's redb file.
 //!
-//! Every write is one redb transaction committed with `Durability::Immediate`
-//! (fsync) before openraft is told it is durable, so an acknowledged entry
-//! survives a crash. Writes run on the blocking pool so an fsync never stalls
-//! the async runtime. openraft hands us entries in batches: one batch, one
-//! transaction, one fsync (group commit).
+//! One writer thread owns every write. `append` puts the entries in an
+//! in-memory pending map (readable at once, as openraft requires) and queues
+//! them; the writer takes everything queued, writes it in one redb
+//! transaction committed with `Durability::Immediate` (fsync), and only then
+//! tells openraft the entries are durable. So the leader replicates while
+//! its own fsync runs, and many proposals share one fsync (group commit).
+//! Votes, truncation and purges go through the same queue, in order, and
+//! their callers wait for the fsync.
 
 use super::{io_err, Entry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot};
 
 /// Log entries by index, JSON-encoded.
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -26,16 +31,61 @@ const KEY_PURGED: &str = "last_purged";
 
 /// Most entries one replication read returns; openraft asks again for the rest.
 const MAX_ENTRIES_PER_READ: u64 = 4096;
+/// Writes queued for the writer thread; past it `append` waits for room
+/// (back-pressure on the Raft core, never unbounded memory).
+const WRITE_QUEUE: usize = 1024;
+/// The committed hint is written when it is this many entries ahead of the
+/// one on disk (a restart re-applies up to the hint at once and learns the
+/// rest from the leader).
+const COMMITTED_HINT_EVERY: u64 = 1024;
+/// Most queued writes one transaction takes.
+const MAX_WRITES_PER_TXN: usize = 256;
+
+/// A change the writer applies inside its transaction.
+type Change = Box<dyn FnOnce(&redb::WriteTransaction) -> io::Result<()> + Send>;
+
+/// One queued write and how to report its completion.
+enum Write {
+    Append {
+        /// (index, sequence number in the pending map, encoded entry).
+        entries: Vec<(u64, u64, Vec<u8>)>,
+        callback: IOFlushed<TypeConfig>,
+    },
+    Other {
+        change: Change,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+}
+
+/// Entries appended but not yet durable, readable by replication and apply.
+#[derive(Default)]
+struct Pending {
+    /// index -> (sequence number of the append, entry).
+    entries: BTreeMap<u64, (u64, Entry)>,
+    next_seq: u64,
+    /// The newest committed id not yet written: it rides along with the
+    /// next transaction instead of costing one of its own.
+    committed: Option<Option<LogId>>,
+    /// Index of the committed hint last written.
+    committed_written: u64,
+}
 
 /// Handle on the log tables of a node's redb file. Cheap to clone; clones
-/// share the database.
+/// share the database, the pending entries and the writer.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    pending: Arc<Mutex<Pending>>,
+    writer: mpsc::Sender<Write>,
+}
+
+fn lock(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LogStore {
-    /// Opens the log tables in `db`, creating them if needed.
+    /// Opens the log tables in `db`, creating them if needed, and starts
+    /// the writer thread (it ends when the last handle is dropped).
     pub fn open(db: Arc<Database>) -> io::Result<Self> {
         let tx = db.begin_write().map_err(io_err)?;
         {
@@ -43,7 +93,28 @@ impl LogStore {
             tx.open_table(META).map_err(io_err)?;
         }
         tx.commit().map_err(io_err)?;
-        Ok(Self { db })
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
+        let (wdb, wpending) = (db.clone(), pending.clone());
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_loop(wdb, wpending, queue))?;
+        Ok(Self {
+            db,
+            pending,
+            writer,
+        })
+    }
+
+    /// The vote's term and the last log index, as stored (see
+    /// `Core::startup_log`).
+    pub async fn startup_position(&mut self) -> io::Result<(u64, u64)> {
+        let vote = self.read_vote().await?;
+        let state = self.get_log_state().await?;
+        Ok((
+            vote.map_or(0, |v| v.leader_id.term),
+            state.last_log_id.map_or(0, |l| l.index),
+        ))
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -55,19 +126,15 @@ impl LogStore {
         }
     }
 
-    /// Runs a write transaction on the blocking pool and commits it durably.
-    async fn write<F>(&self, f: F) -> io::Result<()>
-    where
-        F: FnOnce(&redb::WriteTransaction) -> io::Result<()> + Send + 'static,
-    {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let tx = db.begin_write().map_err(io_err)?;
-            f(&tx)?;
-            tx.commit().map_err(io_err)
-        })
-        .await
-        .map_err(io_err)?
+    /// Queues `change` and waits until it is durable.
+    async fn write(&self, change: Change) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send(Write::Other { change, done })
+            .await
+            .map_err(|_| io_err("the log writer has stopped"))?;
+        wait.await
+            .map_err(|_| io_err("the log writer has stopped"))?
     }
 
     async fn write_meta<T: serde::Serialize>(
@@ -76,13 +143,111 @@ impl LogStore {
         value: &T,
     ) -> io::Result<()> {
         let bytes = serde_json::to_vec(value).map_err(io_err)?;
-        self.write(move |tx| {
+        self.write(Box::new(move |tx| {
             let mut t = tx.open_table(META).map_err(io_err)?;
             t.insert(key, bytes.as_slice()).map_err(io_err)?;
             Ok(())
-        })
+        }))
         .await
     }
+}
+
+/// The writer thread: takes everything queued (up to a bound), applies it in
+/// one transaction, commits with fsync, then reports each write in order.
+fn write_loop(db: Arc<Database>, pending: Arc<Mutex<Pending>>, mut queue: mpsc::Receiver<Write>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_WRITES_PER_TXN {
+            match queue.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        // The committed hint is written only every so many entries (and
+        // with anything else that touches META): each write of it adds
+        // pages to the commit.
+        let committed = {
+            let mut p = lock(&pending);
+            let due = match (p.committed, p.committed_written) {
+                (Some(Some(c)), w) => c.index >= w.saturating_add(COMMITTED_HINT_EVERY),
+                _ => false,
+            };
+            if due {
+                if let Some(Some(c)) = p.committed {
+                    p.committed_written = c.index;
+                }
+                p.committed
+            } else {
+                None
+            }
+        };
+        let mut changes = Vec::new();
+        let mut reports = Vec::new();
+        let mut appended = Vec::new();
+        for w in batch {
+            match w {
+                Write::Append { entries, callback } => {
+                    appended.extend(entries.iter().map(|(i, seq, _)| (*i, *seq)));
+                    changes.push(Change::from(Box::new(move |tx: &redb::WriteTransaction| {
+                        let mut t = tx.open_table(LOG).map_err(io_err)?;
+                        for (index, _, bytes) in &entries {
+                            t.insert(*index, bytes.as_slice()).map_err(io_err)?;
+                        }
+                        Ok(())
+                    })));
+                    reports.push(Report::Flushed(callback));
+                }
+                Write::Other { change, done } => {
+                    changes.push(change);
+                    reports.push(Report::Done(done));
+                }
+            }
+        }
+        let result = (|| {
+            let tx = db.begin_write().map_err(io_err)?;
+            for change in changes {
+                change(&tx)?;
+            }
+            if let Some(id) = committed {
+                let bytes = serde_json::to_vec(&id).map_err(io_err)?;
+                let mut t = tx.open_table(META).map_err(io_err)?;
+                t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io_err)?;
+            }
+            tx.commit().map_err(io_err)
+        })();
+        if result.is_ok() {
+            let mut p = lock(&pending);
+            // Durable now: readers find these in redb. An entry replaced by
+            // a later append (after a truncation) stays pending.
+            for (index, seq) in appended {
+                if p.entries.get(&index).is_some_and(|(s, _)| *s == seq) {
+                    p.entries.remove(&index);
+                }
+            }
+            if p.committed == committed {
+                p.committed = None;
+            }
+        } else if let Err(e) = &result {
+            tracing::error!(error = %e, "raft log write failed");
+        }
+        for r in reports {
+            let outcome = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            match r {
+                Report::Flushed(cb) => cb.io_completed(outcome),
+                Report::Done(tx) => {
+                    let _ = tx.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+enum Report {
+    Flushed(IOFlushed<TypeConfig>),
+    Done(oneshot::Sender<io::Result<()>>),
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -100,14 +265,26 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&e) => e,
             Bound::Unbounded => u64::MAX,
         };
+        if start >= end_excl {
+            return Ok(Vec::new());
+        }
+        // Pending entries first (they win over older durable ones at the
+        // same index), then the durable rest.
+        let mut out: BTreeMap<u64, Entry> = lock(&self.pending)
+            .entries
+            .range(start..end_excl)
+            .map(|(i, (_, e))| (*i, e.clone()))
+            .collect();
         let tx = self.db.begin_read().map_err(io_err)?;
         let table = tx.open_table(LOG).map_err(io_err)?;
-        let mut out = Vec::new();
         for item in table.range(start..end_excl).map_err(io_err)? {
-            let (_, v) = item.map_err(io_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(io_err)?);
+            let (k, v) = item.map_err(io_err)?;
+            let index = k.value();
+            if !out.contains_key(&index) {
+                out.insert(index, serde_json::from_slice(v.value()).map_err(io_err)?);
+            }
         }
-        Ok(out)
+        Ok(out.into_values().collect())
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
@@ -127,18 +304,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId> = self.read_meta(KEY_PURGED)?;
+        let pending_last = lock(&self.pending)
+            .entries
+            .values()
+            .next_back()
+            .map(|(_, e)| e.log_id);
         let tx = self.db.begin_read().map_err(io_err)?;
         let table = tx.open_table(LOG).map_err(io_err)?;
-        let last = match table.last().map_err(io_err)? {
+        let durable_last = match table.last().map_err(io_err)? {
             Some((_, v)) => {
                 let e: Entry = serde_json::from_slice(v.value()).map_err(io_err)?;
                 Some(e.log_id)
             }
-            None => last_purged,
+            None => None,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_log_id: pending_last.max(durable_last).or(last_purged),
         })
     }
 
@@ -151,26 +333,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// The committed id is a hint that lets a restart re-apply up to it; it
-    /// is recovered from the cluster if lost, so it is written without an
-    /// fsync of its own (the next durable commit makes it durable too).
+    /// is recovered from the cluster if lost. So it costs no transaction of
+    /// its own: it is written with a later log write, every
+    /// [`COMMITTED_HINT_EVERY`] entries (a restart may then re-apply a
+    /// little less and learn the rest from the leader).
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
-        let bytes = serde_json::to_vec(&committed).map_err(io_err)?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut tx = db.begin_write().map_err(io_err)?;
-            tx.set_durability(redb::Durability::None).map_err(io_err)?;
-            {
-                let mut t = tx.open_table(META).map_err(io_err)?;
-                t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io_err)?;
-            }
-            tx.commit().map_err(io_err)
-        })
-        .await
-        .map_err(io_err)?
+        lock(&self.pending).committed = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        let pending = lock(&self.pending).committed;
+        match pending {
+            Some(id) => Ok(id),
+            None => Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten()),
+        }
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -179,38 +356,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut encoded = Vec::new();
-        for e in entries {
-            encoded.push((e.log_id.index, serde_json::to_vec(&e).map_err(io_err)?));
+        {
+            let mut p = lock(&self.pending);
+            let seq = p.next_seq;
+            p.next_seq += 1;
+            for e in entries {
+                let bytes = serde_json::to_vec(&e).map_err(io_err)?;
+                encoded.push((e.log_id.index, seq, bytes));
+                p.entries.insert(e.log_id.index, (seq, e));
+            }
         }
-        let result = self
-            .write(move |tx| {
-                let mut t = tx.open_table(LOG).map_err(io_err)?;
-                for (index, bytes) in &encoded {
-                    t.insert(*index, bytes.as_slice()).map_err(io_err)?;
-                }
-                Ok(())
+        self.writer
+            .send(Write::Append {
+                entries: encoded,
+                callback,
             })
-            .await;
-        match result {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
-                Err(e)
-            }
-        }
+            .await
+            .map_err(|_| io_err("the log writer has stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
         tracing::debug!(from, "truncating log");
-        self.write(move |tx| {
+        lock(&self.pending).entries.retain(|i, _| *i < from);
+        self.write(Box::new(move |tx| {
             let mut t = tx.open_table(LOG).map_err(io_err)?;
             t.retain_in(from.., |_, _| false).map_err(io_err)?;
             Ok(())
-        })
+        }))
         .await
     }
 
@@ -218,13 +391,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let upto = log_id.index;
         let bytes = serde_json::to_vec(&log_id).map_err(io_err)?;
         tracing::debug!(upto, "purging log");
-        self.write(move |tx| {
+        lock(&self.pending).entries.retain(|i, _| *i > upto);
+        self.write(Box::new(move |tx| {
             let mut meta = tx.open_table(META).map_err(io_err)?;
             meta.insert(KEY_PURGED, bytes.as_slice()).map_err(io_err)?;
             let mut t = tx.open_table(LOG).map_err(io_err)?;
             t.retain_in(..=upto, |_, _| false).map_err(io_err)?;
             Ok(())
-        })
+        }))
         .await
     }
 }

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 enum Fault {
     /// `kill -9`, down for a while, restart on the same data dir.
     Crash,
+    /// `kill -9` of the leader and an immediate restart: fast enough that
+    /// it may come back as the leader of its old term.
+    BounceLeader,
     /// SIGSTOP the leader, later SIGCONT (a paused, then stale, leader).
     PauseLeader,
     /// SIGSTOP any node.
@@ -26,8 +29,9 @@ enum Fault {
     Bridge,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 7] = [
     Fault::Crash,
+    Fault::BounceLeader,
     Fault::PauseLeader,
     Fault::Pause,
     Fault::IsolateLeader,
@@ -71,7 +75,9 @@ pub fn run(
             v
         };
         let target = match fault {
-            Fault::PauseLeader | Fault::IsolateLeader => leader().unwrap_or(random_node),
+            Fault::PauseLeader | Fault::IsolateLeader | Fault::BounceLeader => {
+                leader().unwrap_or(random_node)
+            }
             _ => random_node,
         };
         faults += 1;
@@ -81,6 +87,11 @@ pub fn run(
                 Fault::Crash => {
                     history.nemesis(format!("kill -9 node {} for {duration} ms", target + 1));
                     lab.kill9(target);
+                }
+                Fault::BounceLeader => {
+                    history.nemesis(format!("kill -9 and restart node {} at once", target + 1));
+                    lab.kill9(target);
+                    lab.start(target)?;
                 }
                 Fault::Pause | Fault::PauseLeader => {
                     history.nemesis(format!(
@@ -118,6 +129,9 @@ pub fn run(
                     }
                 }
             }
+        }
+        if matches!(fault, Fault::BounceLeader) {
+            continue;
         }
         hold(duration, &stop);
         let mut lab = lab.lock().map_err(|e| e.to_string())?;

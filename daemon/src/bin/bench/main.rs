@@ -1,6 +1,9 @@
 //! `bench`: Blixard's benchmark harness. Results go to stdout as Markdown
 //! for `docs/benchmarks.md`; the exact command is printed with them.
 //!
+//! Subcommands: `write`, `failover`, `fanout`, `recovery` (each in its own
+//! module) and `microvm`.
+//!
 //! `bench microvm [--vms N] [--raw N] [--density-max N]` measures, on a
 //! one-node cluster started in this process with the QEMU backend:
 //! - time from `CreateVm` returning to the guest's readiness line on its
@@ -58,6 +61,18 @@ enum Which {
         #[arg(long, default_value = "/usr/bin/etcd")]
         etcd: PathBuf,
     },
+    /// Recovery: restart time of a node whose state holds many VMs.
+    Recovery {
+        /// VMs in the state.
+        #[arg(long, default_value_t = 100_000)]
+        vms: usize,
+        /// Restarts to time.
+        #[arg(long, default_value_t = 3)]
+        restarts: usize,
+        /// Concurrent clients filling the state.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+    },
     /// MicroVM boot latency, orchestration overhead, density and daemon memory.
     Microvm {
         /// VMs for the create-to-ready latency.
@@ -77,6 +92,7 @@ enum Which {
 
 mod failover;
 mod fanout;
+mod recovery;
 mod write_bench;
 
 use write_bench::percentile;
@@ -360,6 +376,11 @@ async fn main() -> Result<()> {
         } => write_bench::run(clients, seconds, etcd).await,
         Which::Failover { runs, etcd } => failover::run(runs, etcd).await,
         Which::Fanout { watchers, writes } => fanout::run(watchers, writes).await,
+        Which::Recovery {
+            vms,
+            restarts,
+            clients,
+        } => recovery::run(vms, restarts, clients).await,
         Which::Microvm {
             vms,
             raw,

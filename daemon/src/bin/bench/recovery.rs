@@ -1,0 +1,182 @@
+//! `bench recovery`: restart time of a node whose state holds many VMs.
+//!
+//! A one-node cluster (a `blixardd` process) is filled with `--vms` VMs
+//! (created stopped, so nothing runs), then killed with SIGKILL and started
+//! again on its data dir, `--restarts` times. Reported per restart: time
+//! from spawn to the ready file (listening), and to the first linearizable
+//! read of the last VM created (state loaded from the snapshot and the log
+//! replayed, leadership regained); the daemon's RSS after recovery; the
+//! size of its redb file.
+
+use super::write_bench::{blixardd_bin, channel};
+use blixard_shared::proto::v1 as pb;
+use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
+use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
+use color_eyre::eyre::{bail, eyre, Result, WrapErr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(600);
+
+fn spawn(bin: &Path, dir: &Path, addr: &str, init: bool) -> Result<Child> {
+    let _ = std::fs::remove_file(dir.join("ready.json"));
+    let mut cmd = Command::new(bin);
+    cmd.args(["--node-id", "1", "--listen", addr, "--backend", "process"])
+        .args(["--log", "warn"])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--ready-file")
+        .arg(dir.join("ready.json"));
+    if init {
+        cmd.arg("--init");
+    }
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .wrap_err("spawning blixardd")
+}
+
+async fn until_ready(dir: &Path, child: &mut Child) -> Result<()> {
+    let start = Instant::now();
+    while !dir.join("ready.json").exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!("blixardd exited while starting: {status}");
+        }
+        if start.elapsed() > DEADLINE {
+            bail!("blixardd not ready after {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+async fn until_readable(addr: &str, name: &str) -> Result<()> {
+    let start = Instant::now();
+    let ch = channel(addr)?;
+    loop {
+        let mut vms = VmServiceClient::new(ch.clone());
+        let req = pb::GetVmRequest {
+            name: name.to_string(),
+            consistency: pb::Consistency::Linearizable as i32,
+        };
+        if vms.get_vm(req).await.is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > DEADLINE {
+            bail!("{name} not readable after {DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn fill(addr: &str, vms: usize, clients: usize) -> Result<()> {
+    let ch = channel(addr)?;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let ch = ch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut api = VmServiceClient::new(ch);
+            for i in (c..vms).step_by(clients) {
+                let req = pb::CreateVmRequest {
+                    name: format!("r-{i}"),
+                    spec: Some(pb::VmSpec {
+                        vcpus: 1,
+                        memory_mib: 64,
+                        runner: "/bin/sleep".into(),
+                        ..Default::default()
+                    }),
+                    stopped: true,
+                };
+                let mut tries = 0;
+                while let Err(e) = api.create_vm(req.clone()).await {
+                    tries += 1;
+                    if tries > 20 {
+                        return Err(eyre!("creating r-{i}: {e}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Ok::<_, color_eyre::Report>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .map_or(0.0, |kib: f64| kib / 1024.0)
+}
+
+pub async fn run(vms: usize, restarts: usize, clients: usize) -> Result<()> {
+    if vms == 0 {
+        bail!("--vms must be at least 1");
+    }
+    let bin = blixardd_bin()?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("node");
+    std::fs::create_dir_all(&dir)?;
+    let addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    );
+    let mut child = spawn(&bin, &dir, &addr, true)?;
+    until_ready(&dir, &mut child).await?;
+    let t = Instant::now();
+    fill(&addr, vms, clients).await?;
+    let fill_s = t.elapsed().as_secs_f64();
+    let last = format!("r-{}", vms - 1);
+    let status = ClusterServiceClient::new(channel(&addr)?)
+        .get_status(pb::GetStatusRequest::default())
+        .await?
+        .into_inner();
+    let rss_before = rss_mib(child.id());
+    println!(
+        "filled {vms} VMs in {fill_s:.1} s ({:.0} creates/s, {clients} clients); applied index {}, snapshot index {}, RSS {rss_before:.0} MiB",
+        vms as f64 / fill_s,
+        status.applied_index,
+        status.snapshot_index
+    );
+    println!();
+    println!("| restart | to listening (s) | to first linearizable read (s) | RSS after (MiB) | redb file (MiB) |");
+    println!("|---|---|---|---|---|");
+    let mut totals = Vec::new();
+    for r in 1..=restarts {
+        let _ = child.kill();
+        let _ = child.wait();
+        let size = std::fs::metadata(dir.join("blixard.redb"))
+            .map(|m| m.len() as f64 / (1 << 20) as f64)
+            .unwrap_or(0.0);
+        let start = Instant::now();
+        child = spawn(&bin, &dir, &addr, false)?;
+        until_ready(&dir, &mut child).await?;
+        let listening = start.elapsed().as_secs_f64();
+        until_readable(&addr, &last).await?;
+        let readable = start.elapsed().as_secs_f64();
+        totals.push(readable);
+        println!(
+            "| {r} | {listening:.2} | {readable:.2} | {:.0} | {size:.0} |",
+            rss_mib(child.id())
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    totals.sort_by(|a, b| a.total_cmp(b));
+    println!();
+    println!(
+        "median restart to first linearizable read: {:.2} s",
+        super::write_bench::percentile(&totals, 0.5)
+    );
+    Ok(())
+}
