@@ -10,6 +10,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Leader heartbeat period [ms].
+pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+/// Election timeout range [ms]. openraft also uses the maximum as the
+/// followers' leader lease, and a follower stands for election only once
+/// both its lease and a random timeout have run out since it last heard
+/// from the leader: 300-500 ms here (plus a per-node stagger, see
+/// `server.rs`), six to ten missed heartbeats, before a dead leader is
+/// replaced.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: (u64, u64) = (150, 250);
+
 /// VM backend a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,9 +260,13 @@ impl Config {
         if !(1..=9).contains(&max_voters) {
             return Err(invalid("max_voters", "must be between 1 and 9"));
         }
-        let heartbeat = file.heartbeat_interval_ms.unwrap_or(100);
-        let emin = file.election_timeout_min_ms.unwrap_or(400);
-        let emax = file.election_timeout_max_ms.unwrap_or(800);
+        let heartbeat = file.heartbeat_interval_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
+        let emin = file
+            .election_timeout_min_ms
+            .unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS.0);
+        let emax = file
+            .election_timeout_max_ms
+            .unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS.1);
         if heartbeat == 0 || emin <= heartbeat || emax <= emin {
             return Err(invalid(
                 "election_timeout_min_ms",

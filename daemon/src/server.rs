@@ -124,6 +124,10 @@ fn shutdown_signal(
     }
 }
 
+/// Per-node-id step of the election timeout stagger [ms]: more than the
+/// skew between two followers' last heartbeats, small beside the timeout.
+const LEASE_STAGGER_MS: u64 = 10;
+
 fn storage_err(path: &std::path::Path, e: impl std::fmt::Display) -> StartError {
     StartError::Storage {
         path: path.display().to_string(),
@@ -182,11 +186,18 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
         .clone()
         .unwrap_or_else(|| address.to_string());
 
+    // openraft's followers refuse to vote while their leader lease (the
+    // election timeout maximum) runs, so after a leader dies their leases
+    // end at the same moment and both would stand at once (a split vote,
+    // another timeout). Staggering the timeouts by node id lets one lease
+    // end first: its owner is the first to ask once the others' have
+    // ended too, and wins.
+    let lease_stagger = LEASE_STAGGER_MS * (config.node_id % 4);
     let raft_config = openraft::Config {
         cluster_name: "blixard".into(),
         heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-        election_timeout_min: config.election_timeout_min.as_millis() as u64,
-        election_timeout_max: config.election_timeout_max.as_millis() as u64,
+        election_timeout_min: config.election_timeout_min.as_millis() as u64 + lease_stagger,
+        election_timeout_max: config.election_timeout_max.as_millis() as u64 + lease_stagger,
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
         max_in_snapshot_log_to_keep: (config.snapshot_threshold / 5).max(1),
@@ -207,7 +218,6 @@ pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
-
 
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -331,4 +331,3 @@ async fn a_restarted_single_node_keeps_everything_it_acknowledged() {
     assert_eq!(names, acked);
     cluster.shutdown().await;
 }
-

@@ -143,9 +143,22 @@ fn a_leader_restarted_in_its_own_term_serves_no_stale_read() {
         let name = format!("s-{i}");
         let out = cli(
             &all,
-            &["vm", "create", &name, "--vcpus", "1", "--memory", "64", "--stopped"],
+            &[
+                "vm",
+                "create",
+                &name,
+                "--vcpus",
+                "1",
+                "--memory",
+                "64",
+                "--stopped",
+            ],
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let leader_id = json_of(&cli(&all, &["cluster", "status"]))["leader_id"]
         .as_u64()

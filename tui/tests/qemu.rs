@@ -217,7 +217,8 @@ fn qemu_microvms_end_to_end() {
         (v["state"] == "running" && qemu_pid(&daemons, owner, "q1") == Some(pid)).then_some(())
     });
     if !alive(pid) {
-        let log = std::fs::read_to_string(daemons[owner_idx].dir.join("daemon.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(daemons[owner_idx].dir.join("daemon.log")).unwrap_or_default();
         eprintln!("OWNER LOG:\n{}", &log[log.len().saturating_sub(6000)..]);
     }
     assert!(alive(pid), "adoption must not restart the VM");

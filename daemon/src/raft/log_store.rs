@@ -188,13 +188,15 @@ fn write_loop(db: Arc<Database>, pending: Arc<Mutex<Pending>>, mut queue: mpsc::
             match w {
                 Write::Append { entries, callback } => {
                     appended.extend(entries.iter().map(|(i, seq, _)| (*i, *seq)));
-                    changes.push(Change::from(Box::new(move |tx: &redb::WriteTransaction| {
-                        let mut t = tx.open_table(LOG).map_err(io_err)?;
-                        for (index, _, bytes) in &entries {
-                            t.insert(*index, bytes.as_slice()).map_err(io_err)?;
-                        }
-                        Ok(())
-                    })));
+                    changes.push(Change::from(Box::new(
+                        move |tx: &redb::WriteTransaction| {
+                            let mut t = tx.open_table(LOG).map_err(io_err)?;
+                            for (index, _, bytes) in &entries {
+                                t.insert(*index, bytes.as_slice()).map_err(io_err)?;
+                            }
+                            Ok(())
+                        },
+                    )));
                     reports.push(Report::Flushed(callback));
                 }
                 Write::Other { change, done } => {
@@ -280,8 +282,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         for item in table.range(start..end_excl).map_err(io_err)? {
             let (k, v) = item.map_err(io_err)?;
             let index = k.value();
-            if !out.contains_key(&index) {
-                out.insert(index, serde_json::from_slice(v.value()).map_err(io_err)?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(index) {
+                slot.insert(serde_json::from_slice(v.value()).map_err(io_err)?);
             }
         }
         Ok(out.into_values().collect())

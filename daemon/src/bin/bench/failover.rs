@@ -9,6 +9,7 @@
 
 use super::write_bench::{channel, etcd, etcd_leader, grpc_unary, percentile};
 use blixard_shared::proto::v1 as pb;
+use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
 use color_eyre::eyre::{bail, eyre, Result, WrapErr};
 use std::path::{Path, PathBuf};
@@ -18,8 +19,8 @@ use std::time::{Duration, Instant};
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
-struct Member {
-    addr: String,
+pub(crate) struct Member {
+    pub(crate) addr: String,
     cmd: Vec<String>,
     child: Option<Child>,
 }
@@ -60,7 +61,7 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-async fn blixard_members(root: &Path) -> Result<Vec<Member>> {
+pub(crate) async fn blixard_members(root: &Path) -> Result<Vec<Member>> {
     let bin = super::write_bench::blixardd_bin()?;
     let mut members = Vec::new();
     for id in 1..=3u64 {
@@ -153,7 +154,30 @@ where
     }
 }
 
-async fn blixard_leader(addrs: &[String]) -> Result<String> {
+/// When a survivor first names a leader other than `old` (local status
+/// reads every few milliseconds).
+async fn new_leader_known(survivors: &[String], old: &str) -> Result<Instant> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        for addr in survivors {
+            let Ok(ch) = channel(addr) else { continue };
+            let mut c = ClusterServiceClient::new(ch);
+            let req = pb::GetStatusRequest::default();
+            if let Ok(Ok(s)) = tokio::time::timeout(ATTEMPT_TIMEOUT, c.get_status(req)).await {
+                let s = s.into_inner();
+                if s.leader_id != 0 && s.leader_address != old {
+                    return Ok(Instant::now());
+                }
+            }
+        }
+        if Instant::now() > end {
+            bail!("no new leader within 30 s");
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+pub(crate) async fn blixard_leader(addrs: &[String]) -> Result<String> {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(mut c) = blixard_shared::BlixardClient::new(addrs) {
@@ -189,6 +213,7 @@ pub async fn run(runs: usize, etcd_bin: PathBuf) -> Result<()> {
         })
         .await?;
     let mut blixard_times = Vec::new();
+    let mut election_times = Vec::new();
     for _ in 0..runs {
         let leader = blixard_leader(&addrs).await?;
         // Let the cluster settle after the previous run (followers caught up).
@@ -205,13 +230,16 @@ pub async fn run(runs: usize, etcd_bin: PathBuf) -> Result<()> {
         let survivors: Vec<String> = addrs.iter().filter(|a| **a != leader).cloned().collect();
         let killed = Instant::now();
         members[idx].kill9();
-        let acked = until_write(
-            &survivors,
-            |a, i| async move { blixard_write(&a, i).await },
-            Duration::from_secs(30),
-        )
-        .await?;
-        blixard_times.push(acked.duration_since(killed).as_secs_f64());
+        let (acked, elected) = tokio::join!(
+            until_write(
+                &survivors,
+                |a, i| async move { blixard_write(&a, i).await },
+                Duration::from_secs(30),
+            ),
+            new_leader_known(&survivors, &leader),
+        );
+        blixard_times.push(acked?.duration_since(killed).as_secs_f64());
+        election_times.push(elected?.duration_since(killed).as_secs_f64());
         members[idx].spawn()?;
     }
     drop(members);
@@ -278,9 +306,15 @@ pub async fn run(runs: usize, etcd_bin: PathBuf) -> Result<()> {
     println!();
     println!("| system | failover |");
     println!("|---|---|");
+    let (emin, emax) = blixard_daemon::config::DEFAULT_ELECTION_TIMEOUT_MS;
     println!(
-        "| Blixard (election timeout 400-800 ms, pre-vote) | {} |",
+        "| Blixard (heartbeat {} ms, election timeout {emin}-{emax} ms staggered by node id, pre-vote) | {} |",
+        blixard_daemon::config::DEFAULT_HEARTBEAT_MS,
         summary(&mut blixard_times)
+    );
+    println!(
+        "| Blixard, kill to a survivor naming the new leader | {} |",
+        summary(&mut election_times)
     );
     println!(
         "| etcd (defaults: election timeout 1000 ms) | {} |",

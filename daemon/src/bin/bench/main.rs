@@ -1,7 +1,7 @@
 //! `bench`: Blixard's benchmark harness. Results go to stdout as Markdown
 //! for `docs/benchmarks.md`; the exact command is printed with them.
 //!
-//! Subcommands: `write`, `failover`, `fanout`, `recovery` (each in its own
+//! Subcommands: `write`, `failover`, `fanout`, `recovery`, `idle` (each in its own
 //! module) and `microvm`.
 //!
 //! `bench microvm [--vms N] [--raw N] [--density-max N]` measures, on a
@@ -61,6 +61,12 @@ enum Which {
         #[arg(long, default_value = "/usr/bin/etcd")]
         etcd: PathBuf,
     },
+    /// Idle: leader changes on an idle 3-node cluster over some minutes.
+    Idle {
+        /// Minutes to watch.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Recovery: restart time of a node whose state holds many VMs.
     Recovery {
         /// VMs in the state.
@@ -92,6 +98,7 @@ enum Which {
 
 mod failover;
 mod fanout;
+mod idle;
 mod recovery;
 mod write_bench;
 
@@ -376,6 +383,7 @@ async fn main() -> Result<()> {
         } => write_bench::run(clients, seconds, etcd).await,
         Which::Failover { runs, etcd } => failover::run(runs, etcd).await,
         Which::Fanout { watchers, writes } => fanout::run(watchers, writes).await,
+        Which::Idle { minutes } => idle::run(minutes).await,
         Which::Recovery {
             vms,
             restarts,
