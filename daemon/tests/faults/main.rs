@@ -264,7 +264,7 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
     let final_log: BTreeMap<_, _> = logs.first().cloned().unwrap_or_default();
     let pruned_through = final_log.keys().next().map_or(0, |r| r.saturating_sub(1));
     match checker::acknowledged_writes_kept(&ops, &final_log, pruned_through) {
-        Ok(n) => eprintln!("acknowledged writes found in the final log: {n}"),
+        Ok(n) => eprintln!("acknowledged creates found in the final log: {n}"),
         Err(e) => failures.push(format!("lost write: {e}")),
     }
     match checker::watchers_gapless(&watcher_logs, &final_log) {
