@@ -152,7 +152,9 @@ impl Core {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(rid) => {
                 let (term, last) = self.startup_log;
-                if self.raft_metrics().current_term == term && rid.index() < last {
+                // The index test first: it is false once the node has
+                // caught up, so steady-state reads never copy the metrics.
+                if rid.index() < last && self.raft_metrics().current_term == term {
                     self.raft
                         .wait(Some(READ_APPLY_TIMEOUT))
                         .applied_index_at_least(Some(last), "restored leader catching up")

@@ -225,34 +225,30 @@ impl Lab {
         if !self.cuts.insert(key) {
             return Ok(());
         }
+        self.blackhole("add", a, b)
+    }
+
+    /// Removes every cut.
+    pub fn heal(&mut self) -> Result<(), String> {
+        for (a, b) in std::mem::take(&mut self.cuts) {
+            self.blackhole("del", a, b)?;
+        }
+        Ok(())
+    }
+
+    /// Adds (`op` "add") or deletes ("del") the blackhole routes between
+    /// `a` and `b`, both ways.
+    fn blackhole(&self, op: &str, a: usize, b: usize) -> Result<(), String> {
         for (from, to) in [(a, b), (b, a)] {
             let target = format!("{}/32", self.nodes[to].ip);
             ip(&[
                 "-n",
                 &self.nodes[from].ns,
                 "route",
-                "add",
+                op,
                 "blackhole",
                 &target,
             ])?;
-        }
-        Ok(())
-    }
-
-    /// Removes every cut.
-    pub fn heal(&mut self) -> Result<(), String> {
-        for (a, b) in std::mem::take(&mut self.cuts) {
-            for (from, to) in [(a, b), (b, a)] {
-                let target = format!("{}/32", self.nodes[to].ip);
-                ip(&[
-                    "-n",
-                    &self.nodes[from].ns,
-                    "route",
-                    "del",
-                    "blackhole",
-                    &target,
-                ])?;
-            }
         }
         Ok(())
     }

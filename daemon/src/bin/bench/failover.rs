@@ -7,7 +7,9 @@
 //! acknowledgement is the failover time. The killed member is restarted on
 //! its data dir and the cluster is let settle before the next run.
 
-use super::write_bench::{channel, etcd, etcd_leader, grpc_unary, percentile};
+use super::write_bench::{
+    channel, etcd, etcd_leader, free_port, grpc_unary, parked_vm, percentile,
+};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
@@ -53,12 +55,6 @@ impl Drop for Member {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 pub(crate) async fn blixard_members(root: &Path) -> Result<Vec<Member>> {
@@ -201,17 +197,7 @@ pub async fn run(runs: usize, etcd_bin: PathBuf) -> Result<()> {
     let addrs: Vec<String> = members.iter().map(|m| m.addr.clone()).collect();
     blixard_leader(&addrs).await?;
     let mut client = blixard_shared::BlixardClient::new(&addrs)?;
-    client
-        .create_vm(pb::CreateVmRequest {
-            name: "failover".into(),
-            spec: Some(pb::VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-                ..Default::default()
-            }),
-            stopped: true,
-        })
-        .await?;
+    client.create_vm(parked_vm("failover")).await?;
     let mut blixard_times = Vec::new();
     let mut election_times = Vec::new();
     for _ in 0..runs {

@@ -21,15 +21,7 @@ pub async fn run(watchers: usize, writes: usize) -> Result<()> {
         .await?
         .leader_address;
     client
-        .create_vm(pb::CreateVmRequest {
-            name: "fanout".into(),
-            spec: Some(pb::VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-                ..Default::default()
-            }),
-            stopped: true,
-        })
+        .create_vm(super::write_bench::parked_vm("fanout"))
         .await?;
     let start_rev = client
         .get_vm("fanout", pb::Consistency::Linearizable)

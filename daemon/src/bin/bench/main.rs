@@ -107,8 +107,10 @@ use write_bench::percentile;
 const READY: &str = "blixard-guest: ready";
 const BOOT_DEADLINE: Duration = Duration::from_secs(120);
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Resident memory of process `pid` ("self" for this one), in KiB (0 when
+/// unreadable).
+fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -281,7 +283,7 @@ async fn microvm(vms: usize, raw: usize, density_max: usize, images: PathBuf) ->
     }
 
     // 2. Density: idle 128 MiB guests until one fails to boot in time, memory runs low, or the cap.
-    let rss_before = rss_kib();
+    let rss_before = rss_kib("self");
     let mut running = 0usize;
     let mut stop_reason = format!("reached the cap of {density_max}");
     for i in 0..density_max {
@@ -302,7 +304,7 @@ async fn microvm(vms: usize, raw: usize, density_max: usize, images: PathBuf) ->
             }
         }
     }
-    let rss_after = rss_kib();
+    let rss_after = rss_kib("self");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let per_vm_kib = if running > 0 {
         rss_after.saturating_sub(rss_before) / running as u64

@@ -8,7 +8,7 @@
 //! replayed, leadership regained); the daemon's RSS after recovery; the
 //! size of its redb file.
 
-use super::write_bench::{blixardd_bin, channel};
+use super::write_bench::{blixardd_bin, channel, free_port};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
@@ -107,14 +107,7 @@ async fn fill(addr: &str, vms: usize, clients: usize) -> Result<()> {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .map_or(0.0, |kib: f64| kib / 1024.0)
+    super::rss_kib(&pid.to_string()) as f64 / 1024.0
 }
 
 pub async fn run(vms: usize, restarts: usize, clients: usize) -> Result<()> {
@@ -125,12 +118,7 @@ pub async fn run(vms: usize, restarts: usize, clients: usize) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("node");
     std::fs::create_dir_all(&dir)?;
-    let addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    );
+    let addr = format!("127.0.0.1:{}", free_port()?);
     let mut child = spawn(&bin, &dir, &addr, true)?;
     until_ready(&dir, &mut child).await?;
     let t = Instant::now();

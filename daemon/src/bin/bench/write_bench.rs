@@ -77,7 +77,21 @@ impl Drop for Procs {
     }
 }
 
-fn free_port() -> Result<u16> {
+/// A stopped image VM: on process-backend nodes it is never placed, so each
+/// update of it is exactly one Raft entry with no agent work.
+pub(crate) fn parked_vm(name: &str) -> pb::CreateVmRequest {
+    pb::CreateVmRequest {
+        name: name.to_string(),
+        spec: Some(pb::VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
+            ..Default::default()
+        }),
+        stopped: true,
+    }
+}
+
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -325,19 +339,7 @@ pub async fn run(clients: Vec<usize>, seconds: u64, etcd: PathBuf) -> Result<()>
     let leader = status.leader_address.clone();
     let max_clients = clients.iter().copied().max().unwrap_or(1);
     for c in 0..max_clients {
-        client
-            .create_vm(pb::CreateVmRequest {
-                name: format!("w-{c}"),
-                // An image VM on process-backend nodes is never placed, so
-                // each update is exactly one Raft entry with no agent work.
-                spec: Some(pb::VmSpec {
-                    vcpus: 1,
-                    memory_mib: 64,
-                    ..Default::default()
-                }),
-                stopped: true,
-            })
-            .await?;
+        client.create_vm(parked_vm(&format!("w-{c}"))).await?;
     }
     let etcd_addrs = if etcd.exists() {
         let (procs, addrs) = start_etcd(&etcd, tmp.path()).await?;
