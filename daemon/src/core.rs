@@ -154,7 +154,9 @@ impl Core {
                 let (term, last) = self.startup_log;
                 // The index test first: it is false once the node has
                 // caught up, so steady-state reads never copy the metrics.
-                if rid.index() < last && self.raft_metrics().current_term == term {
+                // `<=`: terms only grow, and metrics published just after a
+                // restart may not carry the term yet.
+                if rid.index() < last && self.raft_metrics().current_term <= term {
                     self.raft
                         .wait(Some(READ_APPLY_TIMEOUT))
                         .applied_index_at_least(Some(last), "restored leader catching up")
