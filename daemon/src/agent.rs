@@ -10,6 +10,7 @@
 
 use crate::backend::{BackendError, InstanceState, VmBackend};
 use crate::core::Core;
+use crate::fence::{LeaseStatus, Watchdog};
 use crate::state::{Action, DesiredState, Observed, RestartPolicy, VmRecord, VmReport, VmState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -73,6 +74,9 @@ struct Local {
     next_start: Option<Instant>,
     /// A reason not to start again until the epoch or restart nonce changes.
     blocked: Option<String>,
+    /// Stopped by the fence (the lease ran out), not by a failure of its
+    /// own: started again, without back-off, once the lease is renewed.
+    fenced: bool,
     reported: Option<(VmState, String, u32)>,
 }
 
@@ -84,17 +88,30 @@ pub struct Agent<B: VmBackend> {
     stop_timeout: Duration,
     local: HashMap<String, Local>,
     pending: BTreeMap<String, VmReport>,
+    lease: watch::Receiver<LeaseStatus>,
+    watchdog: Option<Arc<Watchdog>>,
+}
+
+/// What the agent needs from fencing (see `fence`).
+pub struct Fencing {
+    /// The lease, as the lease keeper renews it.
+    pub lease: watch::Receiver<LeaseStatus>,
+    /// The host's watchdog, made sure of before every start; `None` for a
+    /// backend without host processes.
+    pub watchdog: Option<Arc<Watchdog>>,
 }
 
 impl<B: VmBackend> Agent<B> {
     /// An agent for `core`'s node driving `backend`.
-    pub fn new(core: Arc<Core>, backend: Arc<B>, stop_timeout: Duration) -> Self {
+    pub fn new(core: Arc<Core>, backend: Arc<B>, stop_timeout: Duration, fencing: Fencing) -> Self {
         Self {
             core,
             backend,
             stop_timeout,
             local: HashMap::new(),
             pending: BTreeMap::new(),
+            lease: fencing.lease,
+            watchdog: fencing.watchdog,
         }
     }
 
@@ -107,6 +124,15 @@ impl<B: VmBackend> Agent<B> {
         // the leader, nothing is started or stopped.
         if !self.wait_until_current(&mut shutdown).await {
             return;
+        }
+        // Nothing runs here without the fencing lease (see `fence`); VMs
+        // from before the restart keep running meanwhile under the lease
+        // the previous daemon wrote, which the watchdog enforces.
+        while !self.lease.borrow().valid() {
+            tokio::select! {
+                r = self.lease.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
         }
         for inst in self.backend.adopt().await {
             let nonce = self
@@ -167,9 +193,17 @@ impl<B: VmBackend> Agent<B> {
             }
             last_pass = Instant::now();
             self.pass().await;
+            // Wake when the lease runs out, too: its VMs must stop then.
+            let lease = *self.lease.borrow();
+            let lease_end = match lease.valid_until {
+                Some(t) if lease.valid() && !lease.unbounded => t,
+                _ => Instant::now() + RESYNC_INTERVAL,
+            };
             tokio::select! {
                 r = applied.changed() => if r.is_err() { return },
+                r = self.lease.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
+                _ = tokio::time::sleep_until(lease_end) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -245,8 +279,35 @@ impl<B: VmBackend> Agent<B> {
         }
     }
 
+    /// Stops every instance here because the lease ran out: another node may
+    /// soon be told to run them.
+    async fn fence_all(&mut self) {
+        let running: Vec<String> = self
+            .local
+            .iter()
+            .filter(|(_, l)| l.running)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in running {
+            tracing::warn!(vm = %name, "fencing lease ran out: stopping vm");
+            if let Err(e) = self.backend.stop(&name, Duration::ZERO).await {
+                tracing::error!(vm = %name, error = %e, "fencing a vm failed (the watchdog kills it)");
+            }
+            if let Some(l) = self.local.get_mut(&name) {
+                l.running = false;
+                l.pid = 0;
+                l.fenced = true;
+            }
+        }
+    }
+
     /// One reconcile pass.
     async fn pass(&mut self) {
+        if !self.lease.borrow().valid() {
+            // No reports either: they could not commit without the quorum.
+            self.fence_all().await;
+            return;
+        }
         let me = self.core.id;
         let mine: BTreeMap<String, VmRecord> = {
             let fleet = self.core.view.read();
@@ -336,9 +397,26 @@ impl<B: VmBackend> Agent<B> {
                         self.report(vm, VmState::Running, String::new());
                     }
                 }
+                InstanceState::Exited { .. } | InstanceState::Missing
+                    if self.lease_lapsed_since(local.started) =>
+                {
+                    // The watchdog killed it while the lease had run out.
+                    if let Some(l) = self.local.get_mut(&name) {
+                        l.running = false;
+                        l.pid = 0;
+                        l.fenced = true;
+                    }
+                    self.start(vm, "restarting after the fencing lease was renewed")
+                        .await;
+                }
                 InstanceState::Exited { clean, reason } => self.exited(vm, clean, reason),
                 InstanceState::Missing => self.exited(vm, false, "its process is gone".into()),
             }
+            return;
+        }
+        if local.fenced {
+            self.start(vm, "restarting after the fencing lease was renewed")
+                .await;
             return;
         }
         if local.blocked.is_some() && vm.restart_nonce == local.nonce_seen {
@@ -412,8 +490,29 @@ impl<B: VmBackend> Agent<B> {
         }
     }
 
+    /// Whether the lease ran out at some point since `started`.
+    fn lease_lapsed_since(&self, started: Option<Instant>) -> bool {
+        let lease = self.lease.borrow();
+        !lease.valid()
+            || match (lease.last_lapse, started) {
+                (Some(lapse), Some(started)) => lapse >= started,
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+    }
+
     async fn start(&mut self, vm: &VmRecord, why: &str) {
         let name = vm.name.clone();
+        if !self.lease.borrow().valid() {
+            return;
+        }
+        if let Some(w) = &self.watchdog {
+            if let Err(e) = w.ensure() {
+                tracing::error!(vm = %name, error = %e, "no fence watchdog: not starting vms");
+                self.start_failed(vm, BackendError::Failed(e.to_string()));
+                return;
+            }
+        }
         if let Err(e) = self.backend.check(vm) {
             self.start_failed(vm, e);
             return;
@@ -429,6 +528,7 @@ impl<B: VmBackend> Agent<B> {
                     l.epoch = vm.epoch;
                     l.next_start = None;
                     l.blocked = None;
+                    l.fenced = false;
                 }
                 self.report(vm, VmState::Running, String::new());
             }

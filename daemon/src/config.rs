@@ -126,6 +126,11 @@ pub struct FileConfig {
     heartbeat_interval_ms: Option<u64>,
     election_timeout_min_ms: Option<u64>,
     election_timeout_max_ms: Option<u64>,
+    /// Fencing lease: how long this host keeps its VMs running without
+    /// contact with the cluster.
+    fence_lease_ms: Option<u64>,
+    /// Path of the `blixard-fence` watchdog (default: beside `blixardd`).
+    fence_watchdog: Option<PathBuf>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -181,6 +186,11 @@ pub struct Config {
     pub election_timeout_min: Duration,
     /// Upper bound of the election timeout.
     pub election_timeout_max: Duration,
+    /// Fencing lease (see `fence`): VMs are stopped after this long without
+    /// a renewal, and re-placed elsewhere after it plus a margin.
+    pub fence_lease: Duration,
+    /// The watchdog binary; `None`: `blixard-fence` beside this executable.
+    pub fence_watchdog: Option<PathBuf>,
 }
 
 /// A configuration problem, naming the setting.
@@ -284,6 +294,12 @@ impl Config {
                 "must be between 100 and 600000",
             ));
         }
+        let fence_lease_ms = file
+            .fence_lease_ms
+            .unwrap_or(crate::fence::DEFAULT_LEASE.as_millis() as u64);
+        if !(1000..=120_000).contains(&fence_lease_ms) {
+            return Err(invalid("fence_lease_ms", "must be between 1000 and 120000"));
+        }
         let snapshot_threshold = file.snapshot_threshold.unwrap_or(5000);
         if snapshot_threshold == 0 {
             return Err(invalid("snapshot_threshold", "must be positive"));
@@ -317,6 +333,8 @@ impl Config {
             heartbeat_interval: Duration::from_millis(heartbeat),
             election_timeout_min: Duration::from_millis(emin),
             election_timeout_max: Duration::from_millis(emax),
+            fence_lease: Duration::from_millis(fence_lease_ms),
+            fence_watchdog: file.fence_watchdog,
         })
     }
 
@@ -349,6 +367,8 @@ impl Config {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(400),
             election_timeout_max: Duration::from_millis(800),
+            fence_lease: crate::fence::DEFAULT_LEASE,
+            fence_watchdog: None,
         }
     }
 }

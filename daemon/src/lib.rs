@@ -6,6 +6,7 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod core;
+pub mod fence;
 pub mod host;
 pub mod liveness;
 pub mod metrics;

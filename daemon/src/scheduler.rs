@@ -1,22 +1,27 @@
-//! Placement, run by the leader: every VM that should run and has no node
-//! gets one. The choice is one pure function ([`choose_node`]) so a fuller
+//! Placement and healing, run by the leader: every VM that should run and
+//! has no node gets one, and a VM whose node's fencing lease has surely run
+//! out is taken off it (with a new epoch) to be placed again. The choice is one pure function ([`choose_node`]) so a fuller
 //! scheduler (constraints, anti-affinity, preemption, healing) can replace it
 //! without touching the loop; the state machine re-checks capacity when it
 //! applies the decision, so a stale decision can never overcommit a node.
 
 use crate::core::{now_ms, Core};
+use crate::fence::{DEFAULT_LEASE, HEAL_MARGIN};
 use crate::state::{
     Action, Command, DesiredState, Fleet, NodeHealth, Resources, Schedulability, VmRecord,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Resync period of the placement loop.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// Most placements proposed per pass (the rest wait for the next pass).
 const MAX_PLACEMENTS_PER_PASS: usize = 256;
+/// Most VMs taken off lost nodes per pass.
+const MAX_RESCHEDULES_PER_PASS: usize = 256;
 
 /// Whether a node's backend can run `vm`: the process backend runs only
 /// runners; QEMU runs images, kernels and runners.
@@ -31,12 +36,19 @@ pub fn backend_can_run(backend: &str, vm: &VmRecord) -> bool {
 /// can run it and that have room (and the pinned node, if any), the fullest
 /// one that fits (bin packing keeps whole nodes free for large VMs); ties go
 /// to the lowest id. `None` when no node fits. `usage` is what each node
-/// already holds ([`Fleet::allocations`]), computed once per pass.
-pub fn choose_node(fleet: &Fleet, usage: &BTreeMap<u64, Resources>, vm: &VmRecord) -> Option<u64> {
+/// already holds ([`Fleet::allocations`]), computed once per pass; `lost`
+/// are nodes whose fencing lease has run out (they could not run it).
+pub fn choose_node(
+    fleet: &Fleet,
+    usage: &BTreeMap<u64, Resources>,
+    lost: &BTreeSet<u64>,
+    vm: &VmRecord,
+) -> Option<u64> {
     fleet
         .nodes
         .values()
         .filter(|n| vm.spec.node_id == 0 || n.id == vm.spec.node_id)
+        .filter(|n| !lost.contains(&n.id))
         .filter(|n| {
             n.schedulability == Schedulability::Schedulable && n.health == NodeHealth::Alive
         })
@@ -52,12 +64,64 @@ pub fn choose_node(fleet: &Fleet, usage: &BTreeMap<u64, Resources>, vm: &VmRecor
         .map(|(_, id)| id)
 }
 
-/// Runs until shutdown; places VMs while this node leads.
+/// What the leader has seen of each node's lease renewals, on its own
+/// clock. Starts empty at every term: renewals a previous leader saw are
+/// unknown, so every lease is assumed fresh when leadership begins.
+#[derive(Debug, Default)]
+pub struct LeaseTracker {
+    term: u64,
+    /// Node -> (lease_seq, when this leader first saw it).
+    seen: HashMap<u64, (u64, Instant)>,
+}
+
+impl LeaseTracker {
+    /// Notes the renewals in `fleet` as of `now` (in leader term `term`) and
+    /// returns the nodes other than `me` whose lease has surely run out,
+    /// with the `lease_seq` that ran out.
+    pub fn lost_nodes(
+        &mut self,
+        term: u64,
+        me: u64,
+        fleet: &Fleet,
+        now: Instant,
+    ) -> BTreeMap<u64, u64> {
+        if term != self.term {
+            self.term = term;
+            self.seen.clear();
+        }
+        self.seen.retain(|id, _| fleet.nodes.contains_key(id));
+        let mut lost = BTreeMap::new();
+        for node in fleet.nodes.values().filter(|n| n.id != me) {
+            let entry = self.seen.entry(node.id).or_insert((node.lease_seq, now));
+            if entry.0 != node.lease_seq {
+                *entry = (node.lease_seq, now);
+            }
+            let lease = match node.lease_ms {
+                0 => DEFAULT_LEASE,
+                ms => Duration::from_millis(ms),
+            };
+            if now.saturating_duration_since(entry.1) > lease + HEAL_MARGIN {
+                lost.insert(node.id, node.lease_seq);
+            }
+        }
+        lost
+    }
+}
+
+/// Runs until shutdown; places and heals VMs while this node leads.
 pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let mut applied = core.view.subscribe();
+    let mut tracker = LeaseTracker::default();
     loop {
-        if core.is_leader() {
-            place_pending(&core).await;
+        let m = core.raft_metrics();
+        if m.current_leader == Some(core.id) {
+            let lost = {
+                let fleet = core.view.read();
+                tracker.lost_nodes(m.current_term, core.id, &fleet, Instant::now())
+            };
+            reschedule_lost(&core, &lost).await;
+            let lost: BTreeSet<u64> = lost.into_keys().collect();
+            place_pending(&core, &lost).await;
         }
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
@@ -67,7 +131,49 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn place_pending(core: &Core) {
+/// Takes the VMs that should run off nodes whose lease has surely run out.
+async fn reschedule_lost(core: &Core, lost: &BTreeMap<u64, u64>) {
+    if lost.is_empty() {
+        return;
+    }
+    let moves: Vec<Action> = {
+        let fleet = core.view.read();
+        fleet
+            .vms
+            .values()
+            .filter(|vm| vm.desired == DesiredState::Running)
+            .filter_map(|vm| {
+                let seq = lost.get(&vm.node_id)?;
+                Some(Action::RescheduleVm {
+                    name: vm.name.clone(),
+                    node_id: vm.node_id,
+                    expected_epoch: vm.epoch,
+                    expected_lease_seq: *seq,
+                })
+            })
+            .take(MAX_RESCHEDULES_PER_PASS)
+            .collect()
+    };
+    for action in moves {
+        let Action::RescheduleVm { name, node_id, .. } = &action else {
+            continue;
+        };
+        let (name, node_id) = (name.clone(), *node_id);
+        let cmd = Command {
+            time_ms: now_ms(),
+            action,
+        };
+        match core.propose_local(cmd).await {
+            Ok(_) => tracing::warn!(vm = %name, node_id, "node's lease ran out: rescheduling vm"),
+            Err(e) if e.code() == tonic::Code::Unavailable => return,
+            Err(e) => {
+                tracing::debug!(vm = %name, node_id, error = %e.message(), "rescheduling refused")
+            }
+        }
+    }
+}
+
+async fn place_pending(core: &Core, lost: &BTreeSet<u64>) {
     let decisions: Vec<(String, u64, u64)> = {
         let fleet = core.view.read();
         // Usage is counted once per pass and grows with each decision, so
@@ -82,7 +188,7 @@ async fn place_pending(core: &Core) {
             if decisions.len() == MAX_PLACEMENTS_PER_PASS {
                 break;
             }
-            if let Some(node) = choose_node(&fleet, &usage, vm) {
+            if let Some(node) = choose_node(&fleet, &usage, lost, vm) {
                 let used = usage.entry(node).or_default();
                 used.vcpus = used.vcpus.saturating_add(vm.spec.vcpus);
                 used.memory_mib = used.memory_mib.saturating_add(vm.spec.memory_mib);
@@ -170,11 +276,20 @@ mod tests {
         let mut f = Fleet::default();
         node(&mut f, 1, 1, 4096, "qemu");
         node(&mut f, 2, 2, 1024, "qemu");
-        assert_eq!(choose_node(&f, &f.allocations(), &vm(512, "", 0)), Some(2));
-        assert_eq!(choose_node(&f, &f.allocations(), &vm(2048, "", 0)), Some(1));
-        assert_eq!(choose_node(&f, &f.allocations(), &vm(8192, "", 0)), None);
         assert_eq!(
-            choose_node(&f, &f.allocations(), &vm(512, "", 1)),
+            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(512, "", 0)),
+            Some(2)
+        );
+        assert_eq!(
+            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(2048, "", 0)),
+            Some(1)
+        );
+        assert_eq!(
+            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(8192, "", 0)),
+            None
+        );
+        assert_eq!(
+            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(512, "", 1)),
             Some(1),
             "pinned"
         );
@@ -185,12 +300,17 @@ mod tests {
         let mut f = Fleet::default();
         node(&mut f, 1, 1, 4096, "process");
         assert_eq!(
-            choose_node(&f, &f.allocations(), &vm(128, "", 0)),
+            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(128, "", 0)),
             None,
             "process nodes run only runners"
         );
         assert_eq!(
-            choose_node(&f, &f.allocations(), &vm(128, "/bin/true", 0)),
+            choose_node(
+                &f,
+                &f.allocations(),
+                &BTreeSet::new(),
+                &vm(128, "/bin/true", 0)
+            ),
             Some(1)
         );
         f.apply(
@@ -205,9 +325,71 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            choose_node(&f, &f.allocations(), &vm(128, "/bin/true", 0)),
+            choose_node(
+                &f,
+                &f.allocations(),
+                &BTreeSet::new(),
+                &vm(128, "/bin/true", 0)
+            ),
             None,
             "cordoned"
+        );
+    }
+
+    #[test]
+    fn a_lease_is_lost_only_after_it_stopped_moving_for_lease_plus_margin() {
+        let mut f = Fleet::default();
+        node(&mut f, 1, 1, 4096, "process");
+        node(&mut f, 2, 2, 4096, "process");
+        let renew = |f: &mut Fleet, rev: u64| {
+            f.apply(
+                rev,
+                &Command {
+                    time_ms: 0,
+                    action: Action::RenewLease {
+                        id: 2,
+                        lease_ms: 1000,
+                    },
+                },
+            )
+            .unwrap();
+        };
+        renew(&mut f, 3);
+        let t0 = Instant::now();
+        let mut t = LeaseTracker::default();
+        let limit = Duration::from_millis(1000) + HEAL_MARGIN;
+        assert!(t.lost_nodes(1, 1, &f, t0).is_empty());
+        assert!(t.lost_nodes(1, 1, &f, t0 + limit).is_empty(), "not before");
+        let after = t0 + limit + Duration::from_millis(1);
+        assert_eq!(
+            t.lost_nodes(1, 1, &f, after),
+            BTreeMap::from([(2, 1)]),
+            "node 2 lost at the renewal it last made; the leader itself never"
+        );
+        renew(&mut f, 4);
+        assert!(
+            t.lost_nodes(1, 1, &f, after).is_empty(),
+            "a renewal resets it"
+        );
+        assert!(
+            t.lost_nodes(2, 1, &f, after + limit + limit).is_empty(),
+            "a new term starts every lease afresh"
+        );
+    }
+
+    #[test]
+    fn lost_nodes_get_no_placements() {
+        let mut f = Fleet::default();
+        node(&mut f, 1, 1, 4096, "qemu");
+        node(&mut f, 2, 2, 1024, "qemu");
+        let lost = BTreeSet::from([2]);
+        assert_eq!(
+            choose_node(&f, &f.allocations(), &lost, &vm(512, "", 0)),
+            Some(1)
+        );
+        assert_eq!(
+            choose_node(&f, &f.allocations(), &lost, &vm(512, "", 2)),
+            None
         );
     }
 }

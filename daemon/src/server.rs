@@ -66,7 +66,32 @@ fn spawn_agent<B: VmBackend>(
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) {
-    let agent = Agent::new(core.clone(), backend.clone(), core.config.vm_stop_timeout);
+    let config = &core.config;
+    let (lease_tx, lease_rx) = watch::channel(crate::fence::LeaseStatus::default());
+    tasks.push(tokio::spawn(crate::fence::keep_lease(
+        core.clone(),
+        config.fence_lease,
+        Some(config.data_dir.clone()),
+        lease_tx,
+        shutdown.clone(),
+    )));
+    let exe = config
+        .fence_watchdog
+        .clone()
+        .or_else(crate::fence::Watchdog::default_exe)
+        .unwrap_or_else(|| "blixard-fence".into());
+    let watchdog =
+        crate::fence::Watchdog::new(exe, config.data_dir.clone(), config.data_dir.join("vms"));
+    let fencing = crate::agent::Fencing {
+        lease: lease_rx,
+        watchdog: Some(Arc::new(watchdog)),
+    };
+    let agent = Agent::new(
+        core.clone(),
+        backend.clone(),
+        config.vm_stop_timeout,
+        fencing,
+    );
     tasks.push(tokio::spawn(agent.run(shutdown.clone())));
     let mut stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {

@@ -60,7 +60,7 @@ pub struct Supervisor {
 
 /// The kernel's start time of `pid` (field 22 of `/proc/PID/stat`), and
 /// whether it is a zombie.
-fn proc_start(pid: u32) -> Option<(u64, bool)> {
+pub(crate) fn proc_start(pid: u32) -> Option<(u64, bool)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces: parse after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -85,6 +85,28 @@ pub enum Action {
         /// decision is stale and is refused.
         expected_epoch: u64,
     },
+    /// A node's agent renews its fencing lease: while renewals commit, its
+    /// VMs stay where they are. Records no event (it happens every second).
+    RenewLease {
+        /// Node id.
+        id: u64,
+        /// How long the agent's lease lasts from the renewal's sending, ms.
+        lease_ms: u64,
+    },
+    /// The leader takes a VM off a node whose lease has surely run out (the
+    /// node's agent and watchdog have stopped it), with a new epoch, so it
+    /// can be placed again.
+    RescheduleVm {
+        /// VM name.
+        name: String,
+        /// The node it is taken from.
+        node_id: u64,
+        /// The epoch the leader saw.
+        expected_epoch: u64,
+        /// The node's `lease_seq` the leader saw run out; a renewal since
+        /// makes the decision stale.
+        expected_lease_seq: u64,
+    },
     /// Status reports from one node's agent, applied where the node still
     /// owns the VM at the reported epoch and ignored otherwise.
     ReportVmStatus {

@@ -210,6 +210,25 @@ impl Fleet {
                 node_id,
                 expected_epoch,
             } => self.place_vm(revision, now, name, *node_id, *expected_epoch),
+            Action::RenewLease { id, lease_ms } => {
+                let node = self.node_mut(*id)?;
+                node.lease_seq += 1;
+                node.lease_ms = *lease_ms;
+                Ok(CommandOutcome::Node(node.clone()))
+            }
+            Action::RescheduleVm {
+                name,
+                node_id,
+                expected_epoch,
+                expected_lease_seq,
+            } => self.reschedule_vm(
+                revision,
+                now,
+                name,
+                *node_id,
+                *expected_epoch,
+                *expected_lease_seq,
+            ),
             Action::ReportVmStatus { node_id, reports } => {
                 self.report_status(revision, now, *node_id, reports)
             }
@@ -320,6 +339,8 @@ impl Fleet {
                     health: NodeHealth::Alive,
                     registered_at_ms: now,
                     updated_at_ms: now,
+                    lease_seq: 0,
+                    lease_ms: 0,
                 };
                 self.nodes.insert(reg.id, node.clone());
                 self.push_event(
@@ -524,6 +545,55 @@ impl Fleet {
             "vm.placed",
             &format!("vm/{name}"),
             format!("vm {name} placed on node {node_id} (epoch {})", out.epoch),
+        );
+        Ok(CommandOutcome::Vm(out))
+    }
+
+    fn reschedule_vm(
+        &mut self,
+        revision: u64,
+        now: u64,
+        name: &str,
+        node_id: u64,
+        expected_epoch: u64,
+        expected_lease_seq: u64,
+    ) -> CommandResult {
+        let stale = |what: String| Err(Rejection::new(RejectionCode::FailedPrecondition, what));
+        let vm = self.vms.get(name).ok_or_else(|| {
+            Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
+        })?;
+        if vm.node_id != node_id || vm.epoch != expected_epoch {
+            return stale(format!(
+                "stale rescheduling of vm {name:?}: it is on node {} at epoch {}, not on node {node_id} at epoch {expected_epoch}",
+                vm.node_id, vm.epoch
+            ));
+        }
+        if let Some(node) = self.nodes.get(&node_id) {
+            if node.lease_seq != expected_lease_seq {
+                return stale(format!(
+                    "node {node_id} renewed its lease since (renewal {}, not {expected_lease_seq})",
+                    node.lease_seq
+                ));
+            }
+        }
+        let vm = self.vm_mut(name)?;
+        vm.node_id = 0;
+        vm.epoch += 1;
+        vm.state = VmState::Pending;
+        vm.reason = format!("node {node_id} lost contact with the cluster; placing it again");
+        vm.observed = Observed::default();
+        vm.updated_at_ms = now;
+        vm.revision = revision;
+        let out = vm.clone();
+        self.push_event(
+            revision,
+            now,
+            "vm.rescheduled",
+            &format!("vm/{name}"),
+            format!(
+                "vm {name} taken off node {node_id} (its lease ran out; epoch {})",
+                out.epoch
+            ),
         );
         Ok(CommandOutcome::Vm(out))
     }

@@ -67,6 +67,16 @@ pub struct NodeRecord {
     pub registered_at_ms: u64,
     /// Last change to this record (proposer's clock).
     pub updated_at_ms: u64,
+    /// How many times the node's agent renewed its fencing lease. The
+    /// leader re-places the node's VMs only after this stopped moving for
+    /// longer than the lease (see `fence`), and the re-placement names the
+    /// value it saw, so a renewal committed first makes it stale.
+    #[serde(default)]
+    pub lease_seq: u64,
+    /// The lease the node's agent holds after each renewal, in ms (0: none
+    /// renewed yet).
+    #[serde(default)]
+    pub lease_ms: u64,
 }
 
 /// What the operator wants a VM to be doing.

@@ -1,7 +1,7 @@
 //! Property tests of the state machine's apply: determinism, totality
 //! (a rejected command changes nothing) and snapshot round trips.
 
-use super::command::{Action, Command, NodeRegistration};
+use super::command::{Action, Command, CommandOutcome, NodeRegistration};
 use super::fleet::Fleet;
 use super::model::*;
 use proptest::prelude::*;
@@ -122,6 +122,15 @@ fn action() -> impl Strategy<Value = Action> {
                 }
             }),
         name().prop_map(|name| Action::RestartVm { name }),
+        (node_id(), 0u64..10_000).prop_map(|(id, lease_ms)| Action::RenewLease { id, lease_ms }),
+        (name(), node_id(), 0u64..3, 0u64..3).prop_map(
+            |(name, node_id, expected_epoch, expected_lease_seq)| Action::RescheduleVm {
+                name,
+                node_id,
+                expected_epoch,
+                expected_lease_seq,
+            }
+        ),
     ]
 }
 
@@ -316,4 +325,96 @@ fn delete_of_a_running_vm_needs_force() {
     );
     assert!(f.apply(8, &delete(true)).is_ok());
     assert!(f.vms.is_empty());
+}
+
+#[test]
+fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
+    let mut f = Fleet::default();
+    let cmd = |action| Command { time_ms: 1, action };
+    let node = |id| {
+        cmd(Action::RegisterNode(NodeRegistration {
+            id,
+            address: format!("n{id}"),
+            capacity: Resources {
+                vcpus: 4,
+                memory_mib: 1024,
+                disk_mib: 0,
+            },
+            labels: BTreeMap::new(),
+            zone: String::new(),
+            rack: String::new(),
+            backend: "qemu".into(),
+        }))
+    };
+    let renew = cmd(Action::RenewLease {
+        id: 1,
+        lease_ms: 6000,
+    });
+    let steps = [
+        node(1),
+        node(2),
+        cmd(Action::CreateVm {
+            name: "web".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+                image: "default".into(),
+                ..Default::default()
+            },
+            desired: DesiredState::Running,
+        }),
+        cmd(Action::PlaceVm {
+            name: "web".into(),
+            node_id: 1,
+            expected_epoch: 0,
+        }),
+        renew.clone(),
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        assert!(f.apply(i as u64 + 1, step).is_ok(), "step {i}");
+    }
+    assert_eq!((f.nodes[&1].lease_seq, f.nodes[&1].lease_ms), (1, 6000));
+    let events = f.events.len();
+    f.apply(6, &renew).unwrap();
+    assert_eq!(f.events.len(), events, "renewals record no event");
+    let reschedule = |epoch, seq| {
+        cmd(Action::RescheduleVm {
+            name: "web".into(),
+            node_id: 1,
+            expected_epoch: epoch,
+            expected_lease_seq: seq,
+        })
+    };
+    let stale = super::RejectionCode::FailedPrecondition;
+    assert_eq!(
+        f.apply(7, &reschedule(1, 1)).unwrap_err().code,
+        stale,
+        "renewed since"
+    );
+    assert_eq!(
+        f.apply(8, &reschedule(0, 2)).unwrap_err().code,
+        stale,
+        "old epoch"
+    );
+    let out = f.apply(9, &reschedule(1, 2)).unwrap();
+    let CommandOutcome::Vm(vm) = out else {
+        panic!("a vm record: {out:?}")
+    };
+    assert_eq!((vm.node_id, vm.epoch, vm.state), (0, 2, VmState::Pending));
+    assert_eq!(
+        f.apply(10, &reschedule(1, 2)).unwrap_err().code,
+        stale,
+        "applies once"
+    );
+    assert!(f
+        .apply(
+            11,
+            &cmd(Action::PlaceVm {
+                name: "web".into(),
+                node_id: 2,
+                expected_epoch: 2,
+            })
+        )
+        .is_ok());
+    assert_eq!((f.vms["web"].node_id, f.vms["web"].epoch), (2, 3));
 }

@@ -73,6 +73,7 @@ impl TestCluster {
 
     fn config(&self, id: u64, dir: PathBuf, addr: SocketAddr) -> Config {
         let mut c = Config::for_node(id, &dir, addr);
+        c.fence_watchdog = Some(env!("CARGO_BIN_EXE_blixard-fence").into());
         (self.tweak)(&mut c);
         c
     }

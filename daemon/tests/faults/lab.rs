@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// The gRPC port every node listens on inside its namespace.
 const PORT: u16 = 7000;
+/// Fencing lease of every daemon in the lab, ms.
+const FENCE_LEASE_MS: u64 = 2000;
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -144,6 +146,11 @@ impl Lab {
             .open(node.dir.join("daemon.log"))
             .map_err(|e| e.to_string())?;
         let err_log = log.try_clone().map_err(|e| e.to_string())?;
+        // A short fencing lease, so faults of a few seconds fence VMs and
+        // the longer ones get them re-placed (after lease + 4 s margin).
+        let config = node.dir.join("blixardd.toml");
+        std::fs::write(&config, format!("fence_lease_ms = {FENCE_LEASE_MS}\n"))
+            .map_err(|e| e.to_string())?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &node.ns])
             .arg(&self.blixardd)
@@ -153,7 +160,9 @@ impl Lab {
             .arg(&node.dir)
             .arg("--ready-file")
             .arg(&ready)
-            .args(["--backend", "process", "--log", "info"]);
+            .args(["--backend", "process", "--log", "info"])
+            .arg("--config")
+            .arg(&config);
         if i == 0 {
             cmd.arg("--init");
         } else {

@@ -274,8 +274,14 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
         ),
         Err(e) => failures.push(format!("watch: {e}")),
     }
+    let rescheduled = final_log
+        .values()
+        .filter(|e| e.kind == "vm.rescheduled")
+        .count();
     if doubles.is_empty() {
-        eprintln!("placement: {samples} host samples, no VM on two hosts");
+        eprintln!(
+            "placement: {samples} host samples, no VM on two hosts; {rescheduled} VMs re-placed off nodes whose lease ran out"
+        );
     } else {
         failures.push(format!("VM on two hosts: {}", doubles.join("; ")));
     }

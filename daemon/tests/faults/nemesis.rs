@@ -65,7 +65,9 @@ pub fn run(
             break;
         }
         let fault = *rng.pick(&FAULTS);
-        let duration = rng.between(1000, 5000);
+        // Up to 8 s: past the fencing lease (2 s) and past the point where
+        // the leader re-places a lost node's VMs (6 s).
+        let duration = rng.between(1000, 8000);
         let random_node = rng.below(n as u64) as usize;
         let shuffle: Vec<usize> = {
             let mut v: Vec<usize> = (0..n).collect();

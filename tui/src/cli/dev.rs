@@ -60,11 +60,13 @@ fn find_blixardd(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
             "blixard-daemon",
             "--bin",
             "blixardd",
+            "--bin",
+            "blixard-fence",
         ]);
         if release {
             cmd.arg("--release");
         }
-        eprintln!("building blixardd ...");
+        eprintln!("building blixardd and blixard-fence ...");
         let status = cmd
             .status()
             .map_err(|e| CliError::other(format!("cannot run cargo to build blixardd: {e}")))?;

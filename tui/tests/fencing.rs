@@ -1,0 +1,165 @@
+//! Safety property 3 end to end: a host whose daemon is frozen past its
+//! fencing lease has its VM killed by the watchdog, the leader runs the VM
+//! on another host only after that, and the frozen host, once thawed, does
+//! not start it again. A sampler of the process table checks that no
+//! sample ever shows the VM on two hosts.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The hosts (node dirs `nN`) that run a process of VM `name` right now,
+/// from each process's environment (the runner and its children carry it).
+fn hosts_running(root: &Path, name: &str) -> BTreeSet<u64> {
+    let mut hosts = BTreeSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return hosts;
+    };
+    let want_name = format!("BLIXARD_VM_NAME={name}");
+    for p in procs.flatten() {
+        let Ok(env) = std::fs::read(p.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = env
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars.contains(&want_name) {
+            continue;
+        }
+        let Some(dir) = vars.iter().find_map(|v| v.strip_prefix("BLIXARD_VM_DIR=")) else {
+            continue;
+        };
+        let Ok(rel) = Path::new(dir).strip_prefix(root) else {
+            continue;
+        };
+        if let Some(id) = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str()?.strip_prefix('n')?.parse().ok())
+        {
+            hosts.insert(id);
+        }
+    }
+    hosts
+}
+
+fn write_runner(dir: &Path) -> PathBuf {
+    let path = dir.join("runner.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\ntrap 'exit 0' TERM\necho \"runner: ready $BLIXARD_VM_NAME\"\nwhile :; do sleep 0.1; done\n",
+    )
+    .expect("write runner");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+fn vm_placement(endpoints: &str) -> Option<(u64, String)> {
+    let out = cli(endpoints, &["vm", "get", "web"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v = json_of(&out);
+    Some((v["node_id"].as_u64()?, v["state"].as_str()?.to_string()))
+}
+
+#[test]
+fn a_frozen_host_loses_its_vm_to_another_host_and_never_runs_it_alongside() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().to_path_buf();
+    // A short lease keeps the test short: fenced after 2 s, re-placed after 6 s.
+    let config = root.join("fence.toml");
+    std::fs::write(&config, "fence_lease_ms = 2000\n").expect("config");
+    let config = config.display().to_string();
+    let (daemons, all) = start_cluster(&root, &["--config", &config]);
+    let runner = write_runner(&root).display().to_string();
+    let out = cli(
+        &all,
+        &[
+            "vm", "create", "web", "--vcpus", "1", "--memory", "64", "--runner", &runner,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = eventually(Duration::from_secs(30), "web running", || {
+        let (node, state) = vm_placement(&all)?;
+        (state == "running" && hosts_running(&root, "web") == BTreeSet::from([node]))
+            .then_some(node)
+    });
+
+    let samples: Arc<Mutex<Vec<BTreeSet<u64>>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (samples, stop, root) = (samples.clone(), stop.clone(), root.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let hosts = hosts_running(&root, "web");
+                samples.lock().expect("samples").push(hosts);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+
+    let frozen = daemons
+        .iter()
+        .find(|d| d.id == first)
+        .and_then(|d| d.child.as_ref())
+        .map(|c| c.id() as i32)
+        .expect("the host's daemon");
+    // SAFETY: kill(2) on a daemon this test spawned.
+    unsafe { libc::kill(frozen, libc::SIGSTOP) };
+    let others: String = daemons
+        .iter()
+        .filter(|d| d.id != first)
+        .map(|d| d.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let second = eventually(
+        Duration::from_secs(60),
+        "web running on another host",
+        || {
+            let (node, state) = vm_placement(&others)?;
+            (node != first && state == "running" && hosts_running(&root, "web").contains(&node))
+                .then_some(node)
+        },
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(frozen, libc::SIGCONT) };
+    // The thawed host learns that web is no longer its own and cleans up.
+    let old_dir = root.join(format!("n{first}")).join("vms").join("web");
+    eventually(Duration::from_secs(30), "the old host to clean up", || {
+        (!old_dir.exists()).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+
+    let samples = samples.lock().expect("samples");
+    assert!(
+        samples.iter().all(|s| s.len() <= 1),
+        "web ran on two hosts at once: {:?}",
+        samples.iter().find(|s| s.len() > 1)
+    );
+    assert!(
+        samples.iter().any(|s| s.contains(&first)),
+        "sampled on the first host"
+    );
+    assert!(
+        samples.iter().any(|s| s.contains(&second)),
+        "sampled on the second host"
+    );
+    assert_eq!(
+        hosts_running(&root, "web"),
+        BTreeSet::from([second]),
+        "still on the second host only"
+    );
+}
