@@ -172,12 +172,20 @@ impl<B: VmBackend> Agent<B> {
                 .collect()
         };
         for (name, epoch, nonce) in gone {
-            tracing::info!(vm = %name, "vm ended while the daemon was down");
+            // The watchdog marks what it kills: that VM did not fail, the
+            // fence stopped it while the daemon was away; start it again.
+            let fenced = self.fenced_marker(&name).exists();
+            if fenced {
+                tracing::info!(vm = %name, "vm was fenced while the daemon was down");
+            } else {
+                tracing::info!(vm = %name, "vm ended while the daemon was down");
+            }
             self.local.insert(
                 name,
                 Local {
                     epoch,
-                    running: true,
+                    running: !fenced,
+                    fenced,
                     nonce_seen: nonce,
                     ..Default::default()
                 },
@@ -196,7 +204,7 @@ impl<B: VmBackend> Agent<B> {
             // Wake when the lease runs out, too: its VMs must stop then.
             let lease = *self.lease.borrow();
             let lease_end = match lease.valid_until {
-                Some(t) if lease.valid() && !lease.unbounded => t,
+                Some(t) if lease.valid() => t,
                 _ => Instant::now() + RESYNC_INTERVAL,
             };
             tokio::select! {
@@ -307,6 +315,16 @@ impl<B: VmBackend> Agent<B> {
             // No reports either: they could not commit without the quorum.
             self.fence_all().await;
             return;
+        }
+        // Whatever runs here must be guarded, adopted VMs included (the
+        // watchdog may have died, or this daemon may be the first of its
+        // version on the host).
+        if self.local.values().any(|l| l.running) {
+            if let Some(w) = &self.watchdog {
+                if let Err(e) = w.ensure() {
+                    tracing::error!(error = %e, "no fence watchdog guards the running vms");
+                }
+            }
         }
         let me = self.core.id;
         let mine: BTreeMap<String, VmRecord> = {
@@ -490,6 +508,13 @@ impl<B: VmBackend> Agent<B> {
         }
     }
 
+    /// Where the watchdog marks a VM it killed.
+    fn fenced_marker(&self, name: &str) -> std::path::PathBuf {
+        self.backend
+            .console_path(name)
+            .with_file_name(crate::fence::FENCED_MARKER)
+    }
+
     /// Whether the lease ran out at some point since `started`.
     fn lease_lapsed_since(&self, started: Option<Instant>) -> bool {
         let lease = self.lease.borrow();
@@ -506,6 +531,16 @@ impl<B: VmBackend> Agent<B> {
         if !self.lease.borrow().valid() {
             return;
         }
+        // The pass works from a copy taken at its start: the VM may have
+        // been moved or stopped since.
+        let current = self.core.view.read().vms.get(&name).is_some_and(|now| {
+            now.node_id == self.core.id
+                && now.epoch == vm.epoch
+                && now.desired == DesiredState::Running
+        });
+        if !current {
+            return;
+        }
         if let Some(w) = &self.watchdog {
             if let Err(e) = w.ensure() {
                 tracing::error!(vm = %name, error = %e, "no fence watchdog: not starting vms");
@@ -520,6 +555,18 @@ impl<B: VmBackend> Agent<B> {
         tracing::info!(vm = %name, epoch = vm.epoch, reason = why, "starting vm");
         match self.backend.start(vm).await {
             Ok(inst) => {
+                // Again after the start: a watchdog that was exiting (lease
+                // ran out, nothing to guard) when we looked is replaced.
+                if let Some(w) = &self.watchdog {
+                    if let Err(e) = w.ensure() {
+                        tracing::error!(vm = %name, error = %e, "no fence watchdog after start: stopping the vm");
+                        if let Err(e) = self.backend.stop(&name, Duration::ZERO).await {
+                            tracing::error!(vm = %name, error = %e, "stopping the unguarded vm failed");
+                        }
+                        self.start_failed(vm, BackendError::Failed(e.to_string()));
+                        return;
+                    }
+                }
                 if let Some(l) = self.local.get_mut(&name) {
                     l.running = true;
                     l.pid = inst.pid;
@@ -530,6 +577,7 @@ impl<B: VmBackend> Agent<B> {
                     l.blocked = None;
                     l.fenced = false;
                 }
+                let _ = std::fs::remove_file(self.fenced_marker(&name));
                 self.report(vm, VmState::Running, String::new());
             }
             Err(e) => self.start_failed(vm, e),

@@ -38,13 +38,17 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(6);
 /// expired: covers the watchdog's poll, a kill in progress and clock-rate
 /// differences between hosts.
 pub const HEAL_MARGIN: Duration = Duration::from_secs(4);
-/// How often the lease keeper renews.
+/// How often the lease keeper renews at most (a quarter of the lease when
+/// that is shorter, so a renewal never comes after the lease ran out).
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// How often the watchdog looks at the lease file.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// Polls with an expired lease and no VM left before the watchdog exits
 /// (the daemon starts a new one before it starts a VM).
 const IDLE_POLLS_BEFORE_EXIT: u32 = 20;
+/// File the watchdog leaves in a VM's runtime dir when it kills the VM, so
+/// a daemon that comes back later knows the fence, not a failure, ended it.
+pub const FENCED_MARKER: &str = "fenced";
 /// Lease file name in the data dir.
 pub const LEASE_FILE: &str = "fence.lease";
 /// Watchdog pid file name in the data dir (pid and kernel start time).
@@ -54,68 +58,40 @@ const LOG_FILE: &str = "fence.log";
 /// The watchdog's log is truncated when it is started with a log larger than this.
 const MAX_LOG_BYTES: u64 = 1024 * 1024;
 
-/// Milliseconds on the host's monotonic clock, which every process on the
-/// host shares (and which does not jump with the wall clock).
-pub fn monotonic_ms() -> u64 {
+/// Milliseconds on the lease clock: CLOCK_BOOTTIME, which every process
+/// on the host shares, which does not jump with the wall clock, and which
+/// keeps counting while the host is suspended (a host waking from sleep
+/// must find its lease expired). Async-signal-safe: used between fork and
+/// exec.
+pub fn lease_clock_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME
     // is always available on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
 }
 
-/// Until when the host may run VMs, as the lease file says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deadline {
-    /// No fencing: the node is the only one in the cluster, so nobody else
-    /// could run its VMs.
-    Never,
-    /// Until this monotonic millisecond.
-    At(u64),
-}
-
-impl Deadline {
-    fn render(self) -> String {
-        match self {
-            Deadline::Never => "never\n".into(),
-            Deadline::At(ms) => format!("{ms}\n"),
-        }
-    }
-
-    /// Parses the lease file's contents; `None` when malformed.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.trim() {
-            "never" => Some(Deadline::Never),
-            t => t.parse().ok().map(Deadline::At),
-        }
-    }
-
-    /// Whether the deadline has passed at monotonic time `now_ms`.
-    pub fn expired(self, now_ms: u64) -> bool {
-        matches!(self, Deadline::At(d) if now_ms >= d)
-    }
-}
-
-/// Writes `deadline` to the lease file atomically (write, fsync, rename), so
-/// the watchdog never reads half a file.
-pub fn write_lease(data_dir: &Path, deadline: Deadline) -> std::io::Result<()> {
+/// Writes the lease deadline (lease-clock ms) to the lease file atomically
+/// (write, fsync, rename), so the watchdog never reads half a file.
+pub fn write_lease(data_dir: &Path, deadline_ms: u64) -> std::io::Result<()> {
     let path = data_dir.join(LEASE_FILE);
     let tmp = data_dir.join(format!("{LEASE_FILE}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(deadline.render().as_bytes())?;
+    f.write_all(format!("{deadline_ms}\n").as_bytes())?;
     f.sync_data()?;
     std::fs::rename(&tmp, &path)
 }
 
-/// Reads the lease file; a missing or malformed file counts as expired.
-pub fn read_lease(data_dir: &Path) -> Deadline {
+/// Reads the lease deadline (lease-clock ms); a missing or malformed file
+/// reads as 0, long expired.
+pub fn read_lease(data_dir: &Path) -> u64 {
     std::fs::read_to_string(data_dir.join(LEASE_FILE))
         .ok()
-        .and_then(|t| Deadline::parse(&t))
-        .unwrap_or(Deadline::At(0))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The lease as the node agent sees it.
@@ -123,8 +99,6 @@ pub fn read_lease(data_dir: &Path) -> Deadline {
 pub struct LeaseStatus {
     /// Until when VMs may run; `None` before the first renewal.
     pub valid_until: Option<Instant>,
-    /// No deadline (single-node cluster).
-    pub unbounded: bool,
     /// When the lease last ran out before a renewal came, if ever: an
     /// instance that ended after this was stopped by the fence, not by a
     /// failure of its own.
@@ -134,7 +108,7 @@ pub struct LeaseStatus {
 impl LeaseStatus {
     /// Whether VMs may run now.
     pub fn valid(&self) -> bool {
-        self.unbounded || self.valid_until.is_some_and(|t| Instant::now() < t)
+        self.valid_until.is_some_and(|t| Instant::now() < t)
     }
 }
 
@@ -149,22 +123,43 @@ pub async fn keep_lease(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    let every = RENEW_EVERY.min(lease / 4);
+    if let Some(dir) = &data_dir {
+        // A deadline from an earlier run with a longer lease must not
+        // outlast what the leader now assumes (this run's lease).
+        let cap = lease_clock_ms().saturating_add(lease_ms);
+        if read_lease(dir) > cap {
+            if let Err(e) = write_lease(dir, cap) {
+                tracing::error!(error = %e, "cannot shorten the lease file");
+            }
+        }
+    }
+    let mut file_ok = true;
     loop {
         let sent = Instant::now();
-        let sent_mono = monotonic_ms();
+        let sent_mono = lease_clock_ms();
+        // After a failed write, renew only once the file is writable again:
+        // a renewal the watchdog cannot see would keep the leader from
+        // healing while this host's VMs stay fenced.
+        if !file_ok {
+            if let Some(dir) = &data_dir {
+                file_ok = write_lease(dir, read_lease(dir)).is_ok();
+            }
+        }
+        if !file_ok {
+            tokio::select! {
+                _ = tokio::time::sleep_until(sent + every) => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
         // A renewal that takes longer than half the lease is worth little.
         let renewed = tokio::select! {
             r = tokio::time::timeout(lease / 2, renew(&core, lease_ms)) => r.ok().and_then(|r| r.ok()),
             _ = shutdown.changed() => return,
         };
-        if let Some(alone) = renewed {
-            let deadline = if alone {
-                Deadline::Never
-            } else {
-                Deadline::At(sent_mono.saturating_add(lease_ms))
-            };
+        if renewed.is_some() {
             let written = match &data_dir {
-                Some(dir) => write_lease(dir, deadline),
+                Some(dir) => write_lease(dir, sent_mono.saturating_add(lease_ms)),
                 None => Ok(()),
             };
             match written {
@@ -174,9 +169,9 @@ pub async fn keep_lease(
                         tracing::warn!("fencing lease renewed after it had run out");
                     }
                     s.valid_until = Some(sent + lease);
-                    s.unbounded = alone;
                 }),
                 Err(e) => {
+                    file_ok = false;
                     tracing::error!(error = %e, "cannot write the lease file; the lease will run out")
                 }
             }
@@ -189,7 +184,7 @@ pub async fn keep_lease(
                 "fencing lease has run out: this node's VMs are stopped until it is renewed"
             );
         }
-        let next = sent + RENEW_EVERY;
+        let next = sent + every;
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = shutdown.changed() => return,
@@ -198,9 +193,8 @@ pub async fn keep_lease(
 }
 
 /// One renewal: commits it, then waits until this node has applied it, so
-/// the agent acts on state at least as new as the renewal. Returns whether
-/// this node is the cluster's only node.
-async fn renew(core: &Core, lease_ms: u64) -> Result<bool, String> {
+/// the agent acts on state at least as new as the renewal.
+async fn renew(core: &Core, lease_ms: u64) -> Result<(), String> {
     let outcome = core
         .propose(Action::RenewLease {
             id: core.id,
@@ -220,7 +214,7 @@ async fn renew(core: &Core, lease_ms: u64) -> Result<bool, String> {
                 .get(&core.id)
                 .is_some_and(|n| n.lease_seq >= node.lease_seq)
             {
-                return Ok(fleet.nodes.len() <= 1);
+                return Ok(());
             }
         }
         applied
@@ -230,34 +224,131 @@ async fn renew(core: &Core, lease_ms: u64) -> Result<bool, String> {
     }
 }
 
-/// Kills every live VM process recorded under `vm_root`; returns how many
-/// were alive.
-pub fn kill_vms(vm_root: &Path) -> usize {
-    let Ok(dirs) = std::fs::read_dir(vm_root) else {
-        return 0;
-    };
-    let mut live = 0;
-    for dir in dirs.flatten() {
-        let Ok(text) = std::fs::read(dir.path().join("meta.json")) else {
-            continue;
-        };
-        let Ok(meta) = serde_json::from_slice::<Meta>(&text) else {
-            continue;
-        };
-        if proc_start(meta.pid) == Some((meta.proc_start_ticks, false)) {
-            live += 1;
-            // The whole process group (the supervisor starts each VM in its
-            // own): a runner's children die with it.
-            if let Ok(pgid) = i32::try_from(meta.pid) {
-                // SAFETY: killpg(2) on a group whose leader we just identified.
-                unsafe { libc::killpg(pgid, libc::SIGKILL) };
-            }
-            if send_signal(meta.pid, libc::SIGKILL) {
-                tracing::warn!(vm = %meta.name, pid = meta.pid, "lease ran out: killed vm");
+/// A VM process on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VmProcess {
+    pid: u32,
+    name: String,
+    /// The VM's runtime dir.
+    dir: PathBuf,
+    /// Leads the VM's process group (recorded in `meta.json`).
+    leader: bool,
+}
+
+/// Every live VM process of this host: the ones `meta.json` records (pid
+/// and kernel start time must match, so a reused pid is never taken for a
+/// VM), and any process whose environment places it under `vm_root`
+/// (children of a runner, a VM whose `meta.json` was not written yet).
+fn vm_processes(vm_root: &Path) -> Vec<VmProcess> {
+    let mut found = std::collections::BTreeMap::new();
+    if let Ok(dirs) = std::fs::read_dir(vm_root) {
+        for dir in dirs.flatten() {
+            let Ok(text) = std::fs::read(dir.path().join("meta.json")) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_slice::<Meta>(&text) else {
+                continue;
+            };
+            if proc_start(meta.pid) == Some((meta.proc_start_ticks, false)) {
+                found.insert(
+                    meta.pid,
+                    VmProcess {
+                        pid: meta.pid,
+                        name: meta.name,
+                        dir: dir.path(),
+                        leader: true,
+                    },
+                );
             }
         }
     }
-    live
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found.into_values().collect();
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || found.contains_key(&pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let Some(dir) = env
+            .split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(b"BLIXARD_VM_DIR="))
+            .map(|d| PathBuf::from(String::from_utf8_lossy(d).into_owned()))
+        else {
+            continue;
+        };
+        if !dir.starts_with(vm_root) || !matches!(proc_start(pid), Some((_, false))) {
+            continue;
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        found.insert(
+            pid,
+            VmProcess {
+                pid,
+                name,
+                dir,
+                leader: false,
+            },
+        );
+    }
+    found.into_values().collect()
+}
+
+/// Kills every live VM process of this host (see [`vm_processes`]) and
+/// marks their VMs fenced; returns how many were alive. Pids in `reported`
+/// are not logged again (a process stuck in the kernel survives SIGKILL
+/// for a while).
+pub fn kill_vms(vm_root: &Path, reported: &mut std::collections::HashSet<u32>) -> usize {
+    let live = vm_processes(vm_root);
+    for p in &live {
+        let first = reported.insert(p.pid);
+        if first {
+            if let Err(e) = std::fs::write(p.dir.join(FENCED_MARKER), b"") {
+                tracing::warn!(vm = %p.name, error = %e, "cannot mark the vm fenced");
+            }
+        }
+        if p.leader {
+            if let Ok(pgid) = i32::try_from(p.pid) {
+                // SAFETY: killpg(2) on a group whose leader we just identified.
+                unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            }
+        }
+        if send_signal(p.pid, libc::SIGKILL) && first {
+            tracing::warn!(vm = %p.name, pid = p.pid, "lease ran out: killed vm process");
+        }
+    }
+    live.len()
+}
+
+/// Writes `text` to `path` atomically (write, rename), through a temporary
+/// file of this process's own (the daemon and the watchdog both write the
+/// pid file).
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Records this process as the host's watchdog.
+fn write_own_pid_file(data_dir: &Path) {
+    let pid = std::process::id();
+    let ticks = proc_start(pid).map_or(0, |(t, _)| t);
+    if let Err(e) = write_atomic(&data_dir.join(PID_FILE), &format!("{pid} {ticks}\n")) {
+        tracing::error!(error = %e, "cannot write the watchdog pid file");
+    }
 }
 
 /// The watchdog's loop: kills the VMs under `vm_root` whenever the lease in
@@ -265,20 +356,36 @@ pub fn kill_vms(vm_root: &Path) -> usize {
 /// lease has run out and no VM is left to guard.
 pub fn run_watchdog(data_dir: &Path, vm_root: &Path) {
     tracing::info!(data_dir = %data_dir.display(), "fence watchdog started");
+    write_own_pid_file(data_dir);
     let mut idle = 0;
+    let mut reported = std::collections::HashSet::new();
     while data_dir.is_dir() {
-        if read_lease(data_dir).expired(monotonic_ms()) {
-            if kill_vms(vm_root) == 0 {
+        if lease_clock_ms() >= read_lease(data_dir) {
+            if kill_vms(vm_root, &mut reported) == 0 {
                 idle += 1;
                 if idle >= IDLE_POLLS_BEFORE_EXIT {
-                    tracing::info!("lease expired and no vm left: fence watchdog exits");
-                    return;
+                    // Unregister first, then look once more: the daemon
+                    // checks the pid file after each VM start, so a VM
+                    // started meanwhile is either seen here (and guarded)
+                    // or finds no watchdog registered (and starts one).
+                    let pid_file = data_dir.join(PID_FILE);
+                    let own = format!("{} ", std::process::id());
+                    if std::fs::read_to_string(&pid_file).is_ok_and(|t| t.starts_with(&own)) {
+                        let _ = std::fs::remove_file(&pid_file);
+                    }
+                    if vm_processes(vm_root).is_empty() {
+                        tracing::info!("lease expired and no vm left: fence watchdog exits");
+                        return;
+                    }
+                    write_own_pid_file(data_dir);
+                    idle = 0;
                 }
             } else {
                 idle = 0;
             }
         } else {
             idle = 0;
+            reported.clear();
         }
         std::thread::sleep(WATCH_EVERY);
     }
@@ -332,7 +439,8 @@ impl Watchdog {
     }
 
     /// Makes sure a watchdog guards this host (one from an earlier daemon
-    /// run counts); call before starting a VM.
+    /// run counts); call before starting a VM and again after it started
+    /// (a watchdog that was just exiting is then replaced).
     pub fn ensure(&self) -> Result<(), WatchdogError> {
         let err = |message: String| WatchdogError {
             path: self.exe.clone(),
@@ -369,10 +477,14 @@ impl Watchdog {
             .process_group(0)
             .spawn()
             .map_err(|e| err(format!("cannot start it: {e}")))?;
+        let mut spawned = spawned;
         let pid = spawned.id();
         let ticks = proc_start(pid).map_or(0, |(t, _)| t);
-        std::fs::write(self.data_dir.join(PID_FILE), format!("{pid} {ticks}\n"))
-            .map_err(|e| err(format!("writing its pid file: {e}")))?;
+        if let Err(e) = write_atomic(&self.data_dir.join(PID_FILE), &format!("{pid} {ticks}\n")) {
+            let _ = spawned.kill();
+            let _ = spawned.wait();
+            return Err(err(format!("writing its pid file: {e}")));
+        }
         tracing::info!(pid, "started the fence watchdog");
         *child = Some(spawned);
         Ok(())
@@ -384,24 +496,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_round_trip_and_expire() {
-        for d in [Deadline::Never, Deadline::At(0), Deadline::At(123_456)] {
-            assert_eq!(Deadline::parse(&d.render()), Some(d));
-        }
-        assert_eq!(Deadline::parse("soon"), None);
-        assert!(!Deadline::Never.expired(u64::MAX));
-        assert!(Deadline::At(10).expired(10));
-        assert!(!Deadline::At(10).expired(9));
-    }
-
-    #[test]
     fn a_missing_or_broken_lease_file_counts_as_expired() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(read_lease(tmp.path()).expired(monotonic_ms()));
+        assert_eq!(read_lease(tmp.path()), 0);
         std::fs::write(tmp.path().join(LEASE_FILE), "garbage").unwrap();
-        assert!(read_lease(tmp.path()).expired(monotonic_ms()));
-        write_lease(tmp.path(), Deadline::At(monotonic_ms() + 60_000)).unwrap();
-        assert!(!read_lease(tmp.path()).expired(monotonic_ms()));
+        assert_eq!(read_lease(tmp.path()), 0);
+        let deadline = lease_clock_ms() + 60_000;
+        write_lease(tmp.path(), deadline).unwrap();
+        assert_eq!(read_lease(tmp.path()), deadline);
     }
 
     #[test]
@@ -428,10 +530,40 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("meta.json"), serde_json::to_vec(&m).unwrap()).unwrap();
         }
-        assert_eq!(kill_vms(tmp.path()), 1);
+        let mut reported = std::collections::HashSet::new();
+        assert_eq!(kill_vms(tmp.path(), &mut reported), 1);
+        assert!(tmp.path().join("live").join(FENCED_MARKER).exists());
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL));
-        assert_eq!(kill_vms(tmp.path()), 0, "nothing left alive");
+        assert_eq!(kill_vms(tmp.path(), &mut reported), 0, "nothing left alive");
+    }
+
+    #[test]
+    fn kill_vms_finds_vm_processes_by_their_environment() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A child of a runner: no meta.json names it, its environment does.
+        let mut child = Command::new("sleep")
+            .arg("60")
+            .env("BLIXARD_VM_DIR", tmp.path().join("web"))
+            .spawn()
+            .unwrap();
+        let mut other = Command::new("sleep")
+            .arg("60")
+            .env("BLIXARD_VM_DIR", "/elsewhere/web")
+            .spawn()
+            .unwrap();
+        std::fs::create_dir_all(tmp.path().join("web")).unwrap();
+        let mut reported = std::collections::HashSet::new();
+        assert_eq!(kill_vms(tmp.path(), &mut reported), 1);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert_eq!(
+            other.try_wait().unwrap(),
+            None,
+            "another node's VM is left alone"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 }

@@ -8,7 +8,7 @@
 use crate::core::{now_ms, Core};
 use crate::fence::{DEFAULT_LEASE, HEAL_MARGIN};
 use crate::state::{
-    Action, Command, DesiredState, Fleet, NodeHealth, Resources, Schedulability, VmRecord,
+    Action, Command, DesiredState, Fleet, NodeHealth, Resources, Schedulability, VmRecord, VmState,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -72,6 +72,8 @@ pub struct LeaseTracker {
     term: u64,
     /// Node -> (lease_seq, when this leader first saw it).
     seen: HashMap<u64, (u64, Instant)>,
+    /// VM -> when this leader first saw it `lost` (its node removed).
+    lost_vms: HashMap<String, Instant>,
 }
 
 impl LeaseTracker {
@@ -88,6 +90,7 @@ impl LeaseTracker {
         if term != self.term {
             self.term = term;
             self.seen.clear();
+            self.lost_vms.clear();
         }
         self.seen.retain(|id, _| fleet.nodes.contains_key(id));
         let mut lost = BTreeMap::new();
@@ -121,7 +124,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             };
             reschedule_lost(&core, &lost).await;
             let lost: BTreeSet<u64> = lost.into_keys().collect();
-            place_pending(&core, &lost).await;
+            place_pending(&core, &mut tracker, &lost).await;
         }
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
@@ -173,9 +176,33 @@ async fn reschedule_lost(core: &Core, lost: &BTreeMap<u64, u64>) {
     }
 }
 
-async fn place_pending(core: &Core, lost: &BTreeSet<u64>) {
+impl LeaseTracker {
+    /// Whether a VM `lost` with its removed node may be placed again: the
+    /// removed node's agent can no longer renew, so its lease runs out,
+    /// but the VM may still run there until then. Waits the longest lease
+    /// any node ever renewed with (at least the default) plus the margin,
+    /// counted from when this leader first saw the VM lost.
+    pub fn may_place_lost(&mut self, fleet: &Fleet, vm: &VmRecord, now: Instant) -> bool {
+        if vm.state != VmState::Lost {
+            self.lost_vms.remove(&vm.name);
+            return true;
+        }
+        let longest = Duration::from_millis(fleet.max_lease_ms).max(DEFAULT_LEASE);
+        let since = *self.lost_vms.entry(vm.name.clone()).or_insert(now);
+        now.saturating_duration_since(since) > longest + HEAL_MARGIN
+    }
+}
+
+async fn place_pending(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeSet<u64>) {
+    let now = Instant::now();
     let decisions: Vec<(String, u64, u64)> = {
         let fleet = core.view.read();
+        tracker.lost_vms.retain(|name, _| {
+            fleet
+                .vms
+                .get(name)
+                .is_some_and(|vm| vm.state == VmState::Lost)
+        });
         // Usage is counted once per pass and grows with each decision, so
         // one pass never plans more onto a node than it holds.
         let mut usage = fleet.allocations();
@@ -187,6 +214,9 @@ async fn place_pending(core: &Core, lost: &BTreeSet<u64>) {
         {
             if decisions.len() == MAX_PLACEMENTS_PER_PASS {
                 break;
+            }
+            if !tracker.may_place_lost(&fleet, vm, now) {
+                continue;
             }
             if let Some(node) = choose_node(&fleet, &usage, lost, vm) {
                 let used = usage.entry(node).or_default();
@@ -390,6 +420,24 @@ mod tests {
         assert_eq!(
             choose_node(&f, &f.allocations(), &lost, &vm(512, "", 2)),
             None
+        );
+    }
+
+    #[test]
+    fn a_vm_lost_with_its_removed_node_waits_out_the_longest_lease() {
+        let mut f = Fleet::default();
+        node(&mut f, 1, 1, 4096, "qemu");
+        let mut lost = vm(128, "", 0);
+        lost.state = crate::state::VmState::Lost;
+        let mut t = LeaseTracker::default();
+        let t0 = Instant::now();
+        let wait = DEFAULT_LEASE + HEAL_MARGIN;
+        assert!(!t.may_place_lost(&f, &lost, t0));
+        assert!(!t.may_place_lost(&f, &lost, t0 + wait));
+        assert!(t.may_place_lost(&f, &lost, t0 + wait + Duration::from_millis(1)));
+        assert!(
+            t.may_place_lost(&f, &vm(128, "", 0), t0),
+            "pending VMs wait for nothing"
         );
     }
 }

@@ -21,7 +21,8 @@ impl ProcessBackend {
     pub fn new(data_dir: &Path) -> Result<Self, BackendError> {
         let root = data_dir.join("vms");
         let sup = Supervisor::new(root.clone(), "process")
-            .map_err(|e| BackendError::io(format!("creating {}", root.display()), e))?;
+            .map_err(|e| BackendError::io(format!("creating {}", root.display()), e))?
+            .fenced_by(data_dir);
         Ok(Self { sup })
     }
 
@@ -66,9 +67,8 @@ impl VmBackend for ProcessBackend {
         let runner = self.runner(vm)?;
         let dir = self.sup.prepare(&vm.name)?;
         let mut cmd = Command::new(runner);
-        cmd.env("BLIXARD_VM_NAME", &vm.name)
-            .env("BLIXARD_VM_DIR", &dir)
-            .env("BLIXARD_VM_VCPUS", vm.spec.vcpus.to_string())
+        // BLIXARD_VM_NAME and BLIXARD_VM_DIR come from the supervisor.
+        cmd.env("BLIXARD_VM_VCPUS", vm.spec.vcpus.to_string())
             .env("BLIXARD_VM_MEMORY_MIB", vm.spec.memory_mib.to_string())
             // Which placement and incarnation this is: a runner that keeps
             // state of its own can tell a re-created VM from a moved one.

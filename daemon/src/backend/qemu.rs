@@ -142,9 +142,11 @@ impl QemuBackend {
             (AccelChoice::Auto, false) => Accel::Tcg,
         };
         tracing::info!(binary = %binary.display(), accel = accel_name(accel), reason = %why, "qemu backend ready");
-        let sup = Supervisor::new(data_dir.join("vms"), "qemu").map_err(|e| {
-            BackendError::io(format!("creating {}", data_dir.join("vms").display()), e)
-        })?;
+        let sup = Supervisor::new(data_dir.join("vms"), "qemu")
+            .map_err(|e| {
+                BackendError::io(format!("creating {}", data_dir.join("vms").display()), e)
+            })?
+            .fenced_by(data_dir);
         Ok(Self {
             sup,
             binary,
@@ -345,9 +347,8 @@ impl VmBackend for QemuBackend {
             } => self.qemu_command(vm, &dir, kernel, initrd.as_deref(), cmdline),
             BootSource::Runner(runner) => {
                 let mut cmd = Command::new(runner);
-                cmd.env("BLIXARD_VM_NAME", &vm.name)
-                    .env("BLIXARD_VM_DIR", &dir)
-                    .env("BLIXARD_QMP_SOCKET", dir.join("qmp.sock"))
+                // BLIXARD_VM_NAME and BLIXARD_VM_DIR come from the supervisor.
+                cmd.env("BLIXARD_QMP_SOCKET", dir.join("qmp.sock"))
                     .current_dir(&dir);
                 cmd
             }

@@ -56,6 +56,9 @@ pub struct Supervisor {
     /// `meta.json` contents by VM: the agent asks for state every pass, so
     /// the file is read once and then kept (only this supervisor writes it).
     metas: Mutex<HashMap<String, Meta>>,
+    /// The data dir whose fencing lease every start must be within (see
+    /// `fence`); `None` in unit tests of the supervisor itself.
+    lease_dir: Option<PathBuf>,
 }
 
 /// The kernel's start time of `pid` (field 22 of `/proc/PID/stat`), and
@@ -101,7 +104,17 @@ impl Supervisor {
             backend,
             exits: Arc::default(),
             metas: Mutex::default(),
+            lease_dir: None,
         })
+    }
+
+    /// Makes every start check, in the child just before it runs the VM,
+    /// that the fencing lease in `data_dir` has not run out: a daemon
+    /// frozen between its own lease check and the spawn cannot start a VM
+    /// after the lease (and so after the VM may have moved elsewhere).
+    pub fn fenced_by(mut self, data_dir: &Path) -> Self {
+        self.lease_dir = Some(data_dir.to_path_buf());
+        self
     }
 
     /// The runtime dir of `name` (names are DNS labels, so no path tricks).
@@ -183,10 +196,29 @@ impl Supervisor {
             .chain(cmd.get_args())
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        cmd.stdin(Stdio::null())
+        // Every VM process (QEMU, a runner and its children) carries its name
+        // and dir, so the fence watchdog finds it even without `meta.json`.
+        cmd.env("BLIXARD_VM_NAME", name)
+            .env("BLIXARD_VM_DIR", self.dir(name))
+            .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(0);
+        if let Some(dir) = &self.lease_dir {
+            let deadline = crate::fence::read_lease(dir);
+            // SAFETY: the hook runs between fork and exec and only calls
+            // clock_gettime(2) and builds an error from an errno, both
+            // async-signal-safe (no allocation, no locks).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if crate::fence::lease_clock_ms() >= deadline {
+                        Err(std::io::Error::from_raw_os_error(libc::ETIME))
+                    } else {
+                        Ok(())
+                    }
+                });
+            }
+        }
         let mut child = tokio::process::Command::from(cmd)
             .kill_on_drop(false)
             .spawn()
@@ -299,8 +331,14 @@ impl Supervisor {
         }
     }
 
-    /// Kills the instance (SIGKILL) and waits briefly for it to go.
+    /// Kills the instance and its process group (SIGKILL) and waits briefly
+    /// for it to go.
     pub async fn kill(&self, name: &str) -> Result<(), BackendError> {
+        if let Some(pid) = self.live_pid(name).and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: killpg(2) on the group the instance leads (started with
+            // process_group(0)); it has no memory effects.
+            unsafe { libc::killpg(pid, libc::SIGKILL) };
+        }
         self.signal(name, libc::SIGKILL);
         if self.wait_gone(name, Duration::from_secs(5)).await {
             Ok(())

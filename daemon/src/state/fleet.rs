@@ -22,6 +22,10 @@ pub struct Fleet {
     /// Highest revision dropped from the event ring (0: none dropped).
     /// Watchers resuming from below it have missed events.
     pub events_pruned_through: u64,
+    /// The longest fencing lease any node ever renewed with, ms: VMs left
+    /// `lost` by a removed node wait at least this long (see `scheduler`).
+    #[serde(default)]
+    pub max_lease_ms: u64,
 }
 
 impl Fleet {
@@ -214,7 +218,9 @@ impl Fleet {
                 let node = self.node_mut(*id)?;
                 node.lease_seq += 1;
                 node.lease_ms = *lease_ms;
-                Ok(CommandOutcome::Node(node.clone()))
+                let out = node.clone();
+                self.max_lease_ms = self.max_lease_ms.max(*lease_ms);
+                Ok(CommandOutcome::Node(out))
             }
             Action::RescheduleVm {
                 name,
