@@ -13,42 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The hosts (node dirs `nN`) that run a process of VM `name` right now,
-/// from each process's environment (the runner and its children carry it).
-fn hosts_running(root: &Path, name: &str) -> BTreeSet<u64> {
-    let mut hosts = BTreeSet::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return hosts;
-    };
-    let want_name = format!("BLIXARD_VM_NAME={name}");
-    for p in procs.flatten() {
-        let Ok(env) = std::fs::read(p.path().join("environ")) else {
-            continue;
-        };
-        let vars: Vec<String> = env
-            .split(|b| *b == 0)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        if !vars.contains(&want_name) {
-            continue;
-        }
-        let Some(dir) = vars.iter().find_map(|v| v.strip_prefix("BLIXARD_VM_DIR=")) else {
-            continue;
-        };
-        let Ok(rel) = Path::new(dir).strip_prefix(root) else {
-            continue;
-        };
-        if let Some(id) = rel
-            .components()
-            .next()
-            .and_then(|c| c.as_os_str().to_str()?.strip_prefix('n')?.parse().ok())
-        {
-            hosts.insert(id);
-        }
-    }
-    hosts
-}
-
 fn write_runner(dir: &Path) -> PathBuf {
     let path = dir.join("runner.sh");
     std::fs::write(

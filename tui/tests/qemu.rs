@@ -1,7 +1,8 @@
 //! Real QEMU microVMs under a 3-node cluster of `blixardd` processes, driven
 //! through the `blixard` CLI: boot, console relayed from another node,
 //! graceful power-off, adoption after `kill -9` of the daemon, restart
-//! policies after `kill -9` of QEMU, cleanup, and host-side bad input.
+//! policies after `kill -9` of QEMU, cleanup, host-side bad input, and
+//! fencing: a host whose daemon is frozen loses its microVM to another host.
 //!
 //! Needs `qemu-system-x86_64` and the default guest image (built here from
 //! Debian packages by `assets/guest/build.sh`). Without them the test says
@@ -356,4 +357,78 @@ fn qemu_microvms_end_to_end() {
         assert!(cli(&all, &["vm", "delete", name]).status.success());
         assert!(!qemu_running_for(name), "nothing half-created for {name}");
     }
+
+    // Fencing (default lease): a host whose daemon is frozen loses its
+    // microVM to another host, and no sample shows it on two hosts.
+    let root = tmp.path().to_path_buf();
+    assert!(cli(
+        &all,
+        &["vm", "create", "q3", "--vcpus", "1", "--memory", "128"]
+    )
+    .status
+    .success());
+    let vm = wait_vm(&all, "q3", "running", "q3 running");
+    let q3_owner = vm["node_id"].as_u64().expect("owner");
+    let q3_pid = eventually(Duration::from_secs(20), "q3 pid", || {
+        qemu_pid(&daemons, q3_owner, "q3")
+    });
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (samples, stop, root) = (samples.clone(), stop.clone(), root.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let hosts = hosts_running(&root, "q3");
+                samples.lock().expect("samples").push(hosts);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let frozen = daemons
+        .iter()
+        .find(|d| d.id == q3_owner)
+        .and_then(|d| d.child.as_ref())
+        .map(|c| c.id() as i32)
+        .expect("owner daemon");
+    // SAFETY: kill(2) on a daemon this test spawned.
+    unsafe { libc::kill(frozen, libc::SIGSTOP) };
+    let others: String = daemons
+        .iter()
+        .filter(|d| d.id != q3_owner)
+        .map(|d| d.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    eventually(
+        Duration::from_secs(90),
+        "q3 running on another host",
+        || {
+            let v = vm_json(&others, "q3")?;
+            let node = v["node_id"].as_u64()?;
+            (node != q3_owner
+                && v["state"] == "running"
+                && hosts_running(&root, "q3").contains(&node))
+            .then_some(())
+        },
+    );
+    assert!(!alive(q3_pid), "the frozen host's QEMU was fenced");
+    // SAFETY: as above.
+    unsafe { libc::kill(frozen, libc::SIGCONT) };
+    let old_dir = root.join(format!("n{q3_owner}")).join("vms").join("q3");
+    eventually(
+        Duration::from_secs(30),
+        "the thawed host to clean up q3",
+        || (!old_dir.exists()).then_some(()),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let samples = samples.lock().expect("samples");
+    assert!(
+        samples.iter().all(|s| s.len() <= 1),
+        "q3 ran on two hosts at once: {:?}",
+        samples.iter().find(|s| s.len() > 1)
+    );
+    assert!(
+        samples.iter().any(|s| s.contains(&q3_owner)),
+        "sampled on its first host"
+    );
 }
