@@ -135,7 +135,17 @@ pub async fn keep_lease(
         }
     }
     let mut file_ok = true;
+    let mut held = false;
     loop {
+        let valid = status.borrow().valid();
+        if held && !valid {
+            core.metrics.fence_lease_lapses.inc();
+            tracing::warn!(
+                "fencing lease has run out: this node's VMs are stopped until it is renewed"
+            );
+        }
+        held = valid;
+        core.metrics.fence_lease_valid.set(u64::from(valid));
         let sent = Instant::now();
         let sent_mono = lease_clock_ms();
         // After a failed write, renew only once the file is writable again:
@@ -175,14 +185,6 @@ pub async fn keep_lease(
                     tracing::error!(error = %e, "cannot write the lease file; the lease will run out")
                 }
             }
-        } else if status
-            .borrow()
-            .valid_until
-            .is_some_and(|t| Instant::now() >= t)
-        {
-            tracing::warn!(
-                "fencing lease has run out: this node's VMs are stopped until it is renewed"
-            );
         }
         let next = sent + every;
         tokio::select! {

@@ -61,6 +61,13 @@ pub struct Metrics {
     pub grpc_latency: Family<MethodOnly, Histogram>,
     /// Watch streams open on this node.
     pub watchers_connected: U64Gauge,
+    /// Whether this node holds its fencing lease (0 or 1): at 0 its VMs
+    /// are stopped and none start.
+    pub fence_lease_valid: U64Gauge,
+    /// Times this node's fencing lease ran out.
+    pub fence_lease_lapses: Counter,
+    /// VMs this node, as leader, took off nodes whose lease had run out.
+    pub vms_rescheduled: Counter,
 }
 
 impl Default for Metrics {
@@ -90,6 +97,9 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
             watchers_connected: Default::default(),
+            fence_lease_valid: Default::default(),
+            fence_lease_lapses: Default::default(),
+            vms_rescheduled: Default::default(),
         };
         registry.register("raft_term", "Current Raft term", m.raft_term.clone());
         registry.register(
@@ -151,6 +161,21 @@ impl Metrics {
             "watchers_connected",
             "Watch streams open on this node",
             m.watchers_connected.clone(),
+        );
+        registry.register(
+            "fence_lease_valid",
+            "1 while this node holds its fencing lease",
+            m.fence_lease_valid.clone(),
+        );
+        registry.register(
+            "fence_lease_lapses",
+            "Times this node's fencing lease ran out",
+            m.fence_lease_lapses.clone(),
+        );
+        registry.register(
+            "vms_rescheduled",
+            "VMs taken off nodes whose fencing lease ran out (by this node as leader)",
+            m.vms_rescheduled.clone(),
         );
         Self {
             registry: Arc::new(registry),

@@ -167,7 +167,10 @@ async fn reschedule_lost(core: &Core, lost: &BTreeMap<u64, u64>) {
             action,
         };
         match core.propose_local(cmd).await {
-            Ok(_) => tracing::warn!(vm = %name, node_id, "node's lease ran out: rescheduling vm"),
+            Ok(_) => {
+                core.metrics.vms_rescheduled.inc();
+                tracing::warn!(vm = %name, node_id, "node's lease ran out: rescheduling vm")
+            }
             Err(e) if e.code() == tonic::Code::Unavailable => return,
             Err(e) => {
                 tracing::debug!(vm = %name, node_id, error = %e.message(), "rescheduling refused")

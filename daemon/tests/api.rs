@@ -383,6 +383,9 @@ async fn health_reflection_and_metrics_are_served() {
         "blixard_proposal_latency_seconds_bucket",
         "blixard_grpc_request_latency_seconds_bucket",
         "blixard_watchers_connected ",
+        "blixard_fence_lease_valid ",
+        "blixard_fence_lease_lapses_total ",
+        "blixard_vms_rescheduled_total ",
     ] {
         assert!(body.contains(want), "metrics lack {want:?}:\n{body}");
     }
