@@ -68,6 +68,9 @@ struct Local {
     pid: u32,
     started_at_ms: u64,
     started: Option<Instant>,
+    /// The lease's lapse count when this instance started (see
+    /// `LeaseStatus::lapses`).
+    lapses_at_start: u64,
     restarts: u32,
     failures: u32,
     nonce_seen: u64,
@@ -203,9 +206,10 @@ impl<B: VmBackend> Agent<B> {
             self.pass().await;
             // Wake when the lease runs out, too: its VMs must stop then.
             let lease = *self.lease.borrow();
-            let lease_end = match lease.valid_until {
-                Some(t) if lease.valid() => t,
-                _ => Instant::now() + RESYNC_INTERVAL,
+            let lease_end = if lease.valid() {
+                Instant::now() + lease.remaining()
+            } else {
+                Instant::now() + RESYNC_INTERVAL
             };
             tokio::select! {
                 r = applied.changed() => if r.is_err() { return },
@@ -298,6 +302,11 @@ impl<B: VmBackend> Agent<B> {
             .collect();
         for name in running {
             tracing::warn!(vm = %name, "fencing lease ran out: stopping vm");
+            // The mark tells a daemon restarted meanwhile that the fence,
+            // not a failure, ended it (as the watchdog's does).
+            if let Err(e) = std::fs::write(self.fenced_marker(&name), b"") {
+                tracing::warn!(vm = %name, error = %e, "cannot mark the vm fenced");
+            }
             if let Err(e) = self.backend.stop(&name, Duration::ZERO).await {
                 tracing::error!(vm = %name, error = %e, "fencing a vm failed (the watchdog kills it)");
             }
@@ -416,7 +425,7 @@ impl<B: VmBackend> Agent<B> {
                     }
                 }
                 InstanceState::Exited { .. } | InstanceState::Missing
-                    if self.lease_lapsed_since(local.started) =>
+                    if self.fenced_since_start(&name, local.lapses_at_start) =>
                 {
                     // The watchdog killed it while the lease had run out.
                     if let Some(l) = self.local.get_mut(&name) {
@@ -515,15 +524,12 @@ impl<B: VmBackend> Agent<B> {
             .with_file_name(crate::fence::FENCED_MARKER)
     }
 
-    /// Whether the lease ran out at some point since `started`.
-    fn lease_lapsed_since(&self, started: Option<Instant>) -> bool {
+    /// Whether an instance started at lapse count `lapses_at_start` and
+    /// now found ended was stopped by the fence: the lease is out, or ran
+    /// out since, or the watchdog marked it.
+    fn fenced_since_start(&self, name: &str, lapses_at_start: u64) -> bool {
         let lease = self.lease.borrow();
-        !lease.valid()
-            || match (lease.last_lapse, started) {
-                (Some(lapse), Some(started)) => lapse >= started,
-                (Some(_), None) => true,
-                (None, _) => false,
-            }
+        !lease.valid() || lease.lapses > lapses_at_start || self.fenced_marker(name).exists()
     }
 
     async fn start(&mut self, vm: &VmRecord, why: &str) {
@@ -572,6 +578,7 @@ impl<B: VmBackend> Agent<B> {
                     l.pid = inst.pid;
                     l.started_at_ms = inst.started_at_ms;
                     l.started = Some(Instant::now());
+                    l.lapses_at_start = self.lease.borrow().lapses;
                     l.epoch = vm.epoch;
                     l.next_start = None;
                     l.blocked = None;
@@ -579,6 +586,14 @@ impl<B: VmBackend> Agent<B> {
                 }
                 let _ = std::fs::remove_file(self.fenced_marker(&name));
                 self.report(vm, VmState::Running, String::new());
+            }
+            // The child refused to run because the lease ran out meanwhile
+            // (see `Supervisor::fenced_by`): fenced, not a failure.
+            Err(e) if !self.lease.borrow().valid() => {
+                tracing::warn!(vm = %name, error = %e, "fencing lease ran out during the start");
+                if let Some(l) = self.local.get_mut(&name) {
+                    l.fenced = true;
+                }
             }
             Err(e) => self.start_failed(vm, e),
         }

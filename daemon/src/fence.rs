@@ -51,8 +51,12 @@ const IDLE_POLLS_BEFORE_EXIT: u32 = 20;
 pub const FENCED_MARKER: &str = "fenced";
 /// Lease file name in the data dir.
 pub const LEASE_FILE: &str = "fence.lease";
-/// Watchdog pid file name in the data dir (pid and kernel start time).
+/// Watchdog pid file name in the data dir (pid, kernel start time and
+/// [`WATCHDOG_VERSION`]).
 const PID_FILE: &str = "fence.pid";
+/// Names the watchdog's behaviour (lease clock, how it finds VMs); a
+/// watchdog registered under another version is replaced, not trusted.
+const WATCHDOG_VERSION: &str = "v2";
 /// Watchdog log file name in the data dir.
 const LOG_FILE: &str = "fence.log";
 /// The watchdog's log is truncated when it is started with a log larger than this.
@@ -97,18 +101,27 @@ pub fn read_lease(data_dir: &Path) -> u64 {
 /// The lease as the node agent sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LeaseStatus {
-    /// Until when VMs may run; `None` before the first renewal.
-    pub valid_until: Option<Instant>,
-    /// When the lease last ran out before a renewal came, if ever: an
-    /// instance that ended after this was stopped by the fence, not by a
-    /// failure of its own.
-    pub last_lapse: Option<Instant>,
+    /// Until when VMs may run, on the lease clock (the deadline the lease
+    /// file holds); `None` before the first renewal.
+    pub deadline_ms: Option<u64>,
+    /// How many times the lease ran out and was renewed again: an instance
+    /// started before the latest of these and found ended was stopped by
+    /// the fence, not by a failure of its own.
+    pub lapses: u64,
 }
 
 impl LeaseStatus {
     /// Whether VMs may run now.
     pub fn valid(&self) -> bool {
-        self.valid_until.is_some_and(|t| Instant::now() < t)
+        self.deadline_ms.is_some_and(|d| lease_clock_ms() < d)
+    }
+
+    /// Time left on the lease (zero when it has run out or never began).
+    pub fn remaining(&self) -> Duration {
+        let left = self
+            .deadline_ms
+            .map_or(0, |d| d.saturating_sub(lease_clock_ms()));
+        Duration::from_millis(left)
     }
 }
 
@@ -136,10 +149,12 @@ pub async fn keep_lease(
     }
     let mut file_ok = true;
     let mut held = false;
+    let mut lapse_counted = false;
     loop {
         let valid = status.borrow().valid();
         if held && !valid {
             core.metrics.fence_lease_lapses.inc();
+            lapse_counted = true;
             tracing::warn!(
                 "fencing lease has run out: this node's VMs are stopped until it is renewed"
             );
@@ -168,18 +183,27 @@ pub async fn keep_lease(
             _ = shutdown.changed() => return,
         };
         if renewed.is_some() {
+            let deadline = sent_mono.saturating_add(lease_ms);
             let written = match &data_dir {
-                Some(dir) => write_lease(dir, sent_mono.saturating_add(lease_ms)),
+                Some(dir) => write_lease(dir, deadline),
                 None => Ok(()),
             };
             match written {
-                Ok(()) => status.send_modify(|s| {
-                    if !s.valid() && s.valid_until.is_some() {
-                        s.last_lapse = s.valid_until;
-                        tracing::warn!("fencing lease renewed after it had run out");
-                    }
-                    s.valid_until = Some(sent + lease);
-                }),
+                Ok(()) => {
+                    status.send_modify(|s| {
+                        if !s.valid() && s.deadline_ms.is_some() {
+                            s.lapses += 1;
+                            if !lapse_counted {
+                                core.metrics.fence_lease_lapses.inc();
+                            }
+                            tracing::warn!("fencing lease renewed after it had run out");
+                        }
+                        s.deadline_ms = Some(deadline);
+                    });
+                    lapse_counted = false;
+                    held = status.borrow().valid();
+                    core.metrics.fence_lease_valid.set(u64::from(held));
+                }
                 Err(e) => {
                     file_ok = false;
                     tracing::error!(error = %e, "cannot write the lease file; the lease will run out")
@@ -289,7 +313,16 @@ fn vm_processes(vm_root: &Path) -> Vec<VmProcess> {
         else {
             continue;
         };
-        if !dir.starts_with(vm_root) || !matches!(proc_start(pid), Some((_, false))) {
+        // Only a direct child of this node's runtime root, spelled plainly
+        // (no `..`), is one of its VMs.
+        let direct_child = dir.parent() == Some(vm_root)
+            && dir.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::RootDir
+                )
+            });
+        if !direct_child || !matches!(proc_start(pid), Some((_, false))) {
             continue;
         }
         let name = dir
@@ -313,8 +346,16 @@ fn vm_processes(vm_root: &Path) -> Vec<VmProcess> {
 /// marks their VMs fenced; returns how many were alive. Pids in `reported`
 /// are not logged again (a process stuck in the kernel survives SIGKILL
 /// for a while).
-pub fn kill_vms(vm_root: &Path, reported: &mut std::collections::HashSet<u32>) -> usize {
+pub fn kill_vms(
+    vm_root: &Path,
+    lease_dir: Option<&Path>,
+    reported: &mut std::collections::HashSet<u32>,
+) -> usize {
     let live = vm_processes(vm_root);
+    // The scan takes a while: a renewal meanwhile cancels the kills.
+    if lease_dir.is_some_and(|d| lease_clock_ms() < read_lease(d)) {
+        return live.len();
+    }
     for p in &live {
         let first = reported.insert(p.pid);
         if first {
@@ -348,7 +389,10 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 fn write_own_pid_file(data_dir: &Path) {
     let pid = std::process::id();
     let ticks = proc_start(pid).map_or(0, |(t, _)| t);
-    if let Err(e) = write_atomic(&data_dir.join(PID_FILE), &format!("{pid} {ticks}\n")) {
+    if let Err(e) = write_atomic(
+        &data_dir.join(PID_FILE),
+        &format!("{pid} {ticks} {WATCHDOG_VERSION}\n"),
+    ) {
         tracing::error!(error = %e, "cannot write the watchdog pid file");
     }
 }
@@ -363,7 +407,7 @@ pub fn run_watchdog(data_dir: &Path, vm_root: &Path) {
     let mut reported = std::collections::HashSet::new();
     while data_dir.is_dir() {
         if lease_clock_ms() >= read_lease(data_dir) {
-            if kill_vms(vm_root, &mut reported) == 0 {
+            if kill_vms(vm_root, Some(data_dir), &mut reported) == 0 {
                 idle += 1;
                 if idle >= IDLE_POLLS_BEFORE_EXIT {
                     // Unregister first, then look once more: the daemon
@@ -430,12 +474,13 @@ impl Watchdog {
         let Ok(text) = std::fs::read_to_string(self.data_dir.join(PID_FILE)) else {
             return false;
         };
-        let mut fields = text.split_whitespace().map(str::parse::<u64>);
-        match (fields.next(), fields.next()) {
-            (Some(Ok(pid)), Some(Ok(ticks))) => u32::try_from(pid)
-                .ok()
-                .and_then(proc_start)
-                .is_some_and(|s| s == (ticks, false)),
+        let mut fields = text.split_whitespace();
+        let pid = fields.next().and_then(|f| f.parse::<u32>().ok());
+        let ticks = fields.next().and_then(|f| f.parse::<u64>().ok());
+        match (pid, ticks, fields.next()) {
+            (Some(pid), Some(ticks), Some(WATCHDOG_VERSION)) => {
+                proc_start(pid).is_some_and(|s| s == (ticks, false))
+            }
             _ => false,
         }
     }
@@ -482,7 +527,10 @@ impl Watchdog {
         let mut spawned = spawned;
         let pid = spawned.id();
         let ticks = proc_start(pid).map_or(0, |(t, _)| t);
-        if let Err(e) = write_atomic(&self.data_dir.join(PID_FILE), &format!("{pid} {ticks}\n")) {
+        if let Err(e) = write_atomic(
+            &self.data_dir.join(PID_FILE),
+            &format!("{pid} {ticks} {WATCHDOG_VERSION}\n"),
+        ) {
             let _ = spawned.kill();
             let _ = spawned.wait();
             return Err(err(format!("writing its pid file: {e}")));
@@ -533,12 +581,16 @@ mod tests {
             std::fs::write(dir.join("meta.json"), serde_json::to_vec(&m).unwrap()).unwrap();
         }
         let mut reported = std::collections::HashSet::new();
-        assert_eq!(kill_vms(tmp.path(), &mut reported), 1);
+        assert_eq!(kill_vms(tmp.path(), None, &mut reported), 1);
         assert!(tmp.path().join("live").join(FENCED_MARKER).exists());
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL));
-        assert_eq!(kill_vms(tmp.path(), &mut reported), 0, "nothing left alive");
+        assert_eq!(
+            kill_vms(tmp.path(), None, &mut reported),
+            0,
+            "nothing left alive"
+        );
     }
 
     #[test]
@@ -557,7 +609,7 @@ mod tests {
             .unwrap();
         std::fs::create_dir_all(tmp.path().join("web")).unwrap();
         let mut reported = std::collections::HashSet::new();
-        assert_eq!(kill_vms(tmp.path(), &mut reported), 1);
+        assert_eq!(kill_vms(tmp.path(), None, &mut reported), 1);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
         assert_eq!(

@@ -161,8 +161,12 @@ fn storage_err(path: &std::path::Path, e: impl std::fmt::Display) -> StartError 
 }
 
 /// Starts a node with `config` and returns once it is serving.
-pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
+pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_err(&config.data_dir, e))?;
+    // One spelling of the data dir for the whole node: VM processes carry
+    // paths under it and the fence watchdog matches them exactly.
+    config.data_dir =
+        std::fs::canonicalize(&config.data_dir).map_err(|e| storage_err(&config.data_dir, e))?;
     let backend = match config.backend {
         BackendKind::Qemu => AnyBackend::Qemu(Arc::new(
             QemuBackend::new(

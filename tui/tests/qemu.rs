@@ -237,7 +237,23 @@ fn qemu_microvms_end_to_end() {
         },
     );
 
-    // Graceful stop: the guest's own shutdown line, and no QEMU left.
+    // Graceful stop: the guest's own shutdown line, and no QEMU left. The
+    // restarted guest must have booted first (under TCG on a loaded host
+    // that can take longer than the stop timeout; a guest that is still
+    // booting cannot power off gracefully).
+    let console = daemons[owner_idx]
+        .dir
+        .join("vms")
+        .join("q1")
+        .join("console.log");
+    eventually(
+        Duration::from_secs(90),
+        "the restarted q1 guest ready",
+        || {
+            let text = std::fs::read_to_string(&console).ok()?;
+            (text.matches("blixard-guest: ready").count() >= 2).then_some(())
+        },
+    );
     let out = cli(&all, &["vm", "stop", "q1"]);
     assert!(out.status.success());
     wait_vm(&all, "q1", "stopped", "q1 stopped");
