@@ -192,6 +192,10 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     };
     let db = Arc::new(db);
     let mut log_store = LogStore::open(db.clone()).map_err(|e| storage_err(&db_path, e))?;
+    log_store
+        .give_up_leadership_of_restored_term(config.node_id)
+        .await
+        .map_err(|e| storage_err(&db_path, e))?;
     let startup_log = log_store
         .startup_position()
         .await
