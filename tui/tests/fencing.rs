@@ -9,8 +9,6 @@ mod common;
 use common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn write_runner(dir: &Path) -> PathBuf {
@@ -61,33 +59,11 @@ fn a_frozen_host_loses_its_vm_to_another_host_and_never_runs_it_alongside() {
             .then_some(node)
     });
 
-    let samples: Arc<Mutex<Vec<BTreeSet<u64>>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (samples, stop, root) = (samples.clone(), stop.clone(), root.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let hosts = hosts_running(&root, "web");
-                samples.lock().expect("samples").push(hosts);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-
-    let frozen = daemons
-        .iter()
-        .find(|d| d.id == first)
-        .and_then(|d| d.child.as_ref())
-        .map(|c| c.id() as i32)
-        .expect("the host's daemon");
+    let sampler = HostSampler::start(&root, "web");
+    let frozen = daemon_pid(&daemons, first);
     // SAFETY: kill(2) on a daemon this test spawned.
     unsafe { libc::kill(frozen, libc::SIGSTOP) };
-    let others: String = daemons
-        .iter()
-        .filter(|d| d.id != first)
-        .map(|d| d.addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = endpoints_except(&daemons, first);
     let second = eventually(
         Duration::from_secs(60),
         "web running on another host",
@@ -104,15 +80,7 @@ fn a_frozen_host_loses_its_vm_to_another_host_and_never_runs_it_alongside() {
     eventually(Duration::from_secs(30), "the old host to clean up", || {
         (!old_dir.exists()).then_some(())
     });
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().expect("sampler");
-
-    let samples = samples.lock().expect("samples");
-    assert!(
-        samples.iter().all(|s| s.len() <= 1),
-        "web ran on two hosts at once: {:?}",
-        samples.iter().find(|s| s.len() > 1)
-    );
+    let samples = sampler.finish_never_on_two_hosts();
     assert!(
         samples.iter().any(|s| s.contains(&first)),
         "sampled on the first host"

@@ -388,32 +388,11 @@ fn qemu_microvms_end_to_end() {
     let q3_pid = eventually(Duration::from_secs(20), "q3 pid", || {
         qemu_pid(&daemons, q3_owner, "q3")
     });
-    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (samples, stop, root) = (samples.clone(), stop.clone(), root.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let hosts = hosts_running(&root, "q3");
-                samples.lock().expect("samples").push(hosts);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-    let frozen = daemons
-        .iter()
-        .find(|d| d.id == q3_owner)
-        .and_then(|d| d.child.as_ref())
-        .map(|c| c.id() as i32)
-        .expect("owner daemon");
+    let sampler = HostSampler::start(&root, "q3");
+    let frozen = daemon_pid(&daemons, q3_owner);
     // SAFETY: kill(2) on a daemon this test spawned.
     unsafe { libc::kill(frozen, libc::SIGSTOP) };
-    let others: String = daemons
-        .iter()
-        .filter(|d| d.id != q3_owner)
-        .map(|d| d.addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = endpoints_except(&daemons, q3_owner);
     eventually(
         Duration::from_secs(90),
         "q3 running on another host",
@@ -435,14 +414,7 @@ fn qemu_microvms_end_to_end() {
         "the thawed host to clean up q3",
         || (!old_dir.exists()).then_some(()),
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    sampler.join().expect("sampler");
-    let samples = samples.lock().expect("samples");
-    assert!(
-        samples.iter().all(|s| s.len() <= 1),
-        "q3 ran on two hosts at once: {:?}",
-        samples.iter().find(|s| s.len() > 1)
-    );
+    let samples = sampler.finish_never_on_two_hosts();
     assert!(
         samples.iter().any(|s| s.contains(&q3_owner)),
         "sampled on its first host"

@@ -224,3 +224,67 @@ pub fn hosts_running(root: &Path, name: &str) -> BTreeSet<u64> {
     }
     hosts
 }
+
+/// Samples, every 10 ms on a thread of its own, the hosts that run VM
+/// `name` (the sampling period, not a wait for a condition).
+pub struct HostSampler {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<BTreeSet<u64>>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl HostSampler {
+    pub fn start(root: &Path, name: &str) -> Self {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (samples, stop) = (samples.clone(), stop.clone());
+            let (root, name) = (root.to_path_buf(), name.to_string());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let hosts = hosts_running(&root, &name);
+                    samples.lock().expect("samples").push(hosts);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Self {
+            samples,
+            stop,
+            thread,
+        }
+    }
+
+    /// Stops sampling; panics if any sample saw the VM on two hosts.
+    pub fn finish_never_on_two_hosts(self) -> Vec<BTreeSet<u64>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("sampler");
+        let samples = std::mem::take(&mut *self.samples.lock().expect("samples"));
+        assert!(
+            samples.iter().all(|s| s.len() <= 1),
+            "a VM ran on two hosts at once: {:?}",
+            samples.iter().find(|s| s.len() > 1)
+        );
+        samples
+    }
+}
+
+/// The pid of daemon `id`'s process.
+pub fn daemon_pid(daemons: &[Daemon], id: u64) -> i32 {
+    daemons
+        .iter()
+        .find(|d| d.id == id)
+        .and_then(|d| d.child.as_ref())
+        .map(|c| c.id() as i32)
+        .expect("a running daemon with that id")
+}
+
+/// The endpoints of every daemon but `id`.
+pub fn endpoints_except(daemons: &[Daemon], id: u64) -> String {
+    daemons
+        .iter()
+        .filter(|d| d.id != id)
+        .map(|d| d.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
