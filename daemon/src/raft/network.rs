@@ -1,24 +1,28 @@
 //! The client side of Raft traffic: one pooled, multiplexed gRPC channel per
 //! peer, reused by every replication stream, vote and snapshot to it.
 //! Deadlines come from openraft's `RPCOption`; retry pacing is openraft's
-//! backoff (`Config::backoff`).
+//! backoff (`Config::backoff`). Replication is streamed: openraft's stream
+//! of AppendEntries requests rides one long-lived `StreamAppend` call instead
+//! of one gRPC call per request (see `stream_append` below).
 
 use super::{Snapshot, TypeConfig, Vote};
 use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use blixard_shared::proto::v1::raft_service_client::RaftServiceClient;
 use blixard_shared::proto::v1::{RaftPayload, SnapshotChunk};
+use futures_util::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::network::{stream_append_sequential, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend};
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 /// Time allowed to open a connection to a peer.
@@ -80,6 +84,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             address: node.addr.clone(),
             pool: self.pool.clone(),
+            stream_unsupported: false,
         }
     }
 }
@@ -89,6 +94,9 @@ pub struct PeerClient {
     target: u64,
     address: String,
     pool: PeerPool,
+    /// The peer answered `StreamAppend` with `Unimplemented` (a daemon from
+    /// before streamed replication): one AppendEntries call per request.
+    stream_unsupported: bool,
 }
 
 /// Maps a transport failure to openraft's error: connection failures are
@@ -110,6 +118,10 @@ fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, RPCError<TypeConfig>> 
     serde_json::to_vec(value)
         .map(|data| RaftPayload { data })
         .map_err(|e| RPCError::Network(NetworkError::from_string(format!("encoding request: {e}"))))
+}
+
+fn network_error(message: String) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(message))
 }
 
 fn decode<T: DeserializeOwned>(payload: RaftPayload) -> Result<T, RPCError<TypeConfig>> {
@@ -167,8 +179,207 @@ fn flatten<T>(r: Result<Remote<T>, RPCError<TypeConfig>>) -> Result<T, RPCError<
     }
 }
 
+/// AppendEntries requests one `StreamAppend` call keeps in flight. One is
+/// fastest on the 2-core benchmark host (windows of 1, 2, 4 and 64 were
+/// measured, see `docs/benchmarks.md`): the leader is CPU-bound there, and a
+/// wider window only sends more, smaller messages, where one request carries
+/// everything proposed while the previous was answered. Links with long
+/// round trips would favour a wider window; none was measured.
+const APPENDS_IN_FLIGHT: usize = 1;
+
+/// Answers of one `StreamAppend` call as openraft consumes them.
+type AppendResults<'s> =
+    BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>;
+
+/// What the two halves of one `StreamAppend` call share.
+struct InFlight {
+    /// When each request still waiting for its answer left, oldest first.
+    /// The follower answers in order, so each answer settles the oldest.
+    sent: Mutex<VecDeque<Instant>>,
+    /// Room for [`APPENDS_IN_FLIGHT`] unanswered requests; an answer gives
+    /// its slot back.
+    window: tokio::sync::Semaphore,
+}
+
+impl InFlight {
+    fn sent(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The request half of a `StreamAppend` call: `first`, then `rest`, each
+/// waiting for a slot in the window. It ends when `answers_gone` fires (the
+/// answer half ended or was dropped): the HTTP/2 transport pumps a request
+/// stream until it ends, and one left waiting for openraft's next entries
+/// would hold openraft's replication state from the next call.
+fn append_requests<S>(
+    first: AppendEntriesRequest<TypeConfig>,
+    rest: S,
+    in_flight: Arc<InFlight>,
+    answers_gone: tokio::sync::oneshot::Receiver<()>,
+    target: u64,
+) -> impl Stream<Item = RaftPayload> + Send + 'static
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static,
+{
+    let all = Box::pin(futures_util::stream::once(async move { first }).chain(rest));
+    futures_util::stream::unfold((all, in_flight), move |(mut all, in_flight)| async move {
+        in_flight.window.acquire().await.ok()?.forget();
+        let req = all.next().await?;
+        match serde_json::to_vec(&req) {
+            Ok(data) => {
+                in_flight.sent().push_back(Instant::now());
+                Some((RaftPayload { data }, (all, in_flight)))
+            }
+            // Cannot happen for these types; if it did, ending the requests
+            // lets the follower answer what it got, and openraft resends
+            // the rest.
+            Err(e) => {
+                tracing::error!(target_node = target, error = %e, "cannot encode AppendEntries");
+                None
+            }
+        }
+    })
+    .take_until(answers_gone)
+}
+
+impl PeerClient {
+    /// Opens a `StreamAppend` call carrying `first` and then `rest`.
+    async fn open_append_stream<S>(
+        &mut self,
+        first: AppendEntriesRequest<TypeConfig>,
+        rest: S,
+        option: &RPCOption,
+    ) -> Result<AppendResults<'static>, RPCError<TypeConfig>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static,
+    {
+        let in_flight = Arc::new(InFlight {
+            sent: Mutex::new(VecDeque::with_capacity(APPENDS_IN_FLIGHT)),
+            window: tokio::sync::Semaphore::new(APPENDS_IN_FLIGHT),
+        });
+        let (answers_alive, answers_gone) = tokio::sync::oneshot::channel();
+        let requests = append_requests(first, rest, in_flight.clone(), answers_gone, self.target);
+        let mut client = self.client()?;
+        let opened = tokio::time::timeout(option.hard_ttl(), client.stream_append(requests)).await;
+        let answers = match opened {
+            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                tracing::info!(
+                    target_node = self.target,
+                    "peer has no StreamAppend (an older daemon); replicating one request at a time"
+                );
+                self.stream_unsupported = true;
+                return Err(network_error(format!(
+                    "node {} does not support StreamAppend",
+                    self.target
+                )));
+            }
+            Ok(Err(status)) => return Err(rpc_error(&status)),
+            Err(_) => {
+                return Err(network_error(format!(
+                    "node {} did not open StreamAppend within {:?}",
+                    self.target,
+                    option.hard_ttl()
+                )))
+            }
+        };
+        let answers = AnswerHalf {
+            answers,
+            last_answer: Instant::now(),
+            _alive: answers_alive,
+        };
+        Ok(Box::pin(append_answers(
+            answers,
+            in_flight,
+            option.soft_ttl(),
+            self.target,
+        )))
+    }
+}
+
+/// The answer half of a `StreamAppend` call. Dropping it (the stream ended,
+/// failed, or openraft let go of it) ends the request half too.
+struct AnswerHalf {
+    answers: tonic::Streaming<RaftPayload>,
+    last_answer: Instant,
+    _alive: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Turns the follower's answers into openraft's results, in order. Fails the
+/// stream when the follower makes no progress: an answer owed for longer
+/// than `ttl` since it was sent and since the previous answer.
+fn append_answers(
+    half: AnswerHalf,
+    in_flight: Arc<InFlight>,
+    ttl: Duration,
+    target: u64,
+) -> impl Stream<Item = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> + Send + 'static
+{
+    futures_util::stream::unfold(Some(half), move |half| {
+        let in_flight = in_flight.clone();
+        async move {
+            let mut half = half?;
+            let next = loop {
+                match tokio::time::timeout(ttl, half.answers.next()).await {
+                    Ok(next) => break next,
+                    Err(_) => {
+                        let oldest = in_flight.sent().front().copied();
+                        if oldest.is_some_and(|t| t.max(half.last_answer).elapsed() >= ttl) {
+                            let e = network_error(format!(
+                                "node {target} answered no AppendEntries within {ttl:?}"
+                            ));
+                            return Some((Err(e), None));
+                        }
+                    }
+                }
+            };
+            let result = match next? {
+                Err(status) => Err(rpc_error(&status)),
+                Ok(payload) => {
+                    in_flight.sent().pop_front();
+                    in_flight.window.add_permits(1);
+                    half.last_answer = Instant::now();
+                    flatten(decode::<Remote<StreamAppendResult<TypeConfig>>>(payload))
+                }
+            };
+            let more = result.is_ok().then_some(half);
+            Some((result, more))
+        }
+    })
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
+
+    /// Replication over one `StreamAppend` call, at most
+    /// [`APPENDS_IN_FLIGHT`] requests unanswered. A lone request
+    /// (openraft's heartbeats come as one-item streams) goes as a plain
+    /// AppendEntries instead: cheaper than opening a stream for it.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<AppendResults<'s>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if self.stream_unsupported {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures_util::stream::empty()) as AppendResults<'s>);
+            };
+            if input.size_hint().1 == Some(0) {
+                let lone = futures_util::stream::iter([first]);
+                return stream_append_sequential(self, lone, option).await;
+            }
+            let answers = self.open_append_stream(first, input, &option).await?;
+            Ok(answers as AppendResults<'s>)
+        })
+    }
 
     async fn append_entries(
         &mut self,
@@ -267,5 +478,270 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 )))
             })?;
         remote.map_err(|msg| StreamingError::Network(NetworkError::from_string(msg)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blixard_shared::proto::v1::raft_service_server::{RaftService, RaftServiceServer};
+    use blixard_shared::proto::v1::{ReadIndexRequest, ReadIndexResponse};
+    use std::pin::Pin;
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// A stand-in peer: answers AppendEntries with success; its
+    /// `StreamAppend` is one of [`StreamMode`].
+    struct TestPeer {
+        stream: StreamMode,
+    }
+
+    enum StreamMode {
+        /// A daemon from before streamed replication.
+        Missing,
+        /// A stuck follower: accepts the call and never answers.
+        Silent,
+        /// Ends its answers at once (as a follower that shuts down does).
+        EndsAtOnce,
+    }
+
+    type Answers = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl RaftService for TestPeer {
+        type StreamAppendStream = Answers;
+
+        async fn append_entries(
+            &self,
+            _req: Request<RaftPayload>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            let ok: Remote<AppendEntriesResponse<TypeConfig>> = Ok(AppendEntriesResponse::Success);
+            let data = serde_json::to_vec(&ok).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(RaftPayload { data }))
+        }
+
+        async fn stream_append(
+            &self,
+            _req: Request<Streaming<RaftPayload>>,
+        ) -> Result<Response<Answers>, Status> {
+            match self.stream {
+                StreamMode::Missing => Err(Status::unimplemented("no StreamAppend here")),
+                StreamMode::Silent => Ok(Response::new(Box::pin(futures_util::stream::pending()))),
+                StreamMode::EndsAtOnce => {
+                    Ok(Response::new(Box::pin(futures_util::stream::empty())))
+                }
+            }
+        }
+
+        async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+
+        async fn pre_vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+
+        async fn transfer_leader(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+
+        async fn forward(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+
+        async fn read_index(
+            &self,
+            _: Request<ReadIndexRequest>,
+        ) -> Result<Response<ReadIndexResponse>, Status> {
+            Err(Status::unimplemented("test peer"))
+        }
+    }
+
+    async fn serve(peer: TestPeer) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(peer))
+                .serve_with_incoming(incoming),
+        );
+        address
+    }
+
+    fn client(address: String) -> PeerClient {
+        PeerClient {
+            target: 2,
+            address,
+            pool: PeerPool::default(),
+            stream_unsupported: false,
+        }
+    }
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: vec![],
+        }
+    }
+
+    /// Two requests on a stream that stays open, as openraft's replication
+    /// stream does (a one-item stream would take the plain path).
+    fn replication_stream(
+    ) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static {
+        futures_util::stream::iter([heartbeat(), heartbeat()])
+            .chain(futures_util::stream::pending())
+    }
+
+    #[tokio::test]
+    async fn an_older_peer_gets_one_request_at_a_time() {
+        let mut peer = client(
+            serve(TestPeer {
+                stream: StreamMode::Missing,
+            })
+            .await,
+        );
+        let option = RPCOption::new(Duration::from_secs(5));
+        let first = peer
+            .stream_append(replication_stream(), option.clone())
+            .await
+            .map(|_| ());
+        assert!(first.is_err(), "the first attempt learns the peer is older");
+        assert!(peer.stream_unsupported);
+        let answers = peer
+            .stream_append(replication_stream(), option)
+            .await
+            .unwrap();
+        let answers: Vec<_> = answers.take(2).collect().await;
+        assert_eq!(answers.len(), 2);
+        for answer in answers {
+            assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_heartbeat_goes_as_a_plain_request() {
+        // The peer would never answer a stream; the heartbeat is answered.
+        let mut peer = client(
+            serve(TestPeer {
+                stream: StreamMode::Silent,
+            })
+            .await,
+        );
+        let option = RPCOption::new(Duration::from_secs(5));
+        let lone = Box::pin(futures_util::stream::once(async { heartbeat() }));
+        let answers: Vec<_> = peer
+            .stream_append(lone, option)
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(answers.len(), 1);
+        assert!(matches!(answers[0], Ok(Ok(_))), "{:?}", answers[0]);
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_stops_answering_fails_the_stream() {
+        let mut peer = client(
+            serve(TestPeer {
+                stream: StreamMode::Silent,
+            })
+            .await,
+        );
+        let option = RPCOption::new(Duration::from_millis(200));
+        let mut answers = peer
+            .stream_append(replication_stream(), option)
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), answers.next())
+            .await
+            .expect("the stream must fail, not hang");
+        match answer {
+            Some(Err(e)) => assert!(e.to_string().contains("answered no AppendEntries"), "{e}"),
+            other => panic!("expected a timeout error, got {other:?}"),
+        }
+        assert!(
+            answers.next().await.is_none(),
+            "the stream ends after its error"
+        );
+    }
+
+    /// Tells whoever waits on it when the stream holding it is dropped.
+    struct DropSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+    impl Drop for DropSignal {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_end_when_openraft_lets_go_of_the_answers() {
+        // Regression: the transport pumps a request stream until it ends,
+        // so one waiting for openraft's next entries outlived its call when
+        // openraft dropped the answers (after a conflict, say): it held
+        // openraft's replication state from the next call and kept the
+        // follower's server from stopping (cluster tests hung).
+        let mut peer = client(
+            serve(TestPeer {
+                stream: StreamMode::Silent,
+            })
+            .await,
+        );
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
+        let signal = DropSignal(Some(dropped_tx));
+        let requests = replication_stream().map(move |req| {
+            let _held = &signal;
+            req
+        });
+        let answers = peer
+            .stream_append(requests, RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        drop(answers);
+        tokio::time::timeout(Duration::from_secs(10), dropped_rx)
+            .await
+            .expect("the request stream must be dropped with the answers")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn requests_end_when_the_answers_end() {
+        let mut peer = client(
+            serve(TestPeer {
+                stream: StreamMode::EndsAtOnce,
+            })
+            .await,
+        );
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
+        let signal = DropSignal(Some(dropped_tx));
+        let requests = replication_stream().map(move |req| {
+            let _held = &signal;
+            req
+        });
+        let answers: Vec<_> = peer
+            .stream_append(requests, RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert!(answers.is_empty(), "{answers:?}");
+        tokio::time::timeout(Duration::from_secs(10), dropped_rx)
+            .await
+            .expect("the request stream must be dropped once the answers end")
+            .unwrap();
     }
 }

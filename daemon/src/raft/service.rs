@@ -3,13 +3,15 @@
 //! to the node core, and encodes the answer.
 
 use super::network::Remote;
-use super::{Raft, Snapshot, SnapshotMeta, Vote};
+use super::{Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::core::Core;
 use blixard_shared::proto::v1::raft_service_server::RaftService;
 use blixard_shared::proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use serde::{de::DeserializeOwned, Serialize};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Largest snapshot a node accepts (bytes); a larger one fails the transfer.
@@ -45,8 +47,74 @@ fn reply<T: Serialize, E: std::fmt::Display>(
     Ok(Response::new(RaftPayload { data }))
 }
 
+/// The answers of one `StreamAppend` call.
+pub type AppendAnswerStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+/// The first request of a `StreamAppend` call that could not be read; it
+/// ends the call after the answers already owed.
+type BrokenRequest = Arc<Mutex<Option<Status>>>;
+
+/// Decodes a `StreamAppend` call's requests as they arrive, ending at the
+/// first one that cannot be read (its error is left in `broken`).
+fn append_requests(
+    input: Streaming<RaftPayload>,
+    broken: BrokenRequest,
+) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static {
+    futures_util::stream::unfold(Some(input), move |input| {
+        let broken = broken.clone();
+        async move {
+            let mut input = input?;
+            let decoded = match input.next().await? {
+                Ok(payload) => serde_json::from_slice(&payload.data).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "data: not a valid AppendEntries request: {e}"
+                    ))
+                }),
+                Err(status) => Err(status),
+            };
+            match decoded {
+                Ok(rpc) => Some((rpc, Some(input))),
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "StreamAppend request unreadable; ending the stream");
+                    *broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                    None
+                }
+            }
+        }
+    })
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftServer {
+    type StreamAppendStream = AppendAnswerStream;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let broken = BrokenRequest::default();
+        let requests = append_requests(req.into_inner(), broken.clone());
+        let answers = self.raft().stream_append(requests).map(|result| {
+            let remote: Remote<StreamAppendResult<TypeConfig>> =
+                result.map_err(|fatal| fatal.to_string());
+            serde_json::to_vec(&remote)
+                .map(|data| RaftPayload { data })
+                .map_err(|e| Status::internal(format!("encoding reply: {e}")))
+        });
+        let broken = futures_util::stream::once(async move {
+            broken.lock().unwrap_or_else(|p| p.into_inner()).take()
+        })
+        .filter_map(|status| std::future::ready(status.map(Err)));
+        let mut shutdown = self.core.shutdown.clone();
+        let stopping = async move {
+            // An error means the node is gone: stop too.
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        };
+        Ok(Response::new(Box::pin(
+            answers.chain(broken).take_until(stopping),
+        )))
+    }
+
     async fn append_entries(
         &self,
         req: Request<RaftPayload>,
