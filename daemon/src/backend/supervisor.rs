@@ -334,7 +334,13 @@ impl Supervisor {
     /// Kills the instance and its process group (SIGKILL) and waits briefly
     /// for it to go.
     pub async fn kill(&self, name: &str) -> Result<(), BackendError> {
-        if let Some(pid) = self.live_pid(name).and_then(|p| i32::try_from(p).ok()) {
+        // The whole group only when the start time recorded at spawn proves
+        // the pid is still ours: a group of a reused pid is someone else's.
+        let group = self
+            .read_meta(name)
+            .filter(|meta| meta.proc_start_ticks != 0 && Self::alive(meta))
+            .and_then(|meta| i32::try_from(meta.pid).ok());
+        if let Some(pid) = group {
             // SAFETY: killpg(2) on the group the instance leads (started with
             // process_group(0)); it has no memory effects.
             unsafe { libc::killpg(pid, libc::SIGKILL) };
