@@ -93,7 +93,13 @@ pub struct Agent<B: VmBackend> {
     pending: BTreeMap<String, VmReport>,
     lease: watch::Receiver<LeaseStatus>,
     watchdog: Option<Arc<Watchdog>>,
+    /// When the missing watchdog was last reported: passes run up to ten
+    /// times a second, the report at most every [`WATCHDOG_REPORT_EVERY`].
+    watchdog_reported: Option<Instant>,
 }
+
+/// How often a watchdog that cannot be started is reported again.
+const WATCHDOG_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// What the agent needs from fencing (see `fence`).
 pub struct Fencing {
@@ -115,6 +121,7 @@ impl<B: VmBackend> Agent<B> {
             pending: BTreeMap::new(),
             lease: fencing.lease,
             watchdog: fencing.watchdog,
+            watchdog_reported: None,
         }
     }
 
@@ -330,8 +337,21 @@ impl<B: VmBackend> Agent<B> {
         // version on the host).
         if self.local.values().any(|l| l.running) {
             if let Some(w) = &self.watchdog {
-                if let Err(e) = w.ensure() {
-                    tracing::error!(error = %e, "no fence watchdog guards the running vms");
+                match w.ensure() {
+                    Ok(()) => {
+                        if self.watchdog_reported.take().is_some() {
+                            tracing::info!("a fence watchdog guards the running vms again");
+                        }
+                    }
+                    Err(e) => {
+                        let due = self
+                            .watchdog_reported
+                            .is_none_or(|at| at.elapsed() >= WATCHDOG_REPORT_EVERY);
+                        if due {
+                            tracing::error!(error = %e, "no fence watchdog guards the running vms");
+                            self.watchdog_reported = Some(Instant::now());
+                        }
+                    }
                 }
             }
         }
