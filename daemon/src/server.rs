@@ -149,6 +149,11 @@ fn shutdown_signal(
     }
 }
 
+/// How often the server pings an HTTP/2 connection.
+const SERVER_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is closed.
+const SERVER_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Per-node-id step of the election timeout stagger [ms]: more than the
 /// skew between two followers' last heartbeats, small beside the timeout.
 const LEASE_STAGGER_MS: u64 = 10;
@@ -282,6 +287,11 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
         .map_err(|e| StartError::Grpc(e.to_string()))?;
 
     let router = tonic::transport::Server::builder()
+        // Finds peers and clients that vanished without closing their
+        // connection (power loss, partition), so their long-lived calls
+        // (StreamAppend, Watch) end instead of waiting on TCP's timeouts.
+        .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -6,6 +6,7 @@ mod common;
 
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
+use blixard_shared::proto::v1::raft_service_client::RaftServiceClient;
 use blixard_shared::proto::v1::watch_service_client::WatchServiceClient;
 use common::*;
 use std::collections::BTreeSet;
@@ -329,5 +330,24 @@ async fn a_restarted_single_node_keeps_everything_it_acknowledged() {
     .into_iter()
     .collect();
     assert_eq!(names, acked);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_stops_while_a_silent_leader_holds_a_replication_stream() {
+    // Regression: the request half of a StreamAppend lives in openraft's
+    // task; a leader that neither sends nor closes kept the follower's
+    // server (and so its shutdown) waiting for ever.
+    let mut cluster = TestCluster::start(3).await;
+    let follower = cluster.follower().await;
+    let mut raft = RaftServiceClient::new(cluster.channel(follower));
+    let (_keep_open, requests) = tokio::sync::mpsc::channel::<pb::RaftPayload>(1);
+    let _answers = raft
+        .stream_append(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .expect("StreamAppend opens");
+    tokio::time::timeout(Duration::from_secs(30), cluster.stop(follower))
+        .await
+        .expect("the follower must stop despite the open stream");
     cluster.shutdown().await;
 }

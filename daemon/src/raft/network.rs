@@ -184,7 +184,11 @@ fn flatten<T>(r: Result<Remote<T>, RPCError<TypeConfig>>) -> Result<T, RPCError<
 /// measured, see `docs/benchmarks.md`): the leader is CPU-bound there, and a
 /// wider window only sends more, smaller messages, where one request carries
 /// everything proposed while the previous was answered. Links with long
-/// round trips would favour a wider window; none was measured.
+/// round trips would favour a wider window; none was measured. A wider
+/// window also needs the request half driven by a task of its own: with one
+/// request in flight the transport is never waiting for send room while
+/// the request half waits inside openraft (holding its replication state),
+/// so ending the request half when the answers end always takes effect.
 const APPENDS_IN_FLIGHT: usize = 1;
 
 /// Answers of one `StreamAppend` call as openraft consumes them.
@@ -199,11 +203,24 @@ struct InFlight {
     /// Room for [`APPENDS_IN_FLIGHT`] unanswered requests; an answer gives
     /// its slot back.
     window: tokio::sync::Semaphore,
+    /// When openraft's request stream ended: the follower then owes the end
+    /// of its answers, and openraft's next call waits for it.
+    ended: Mutex<Option<Instant>>,
 }
 
 impl InFlight {
     fn sent(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ended(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Since when the follower has owed something (an answer, or the end of
+    /// its answers), if it owes anything.
+    fn owed_since(&self) -> Option<Instant> {
+        self.sent().front().copied().or(*self.ended())
     }
 }
 
@@ -225,7 +242,10 @@ where
     let all = Box::pin(futures_util::stream::once(async move { first }).chain(rest));
     futures_util::stream::unfold((all, in_flight), move |(mut all, in_flight)| async move {
         in_flight.window.acquire().await.ok()?.forget();
-        let req = all.next().await?;
+        let Some(req) = all.next().await else {
+            *in_flight.ended() = Some(Instant::now());
+            return None;
+        };
         match serde_json::to_vec(&req) {
             Ok(data) => {
                 in_flight.sent().push_back(Instant::now());
@@ -257,11 +277,12 @@ impl PeerClient {
         let in_flight = Arc::new(InFlight {
             sent: Mutex::new(VecDeque::with_capacity(APPENDS_IN_FLIGHT)),
             window: tokio::sync::Semaphore::new(APPENDS_IN_FLIGHT),
+            ended: Mutex::new(None),
         });
         let (answers_alive, answers_gone) = tokio::sync::oneshot::channel();
         let requests = append_requests(first, rest, in_flight.clone(), answers_gone, self.target);
         let mut client = self.client()?;
-        let opened = tokio::time::timeout(option.hard_ttl(), client.stream_append(requests)).await;
+        let opened = tokio::time::timeout(option.soft_ttl(), client.stream_append(requests)).await;
         let answers = match opened {
             Ok(Ok(resp)) => resp.into_inner(),
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
@@ -280,7 +301,7 @@ impl PeerClient {
                 return Err(network_error(format!(
                     "node {} did not open StreamAppend within {:?}",
                     self.target,
-                    option.hard_ttl()
+                    option.soft_ttl()
                 )))
             }
         };
@@ -307,8 +328,10 @@ struct AnswerHalf {
 }
 
 /// Turns the follower's answers into openraft's results, in order. Fails the
-/// stream when the follower makes no progress: an answer owed for longer
-/// than `ttl` since it was sent and since the previous answer.
+/// stream when the follower makes no progress: an answer (or the end of the
+/// answers) owed for longer than `ttl` since it became owed and since the
+/// previous answer. Ends after a refusal (conflict, higher vote), as
+/// openraft expects, without giving the refused request's slot back.
 fn append_answers(
     half: AnswerHalf,
     in_flight: Arc<InFlight>,
@@ -324,10 +347,10 @@ fn append_answers(
                 match tokio::time::timeout(ttl, half.answers.next()).await {
                     Ok(next) => break next,
                     Err(_) => {
-                        let oldest = in_flight.sent().front().copied();
-                        if oldest.is_some_and(|t| t.max(half.last_answer).elapsed() >= ttl) {
+                        let owed = in_flight.owed_since();
+                        if owed.is_some_and(|t| t.max(half.last_answer).elapsed() >= ttl) {
                             let e = network_error(format!(
-                                "node {target} answered no AppendEntries within {ttl:?}"
+                                "node {target} made no progress on StreamAppend within {ttl:?}"
                             ));
                             return Some((Err(e), None));
                         }
@@ -338,13 +361,17 @@ fn append_answers(
                 Err(status) => Err(rpc_error(&status)),
                 Ok(payload) => {
                     in_flight.sent().pop_front();
-                    in_flight.window.add_permits(1);
                     half.last_answer = Instant::now();
                     flatten(decode::<Remote<StreamAppendResult<TypeConfig>>>(payload))
                 }
             };
-            let more = result.is_ok().then_some(half);
-            Some((result, more))
+            // Only an accepted request frees its slot: after a refusal or
+            // an error nothing more may be sent on this call.
+            let accepted = matches!(result, Ok(Ok(_)));
+            if accepted {
+                in_flight.window.add_permits(1);
+            }
+            Some((result, accepted.then_some(half)))
         }
     })
 }
@@ -486,6 +513,7 @@ mod tests {
     use super::*;
     use blixard_shared::proto::v1::raft_service_server::{RaftService, RaftServiceServer};
     use blixard_shared::proto::v1::{ReadIndexRequest, ReadIndexResponse};
+    use openraft::raft::StreamAppendError;
     use std::pin::Pin;
     use tonic::{Request, Response, Status, Streaming};
 
@@ -502,6 +530,16 @@ mod tests {
         Silent,
         /// Ends its answers at once (as a follower that shuts down does).
         EndsAtOnce,
+        /// Accepts every request but never ends its answers.
+        NeverEnds,
+        /// Refuses the first request (a higher vote) and stays open.
+        Refuses,
+    }
+
+    fn answer(result: StreamAppendResult<TypeConfig>) -> Result<RaftPayload, Status> {
+        let remote: Remote<StreamAppendResult<TypeConfig>> = Ok(result);
+        let data = serde_json::to_vec(&remote).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(RaftPayload { data })
     }
 
     type Answers = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
@@ -521,9 +559,21 @@ mod tests {
 
         async fn stream_append(
             &self,
-            _req: Request<Streaming<RaftPayload>>,
+            req: Request<Streaming<RaftPayload>>,
         ) -> Result<Response<Answers>, Status> {
+            let requests = req.into_inner();
             match self.stream {
+                StreamMode::NeverEnds => Ok(Response::new(Box::pin(
+                    requests
+                        .map(|_| answer(Ok(None)))
+                        .chain(futures_util::stream::pending()),
+                ))),
+                StreamMode::Refuses => Ok(Response::new(Box::pin(
+                    requests
+                        .take(1)
+                        .map(|_| answer(Err(StreamAppendError::HigherVote(Vote::new(9, 3)))))
+                        .chain(futures_util::stream::pending()),
+                ))),
                 StreamMode::Missing => Err(Status::unimplemented("no StreamAppend here")),
                 StreamMode::Silent => Ok(Response::new(Box::pin(futures_util::stream::pending()))),
                 StreamMode::EndsAtOnce => {
@@ -668,7 +718,7 @@ mod tests {
             .await
             .expect("the stream must fail, not hang");
         match answer {
-            Some(Err(e)) => assert!(e.to_string().contains("answered no AppendEntries"), "{e}"),
+            Some(Err(e)) => assert!(e.to_string().contains("made no progress"), "{e}"),
             other => panic!("expected a timeout error, got {other:?}"),
         }
         assert!(
@@ -743,5 +793,52 @@ mod tests {
             .await
             .expect("the request stream must be dropped once the answers end")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_never_ends_its_answers_fails_the_stream() {
+        // Openraft's next call waits for this one's answers to end.
+        let mut peer = client(
+            serve(TestPeer {
+                stream: StreamMode::NeverEnds,
+            })
+            .await,
+        );
+        let two = futures_util::stream::iter([heartbeat(), heartbeat()]);
+        let answers = peer
+            .stream_append(two, RPCOption::new(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        let answers: Vec<_> = tokio::time::timeout(Duration::from_secs(10), answers.collect())
+            .await
+            .expect("the stream must fail, not hang");
+        assert_eq!(answers.len(), 3, "{answers:?}");
+        assert!(matches!(answers[0], Ok(Ok(_))) && matches!(answers[1], Ok(Ok(_))));
+        match &answers[2] {
+            Err(e) => assert!(e.to_string().contains("made no progress"), "{e}"),
+            other => panic!("expected a timeout error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_ends_the_stream() {
+        let mut peer = client(
+            serve(TestPeer {
+                stream: StreamMode::Refuses,
+            })
+            .await,
+        );
+        let answers = peer
+            .stream_append(replication_stream(), RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let answers: Vec<_> = tokio::time::timeout(Duration::from_secs(10), answers.collect())
+            .await
+            .expect("a refusal must end the stream");
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert!(
+            matches!(answers[0], Ok(Err(StreamAppendError::HigherVote(_)))),
+            "{answers:?}"
+        );
     }
 }

@@ -31,6 +31,15 @@ impl RaftServer {
     fn raft(&self) -> &Raft {
         &self.core.raft
     }
+
+    /// Resolves when the node starts to stop; long-lived calls end on it.
+    fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.core.shutdown.clone();
+        async move {
+            // An error means the node is gone: stop too.
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        }
+    }
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -56,9 +65,13 @@ type BrokenRequest = Arc<Mutex<Option<Status>>>;
 
 /// Decodes a `StreamAppend` call's requests as they arrive, ending at the
 /// first one that cannot be read (its error is left in `broken`).
+/// Ends at shutdown too: the request half lives in openraft's task, and the
+/// HTTP/2 stream stays open (holding up the server's graceful stop) until
+/// it is dropped, even when the leader on the other end has gone silent.
 fn append_requests(
     input: Streaming<RaftPayload>,
     broken: BrokenRequest,
+    stopping: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static {
     futures_util::stream::unfold(Some(input), move |input| {
         let broken = broken.clone();
@@ -66,22 +79,29 @@ fn append_requests(
             let mut input = input?;
             let decoded = match input.next().await? {
                 Ok(payload) => serde_json::from_slice(&payload.data).map_err(|e| {
-                    Status::invalid_argument(format!(
+                    let status = Status::invalid_argument(format!(
                         "data: not a valid AppendEntries request: {e}"
-                    ))
+                    ));
+                    tracing::warn!(error = %status.message(), "StreamAppend request unreadable; ending the stream");
+                    status
                 }),
-                Err(status) => Err(status),
+                Err(status) => {
+                    // The leader ended the call (a reset after a timeout or
+                    // a conflict): routine, not worth a warning.
+                    tracing::debug!(error = %status.message(), "StreamAppend ended by the leader");
+                    Err(status)
+                }
             };
             match decoded {
                 Ok(rpc) => Some((rpc, Some(input))),
                 Err(status) => {
-                    tracing::warn!(error = %status.message(), "StreamAppend request unreadable; ending the stream");
                     *broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
                     None
                 }
             }
         }
     })
+    .take_until(stopping)
 }
 
 #[tonic::async_trait]
@@ -93,7 +113,7 @@ impl RaftService for RaftServer {
         req: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         let broken = BrokenRequest::default();
-        let requests = append_requests(req.into_inner(), broken.clone());
+        let requests = append_requests(req.into_inner(), broken.clone(), self.stopping());
         let answers = self.raft().stream_append(requests).map(|result| {
             let remote: Remote<StreamAppendResult<TypeConfig>> =
                 result.map_err(|fatal| fatal.to_string());
@@ -105,13 +125,8 @@ impl RaftService for RaftServer {
             broken.lock().unwrap_or_else(|p| p.into_inner()).take()
         })
         .filter_map(|status| std::future::ready(status.map(Err)));
-        let mut shutdown = self.core.shutdown.clone();
-        let stopping = async move {
-            // An error means the node is gone: stop too.
-            let _ = shutdown.wait_for(|stopping| *stopping).await;
-        };
         Ok(Response::new(Box::pin(
-            answers.chain(broken).take_until(stopping),
+            answers.chain(broken).take_until(self.stopping()),
         )))
     }
 
