@@ -84,7 +84,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             address: node.addr.clone(),
             pool: self.pool.clone(),
-            stream_unsupported: false,
+            stream_unsupported: None,
         }
     }
 }
@@ -94,10 +94,16 @@ pub struct PeerClient {
     target: u64,
     address: String,
     pool: PeerPool,
-    /// The peer answered `StreamAppend` with `Unimplemented` (a daemon from
-    /// before streamed replication): one AppendEntries call per request.
-    stream_unsupported: bool,
+    /// When the peer answered `StreamAppend` with `Unimplemented` (a daemon
+    /// from before streamed replication): for [`STREAM_RETRY_AFTER`] after
+    /// that, one AppendEntries call per request.
+    stream_unsupported: Option<Instant>,
 }
+
+/// How long a peer without `StreamAppend` gets plain AppendEntries calls
+/// before streaming is tried again (it may have been upgraded since). Each
+/// try costs one failed replication call.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Maps a transport failure to openraft's error: connection failures are
 /// `Unreachable` (long backoff), everything else a `NetworkError`.
@@ -290,7 +296,7 @@ impl PeerClient {
                     target_node = self.target,
                     "peer has no StreamAppend (an older daemon); replicating one request at a time"
                 );
-                self.stream_unsupported = true;
+                self.stream_unsupported = Some(Instant::now());
                 return Err(network_error(format!(
                     "node {} does not support StreamAppend",
                     self.target
@@ -380,7 +386,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
 
     /// Replication over one `StreamAppend` call, at most
-    /// [`APPENDS_IN_FLIGHT`] requests unanswered. A lone request
+    /// [`APPENDS_IN_FLIGHT`] requests unanswered (plain calls for a while to
+    /// a peer without it). A lone request
     /// (openraft's heartbeats come as one-item streams) goes as a plain
     /// AppendEntries instead: cheaper than opening a stream for it.
     fn stream_append<'s, S>(
@@ -391,7 +398,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        if self.stream_unsupported {
+        if self
+            .stream_unsupported
+            .is_some_and(|at| at.elapsed() < STREAM_RETRY_AFTER)
+        {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
@@ -633,7 +643,7 @@ mod tests {
             target: 2,
             address,
             pool: PeerPool::default(),
-            stream_unsupported: false,
+            stream_unsupported: None,
         }
     }
 
@@ -668,9 +678,9 @@ mod tests {
             .await
             .map(|_| ());
         assert!(first.is_err(), "the first attempt learns the peer is older");
-        assert!(peer.stream_unsupported);
+        assert!(peer.stream_unsupported.is_some());
         let answers = peer
-            .stream_append(replication_stream(), option)
+            .stream_append(replication_stream(), option.clone())
             .await
             .unwrap();
         let answers: Vec<_> = answers.take(2).collect().await;
@@ -678,6 +688,16 @@ mod tests {
         for answer in answers {
             assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
         }
+        // A minute on, streaming is tried again (the peer may be upgraded).
+        peer.stream_unsupported = Instant::now().checked_sub(STREAM_RETRY_AFTER);
+        let retried = peer
+            .stream_append(replication_stream(), option)
+            .await
+            .map(|_| ());
+        assert!(retried.is_err(), "still older: the retry finds out again");
+        assert!(peer
+            .stream_unsupported
+            .is_some_and(|at| at.elapsed() < STREAM_RETRY_AFTER));
     }
 
     #[tokio::test]
