@@ -136,7 +136,9 @@ impl NodeHandle {
     }
 }
 
-fn shutdown_signal(
+/// Resolves once the node starts to stop (or is gone); long-lived calls
+/// and servers end on it.
+pub(crate) fn shutdown_signal(
     rx: &watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut rx = rx.clone();

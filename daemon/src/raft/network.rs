@@ -538,8 +538,6 @@ mod tests {
         Missing,
         /// A stuck follower: accepts the call and never answers.
         Silent,
-        /// Ends its answers at once (as a follower that shuts down does).
-        EndsAtOnce,
         /// Accepts every request but never ends its answers.
         NeverEnds,
         /// Refuses the first request (a higher vote) and stays open.
@@ -586,9 +584,6 @@ mod tests {
                 ))),
                 StreamMode::Missing => Err(Status::unimplemented("no StreamAppend here")),
                 StreamMode::Silent => Ok(Response::new(Box::pin(futures_util::stream::pending()))),
-                StreamMode::EndsAtOnce => {
-                    Ok(Response::new(Box::pin(futures_util::stream::empty())))
-                }
             }
         }
 
@@ -638,10 +633,11 @@ mod tests {
         address
     }
 
-    fn client(address: String) -> PeerClient {
+    /// A client for a fresh [`TestPeer`] whose `StreamAppend` is `stream`.
+    async fn client_for(stream: StreamMode) -> PeerClient {
         PeerClient {
             target: 2,
-            address,
+            address: serve(TestPeer { stream }).await,
             pool: PeerPool::default(),
             stream_unsupported: None,
         }
@@ -666,12 +662,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_older_peer_gets_one_request_at_a_time() {
-        let mut peer = client(
-            serve(TestPeer {
-                stream: StreamMode::Missing,
-            })
-            .await,
-        );
+        let mut peer = client_for(StreamMode::Missing).await;
         let option = RPCOption::new(Duration::from_secs(5));
         let first = peer
             .stream_append(replication_stream(), option.clone())
@@ -703,12 +694,7 @@ mod tests {
     #[tokio::test]
     async fn a_lone_heartbeat_goes_as_a_plain_request() {
         // The peer would never answer a stream; the heartbeat is answered.
-        let mut peer = client(
-            serve(TestPeer {
-                stream: StreamMode::Silent,
-            })
-            .await,
-        );
+        let mut peer = client_for(StreamMode::Silent).await;
         let option = RPCOption::new(Duration::from_secs(5));
         let lone = Box::pin(futures_util::stream::once(async { heartbeat() }));
         let answers: Vec<_> = peer
@@ -723,12 +709,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_follower_that_stops_answering_fails_the_stream() {
-        let mut peer = client(
-            serve(TestPeer {
-                stream: StreamMode::Silent,
-            })
-            .await,
-        );
+        let mut peer = client_for(StreamMode::Silent).await;
         let option = RPCOption::new(Duration::from_millis(200));
         let mut answers = peer
             .stream_append(replication_stream(), option)
@@ -765,12 +746,7 @@ mod tests {
         // openraft dropped the answers (after a conflict, say): it held
         // openraft's replication state from the next call and kept the
         // follower's server from stopping (cluster tests hung).
-        let mut peer = client(
-            serve(TestPeer {
-                stream: StreamMode::Silent,
-            })
-            .await,
-        );
+        let mut peer = client_for(StreamMode::Silent).await;
         let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
         let signal = DropSignal(Some(dropped_tx));
         let requests = replication_stream().map(move |req| {
@@ -789,41 +765,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn requests_end_when_the_answers_end() {
-        let mut peer = client(
-            serve(TestPeer {
-                stream: StreamMode::EndsAtOnce,
-            })
-            .await,
-        );
-        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
-        let signal = DropSignal(Some(dropped_tx));
-        let requests = replication_stream().map(move |req| {
-            let _held = &signal;
-            req
-        });
-        let answers: Vec<_> = peer
-            .stream_append(requests, RPCOption::new(Duration::from_secs(5)))
-            .await
-            .unwrap()
-            .collect()
-            .await;
-        assert!(answers.is_empty(), "{answers:?}");
-        tokio::time::timeout(Duration::from_secs(10), dropped_rx)
-            .await
-            .expect("the request stream must be dropped once the answers end")
-            .unwrap();
-    }
-
-    #[tokio::test]
     async fn a_follower_that_never_ends_its_answers_fails_the_stream() {
         // Openraft's next call waits for this one's answers to end.
-        let mut peer = client(
-            serve(TestPeer {
-                stream: StreamMode::NeverEnds,
-            })
-            .await,
-        );
+        let mut peer = client_for(StreamMode::NeverEnds).await;
         let two = futures_util::stream::iter([heartbeat(), heartbeat()]);
         let answers = peer
             .stream_append(two, RPCOption::new(Duration::from_millis(200)))
@@ -842,12 +786,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_ends_the_stream() {
-        let mut peer = client(
-            serve(TestPeer {
-                stream: StreamMode::Refuses,
-            })
-            .await,
-        );
+        let mut peer = client_for(StreamMode::Refuses).await;
         let answers = peer
             .stream_append(replication_stream(), RPCOption::new(Duration::from_secs(5)))
             .await

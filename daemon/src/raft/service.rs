@@ -34,11 +34,7 @@ impl RaftServer {
 
     /// Resolves when the node starts to stop; long-lived calls end on it.
     fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut shutdown = self.core.shutdown.clone();
-        async move {
-            // An error means the node is gone: stop too.
-            let _ = shutdown.wait_for(|stopping| *stopping).await;
-        }
+        crate::server::shutdown_signal(&self.core.shutdown)
     }
 }
 
