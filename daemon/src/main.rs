@@ -5,6 +5,12 @@ use clap::Parser;
 use color_eyre::eyre::{Result, WrapErr};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc malloc: the write path allocates many small,
+/// short-lived buffers across threads, and glibc's arenas spent about a
+/// tenth of the leader's CPU on them (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     color_eyre::install()?;

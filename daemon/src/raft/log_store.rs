@@ -8,6 +8,11 @@
 //! its own fsync runs, and many proposals share one fsync (group commit).
 //! Votes, truncation and purges go through the same queue, in order, and
 //! their callers wait for the fsync.
+//!
+//! Durable entries stay in memory too, the newest up to a bound: apply and
+//! replication read entries soon after they are written, and reading them
+//! back from redb meant a read transaction and a JSON decode per entry per
+//! reader (three per entry on the leader: apply and two followers).
 
 use super::{io_err, Entry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -40,6 +45,12 @@ const WRITE_QUEUE: usize = 1024;
 const COMMITTED_HINT_EVERY: u64 = 1024;
 /// Most queued writes one transaction takes.
 const MAX_WRITES_PER_TXN: usize = 256;
+/// Most durable entries kept in memory; past it the oldest are dropped from
+/// memory (they stay in redb, and reads of them go there).
+const RECENT_MAX_ENTRIES: usize = 8192;
+/// Most encoded bytes of durable entries kept in memory, with the same
+/// effect at the limit.
+const RECENT_MAX_BYTES: usize = 16 << 20;
 
 /// A change the writer applies inside its transaction.
 type Change = Box<dyn FnOnce(&redb::WriteTransaction) -> io::Result<()> + Send>;
@@ -57,11 +68,21 @@ enum Write {
     },
 }
 
-/// Entries appended but not yet durable, readable by replication and apply.
+/// The log's newest entries in memory, readable by replication and apply:
+/// those appended but not yet durable, and the newest durable ones. Together
+/// they are a contiguous tail of the log (appends are contiguous, the
+/// durable part is trimmed only at its front, truncation cuts a suffix and
+/// a purge a prefix), so a read starting at or after the lowest index held
+/// here needs nothing from redb.
 #[derive(Default)]
 struct Pending {
-    /// index -> (sequence number of the append, entry).
+    /// Not yet durable: index -> (sequence number of the append, entry).
     entries: BTreeMap<u64, (u64, Entry)>,
+    /// Durable, newest only: index -> (encoded size, entry). Every index
+    /// here is below every index in `entries`.
+    recent: BTreeMap<u64, (usize, Entry)>,
+    /// Sum of the encoded sizes in `recent`.
+    recent_bytes: usize,
     next_seq: u64,
     /// The newest committed id not yet written: it rides along with the
     /// next transaction instead of costing one of its own.
@@ -81,6 +102,62 @@ pub struct LogStore {
 
 fn lock(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pending {
+    /// The lowest index held in memory: reads at or above it need no redb.
+    fn lowest(&self) -> Option<u64> {
+        let recent = self.recent.keys().next().copied();
+        let pending = self.entries.keys().next().copied();
+        recent.or(pending)
+    }
+
+    /// Moves an entry that became durable from `entries` to `recent`,
+    /// unless a later append (after a truncation) replaced it.
+    fn made_durable(&mut self, index: u64, seq: u64, size: usize) {
+        if self.entries.get(&index).map(|(s, _)| *s) != Some(seq) {
+            return;
+        }
+        if let Some((_, entry)) = self.entries.remove(&index) {
+            self.recent_bytes += size;
+            if let Some((old, _)) = self.recent.insert(index, (size, entry)) {
+                self.recent_bytes -= old;
+            }
+        }
+    }
+
+    /// Drops the oldest durable entries from memory past the bounds.
+    fn trim_recent(&mut self) {
+        while self.recent.len() > RECENT_MAX_ENTRIES || self.recent_bytes > RECENT_MAX_BYTES {
+            match self.recent.pop_first() {
+                Some((_, (size, _))) => self.recent_bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Keeps only the entries whose index passes `keep`, durable or not.
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.entries.retain(|i, _| keep(*i));
+        let mut dropped = 0;
+        self.recent.retain(|i, (size, _)| {
+            let kept = keep(*i);
+            if !kept {
+                dropped += *size;
+            }
+            kept
+        });
+        self.recent_bytes -= dropped;
+    }
+
+    /// Copies of the entries held in memory within `start..end`, in order.
+    fn copy_range(&self, start: u64, end: u64) -> Vec<Entry> {
+        self.recent
+            .range(start..end)
+            .map(|(_, (_, e))| e.clone())
+            .chain(self.entries.range(start..end).map(|(_, (_, e))| e.clone()))
+            .collect()
+    }
 }
 
 impl LogStore {
@@ -216,7 +293,7 @@ fn write_loop(db: Arc<Database>, pending: Arc<Mutex<Pending>>, mut queue: mpsc::
         for w in batch {
             match w {
                 Write::Append { entries, callback } => {
-                    appended.extend(entries.iter().map(|(i, seq, _)| (*i, *seq)));
+                    appended.extend(entries.iter().map(|(i, seq, b)| (*i, *seq, b.len())));
                     changes.push(Change::from(Box::new(
                         move |tx: &redb::WriteTransaction| {
                             let mut t = tx.open_table(LOG).map_err(io_err)?;
@@ -248,13 +325,10 @@ fn write_loop(db: Arc<Database>, pending: Arc<Mutex<Pending>>, mut queue: mpsc::
         })();
         if result.is_ok() {
             let mut p = lock(&pending);
-            // Durable now: readers find these in redb. An entry replaced by
-            // a later append (after a truncation) stays pending.
-            for (index, seq) in appended {
-                if p.entries.get(&index).is_some_and(|(s, _)| *s == seq) {
-                    p.entries.remove(&index);
-                }
+            for (index, seq, size) in appended {
+                p.made_durable(index, seq, size);
             }
+            p.trim_recent();
             if p.committed == committed {
                 p.committed = None;
             }
@@ -299,23 +373,26 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start >= end_excl {
             return Ok(Vec::new());
         }
-        // Pending entries first (they win over older durable ones at the
-        // same index), then the durable rest.
-        let mut out: BTreeMap<u64, Entry> = lock(&self.pending)
-            .entries
-            .range(start..end_excl)
-            .map(|(i, (_, e))| (*i, e.clone()))
-            .collect();
+        // The tail held in memory, then from redb only what lies below it
+        // (redb may still hold entries a truncation is removing: never
+        // read above the memory's lowest index).
+        let (in_memory, lowest) = {
+            let p = lock(&self.pending);
+            (p.copy_range(start, end_excl), p.lowest())
+        };
+        let durable_end = lowest.map_or(end_excl, |l| l.min(end_excl));
+        if start >= durable_end {
+            return Ok(in_memory);
+        }
         let tx = self.db.begin_read().map_err(io_err)?;
         let table = tx.open_table(LOG).map_err(io_err)?;
-        for item in table.range(start..end_excl).map_err(io_err)? {
-            let (k, v) = item.map_err(io_err)?;
-            let index = k.value();
-            if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(index) {
-                slot.insert(serde_json::from_slice(v.value()).map_err(io_err)?);
-            }
+        let mut out = Vec::with_capacity(in_memory.len());
+        for item in table.range(start..durable_end).map_err(io_err)? {
+            let (_, v) = item.map_err(io_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(io_err)?);
         }
-        Ok(out.into_values().collect())
+        out.extend(in_memory);
+        Ok(out)
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
@@ -409,7 +486,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
         tracing::debug!(from, "truncating log");
-        lock(&self.pending).entries.retain(|i, _| *i < from);
+        lock(&self.pending).retain(|i| i < from);
         self.write(Box::new(move |tx| {
             let mut t = tx.open_table(LOG).map_err(io_err)?;
             t.retain_in(from.., |_, _| false).map_err(io_err)?;
@@ -422,7 +499,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let upto = log_id.index;
         let bytes = serde_json::to_vec(&log_id).map_err(io_err)?;
         tracing::debug!(upto, "purging log");
-        lock(&self.pending).entries.retain(|i, _| *i > upto);
+        lock(&self.pending).retain(|i| i > upto);
         self.write(Box::new(move |tx| {
             let mut meta = tx.open_table(META).map_err(io_err)?;
             meta.insert(KEY_PURGED, bytes.as_slice()).map_err(io_err)?;
@@ -456,5 +533,84 @@ mod tests {
         assert_eq!((vote.leader_id.term, vote.leader_id.node_id), (7, 1));
         assert!(!vote.committed, "no longer the leader of term 7");
         assert!(!store.give_up_leadership_of_restored_term(1).await.unwrap());
+    }
+
+    fn open_store() -> (tempfile::TempDir, LogStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(tmp.path().join("db.redb")).unwrap());
+        (tmp, LogStore::open(db).unwrap())
+    }
+
+    fn blanks(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+        indexes
+            .map(|i| openraft::testing::blank_ent::<TypeConfig>(term, 1, i))
+            .collect()
+    }
+
+    /// Appends and waits until the entries are durable.
+    async fn append_durably(store: &mut LogStore, entries: Vec<Entry>) {
+        use openraft::type_config::TypeConfigExt;
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    /// (term, index) of every entry read from `range`.
+    async fn read_ids(
+        store: &mut LogStore,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Vec<(u64, u64)> {
+        store
+            .try_get_log_entries(range)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reads_join_redb_and_the_entries_kept_in_memory() {
+        let (_tmp, mut store) = open_store();
+        let last = RECENT_MAX_ENTRIES as u64 + 100;
+        append_durably(&mut store, blanks(1, 1..=last)).await;
+        let lowest = lock(&store.pending).lowest().unwrap();
+        assert!(lowest > 1, "the oldest entries left memory");
+        assert!(lock(&store.pending).recent.len() <= RECENT_MAX_ENTRIES);
+        let ids = read_ids(&mut store, 1..=last + 10).await;
+        let want: Vec<(u64, u64)> = (1..=last).map(|i| (1, i)).collect();
+        assert_eq!(ids, want, "every entry once, in order, across the boundary");
+        let around = read_ids(&mut store, lowest - 2..=lowest + 2).await;
+        assert_eq!(around.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_truncation_removes_durable_entries_from_memory() {
+        let (_tmp, mut store) = open_store();
+        append_durably(&mut store, blanks(1, 1..=10)).await;
+        store
+            .truncate_after(Some(openraft::testing::log_id::<TypeConfig>(1, 1, 5)))
+            .await
+            .unwrap();
+        assert_eq!(read_ids(&mut store, 1..=20).await.len(), 5);
+        append_durably(&mut store, blanks(2, 6..=7)).await;
+        let ids = read_ids(&mut store, 4..=20).await;
+        assert_eq!(ids, vec![(1, 4), (1, 5), (2, 6), (2, 7)]);
+    }
+
+    #[tokio::test]
+    async fn a_purge_removes_durable_entries_from_memory() {
+        let (_tmp, mut store) = open_store();
+        append_durably(&mut store, blanks(1, 1..=10)).await;
+        store
+            .purge(openraft::testing::log_id::<TypeConfig>(1, 1, 5))
+            .await
+            .unwrap();
+        assert_eq!(lock(&store.pending).lowest(), Some(6));
+        let ids = read_ids(&mut store, 1..=10).await;
+        assert_eq!(ids, (6..=10).map(|i| (1, i)).collect::<Vec<_>>());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(5));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(10));
     }
 }
