@@ -17,16 +17,16 @@ use std::time::Instant;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
     /// RPC name, e.g. `CreateVm`.
-    pub method: String,
+    pub method: &'static str,
     /// Status code name, e.g. `ok`, `not_found`.
-    pub code: String,
+    pub code: &'static str,
 }
 
 /// Labels of per-method latency.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodOnly {
     /// RPC name.
-    pub method: String,
+    pub method: &'static str,
 }
 
 type U64Gauge = Gauge<u64, AtomicU64>;
@@ -206,14 +206,12 @@ impl Metrics {
         };
         self.grpc_requests
             .get_or_create(&MethodLabels {
-                method: method.to_string(),
-                code: blixard_shared::client::code_name(code).to_string(),
+                method,
+                code: blixard_shared::client::code_name(code),
             })
             .inc();
         self.grpc_latency
-            .get_or_create(&MethodOnly {
-                method: method.to_string(),
-            })
+            .get_or_create(&MethodOnly { method })
             .observe(started.elapsed().as_secs_f64());
         result
     }

@@ -17,7 +17,9 @@ pub async fn run(
     let mut last_leader = None;
     loop {
         {
-            let m = rx.borrow_watched().clone();
+            // Read in place: the metrics change several times per write
+            // batch, and a clone copies the membership and replication maps.
+            let m = rx.borrow_watched();
             let g = &core.metrics;
             g.raft_term.set(m.current_term);
             g.raft_is_leader
