@@ -20,7 +20,7 @@
 //!   is applied after it, so the agent sees the VM gone before it may start
 //!   anything again.
 
-use crate::backend::supervisor::{proc_start, send_signal, Meta};
+use crate::backend::supervisor::{proc_start, proc_vm_dir, send_signal, Meta};
 use crate::core::Core;
 use crate::state::{Action, CommandOutcome};
 use std::io::Write;
@@ -303,14 +303,7 @@ fn vm_processes(vm_root: &Path) -> Vec<VmProcess> {
         if pid == me || found.contains_key(&pid) {
             continue;
         }
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let Some(dir) = env
-            .split(|b| *b == 0)
-            .find_map(|v| v.strip_prefix(b"BLIXARD_VM_DIR="))
-            .map(|d| PathBuf::from(String::from_utf8_lossy(d).into_owned()))
-        else {
+        let Some(dir) = proc_vm_dir(pid) else {
             continue;
         };
         // Only a direct child of this node's runtime root, spelled plainly

@@ -151,10 +151,11 @@ pub(crate) fn shutdown_signal(
     }
 }
 
-/// How often the server pings an HTTP/2 connection.
-const SERVER_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often an HTTP/2 connection is pinged: by the server on every
+/// connection, and by each daemon on its channels to its peers.
+pub(crate) const HTTP2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection is closed.
-const SERVER_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const HTTP2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Per-node-id step of the election timeout stagger [ms]: more than the
 /// skew between two followers' last heartbeats, small beside the timeout.
@@ -292,8 +293,8 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
         // Finds peers and clients that vanished without closing their
         // connection (power loss, partition), so their long-lived calls
         // (StreamAppend, Watch) end instead of waiting on TCP's timeouts.
-        .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -73,6 +73,15 @@ pub(crate) fn proc_start(pid: u32) -> Option<(u64, bool)> {
     Some((start, zombie))
 }
 
+/// The VM dir a process carries in its environment (`BLIXARD_VM_DIR`, set
+/// on every VM process at spawn and inherited by its children), if any.
+pub(crate) fn proc_vm_dir(pid: u32) -> Option<PathBuf> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|v| v.strip_prefix(b"BLIXARD_VM_DIR="))
+        .map(|d| PathBuf::from(String::from_utf8_lossy(d).into_owned()))
+}
+
 /// Describes how a process ended.
 pub fn describe_exit(status: ExitStatus) -> (bool, String) {
     if let Some(code) = status.code() {
@@ -263,19 +272,23 @@ impl Supervisor {
         })
     }
 
-    fn alive(meta: &Meta) -> bool {
+    /// Whether the process `meta` records is still this instance: alive,
+    /// not a zombie, and not another process that got the pid since. The
+    /// kernel start time recorded at spawn proves that; when it could not
+    /// be read then (recorded as 0), the process must carry this
+    /// instance's dir in its environment instead.
+    fn alive(&self, meta: &Meta) -> bool {
         match proc_start(meta.pid) {
-            Some((start, zombie)) => {
-                !zombie && (meta.proc_start_ticks == 0 || start == meta.proc_start_ticks)
-            }
-            None => false,
+            None | Some((_, true)) => false,
+            Some((start, false)) if meta.proc_start_ticks != 0 => start == meta.proc_start_ticks,
+            Some(_) => proc_vm_dir(meta.pid).is_some_and(|d| d == self.dir(&meta.name)),
         }
     }
 
     /// The pid of a live instance of `name`, if any.
     pub fn live_pid(&self, name: &str) -> Option<u32> {
         let meta = self.read_meta(name)?;
-        Self::alive(&meta).then_some(meta.pid)
+        self.alive(&meta).then_some(meta.pid)
     }
 
     /// The state of `name`'s instance.
@@ -296,7 +309,7 @@ impl Supervisor {
                 };
             }
         }
-        if Self::alive(&meta) {
+        if self.alive(&meta) {
             InstanceState::Running { pid: meta.pid }
         } else {
             InstanceState::Exited {
@@ -312,7 +325,7 @@ impl Supervisor {
     /// Sends `signal` to the instance's process if it is alive.
     pub fn signal(&self, name: &str, signal: i32) -> bool {
         match self.read_meta(name) {
-            Some(meta) if Self::alive(&meta) => send_signal(meta.pid, signal),
+            Some(meta) if self.alive(&meta) => send_signal(meta.pid, signal),
             _ => false,
         }
     }
@@ -338,7 +351,7 @@ impl Supervisor {
         // the pid is still ours: a group of a reused pid is someone else's.
         let group = self
             .read_meta(name)
-            .filter(|meta| meta.proc_start_ticks != 0 && Self::alive(meta))
+            .filter(|meta| meta.proc_start_ticks != 0 && self.alive(meta))
             .and_then(|meta| i32::try_from(meta.pid).ok());
         if let Some(pid) = group {
             // SAFETY: killpg(2) on the group the instance leads (started with
@@ -364,7 +377,7 @@ impl Supervisor {
             let Some(meta) = self.read_meta(&name) else {
                 continue;
             };
-            if meta.backend != self.backend || !Self::alive(&meta) {
+            if meta.backend != self.backend || !self.alive(&meta) {
                 continue;
             }
             tracing::info!(vm = %name, pid = meta.pid, epoch = meta.epoch, "found a running vm from before the restart");
@@ -435,6 +448,35 @@ mod tests {
         let (start, zombie) = proc_start(std::process::id()).expect("own stat");
         assert!(start > 0);
         assert!(!zombie);
+    }
+
+    /// Without a recorded start time (it could not be read at spawn), a
+    /// live process is this instance only if its environment names the
+    /// instance's dir: after a restart, a pid reused by another process
+    /// must not be adopted, signalled or reported as the VM.
+    #[tokio::test]
+    async fn without_a_start_time_the_environment_decides_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new(tmp.path().join("vms"), "process").unwrap();
+        sup.prepare("t2").unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "sleep 30"]);
+        let inst = sup.spawn("t2", 1, cmd).unwrap();
+        let mut meta = sup.read_meta("t2").unwrap();
+        meta.proc_start_ticks = 0;
+        sup.write_meta(&meta).unwrap();
+        assert_eq!(sup.state("t2"), InstanceState::Running { pid: inst.pid });
+        assert_eq!(sup.adopt().len(), 1);
+
+        // The same record pointing at a live process that is not a VM (this
+        // test's own process): not running, not adopted, not signalled.
+        meta.pid = std::process::id();
+        sup.write_meta(&meta).unwrap();
+        assert!(matches!(sup.state("t2"), InstanceState::Exited { .. }));
+        assert!(sup.adopt().is_empty());
+        assert!(!sup.signal("t2", 0));
+
+        assert!(send_signal(inst.pid, libc::SIGKILL));
     }
 
     #[tokio::test]
