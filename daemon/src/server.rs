@@ -208,7 +208,8 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
         .startup_position()
         .await
         .map_err(|e| storage_err(&db_path, e))?;
-    let state_machine = StateMachine::open(db.clone()).map_err(|e| storage_err(&db_path, e))?;
+    let state_machine = StateMachine::open(db.clone(), log_store.write_queue())
+        .map_err(|e| storage_err(&db_path, e))?;
     let view = state_machine.view();
     let snapshot_bytes = state_machine.snapshot_bytes();
 

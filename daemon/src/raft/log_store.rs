@@ -7,7 +7,9 @@
 //! tells openraft the entries are durable. So the leader replicates while
 //! its own fsync runs, and many proposals share one fsync (group commit).
 //! Votes, truncation and purges go through the same queue, in order, and
-//! their callers wait for the fsync.
+//! their callers wait for the fsync; so do the state machine's snapshot
+//! writes ([`WriteQueue`]), chunk by chunk, so that they never hold the
+//! file's one writer for long.
 //!
 //! Durable entries stay in memory too, the newest up to a bound: apply and
 //! replication read entries soon after they are written, and reading them
@@ -53,7 +55,7 @@ const RECENT_MAX_ENTRIES: usize = 8192;
 const RECENT_MAX_BYTES: usize = 16 << 20;
 
 /// A change the writer applies inside its transaction.
-type Change = Box<dyn FnOnce(&redb::WriteTransaction) -> io::Result<()> + Send>;
+pub(crate) type Change = Box<dyn FnOnce(&redb::WriteTransaction) -> io::Result<()> + Send>;
 
 /// One queued write and how to report its completion.
 enum Write {
@@ -97,7 +99,31 @@ struct Pending {
 pub struct LogStore {
     db: Arc<Database>,
     pending: Arc<Mutex<Pending>>,
+    writer: WriteQueue,
+}
+
+/// The way into the writer thread for other writers of the same redb file
+/// (the state machine's snapshots). redb has one writer at a time: a write
+/// of its own would hold up log appends for as long as it lasts, where a
+/// change queued here rides along with them, in order.
+#[derive(Clone)]
+pub struct WriteQueue {
     writer: mpsc::Sender<Write>,
+}
+
+impl WriteQueue {
+    /// Queues `change` and waits until it is durable (committed with
+    /// fsync). It shares its transaction with whatever else is queued:
+    /// keep each change small, and split a big one into several.
+    pub async fn write(&self, change: Change) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send(Write::Other { change, done })
+            .await
+            .map_err(|_| io_err("the log writer has stopped"))?;
+        wait.await
+            .map_err(|_| io_err("the log writer has stopped"))?
+    }
 }
 
 fn lock(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
@@ -179,8 +205,13 @@ impl LogStore {
         Ok(Self {
             db,
             pending,
-            writer,
+            writer: WriteQueue { writer },
         })
+    }
+
+    /// A handle on the writer thread's queue for other writes to the file.
+    pub fn write_queue(&self) -> WriteQueue {
+        self.writer.clone()
     }
 
     /// At startup, turns a committed vote for this node (it was the
@@ -234,13 +265,7 @@ impl LogStore {
 
     /// Queues `change` and waits until it is durable.
     async fn write(&self, change: Change) -> io::Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.writer
-            .send(Write::Other { change, done })
-            .await
-            .map_err(|_| io_err("the log writer has stopped"))?;
-        wait.await
-            .map_err(|_| io_err("the log writer has stopped"))?
+        self.writer.write(change).await
     }
 
     async fn write_meta<T: serde::Serialize>(
@@ -475,6 +500,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         self.writer
+            .writer
             .send(Write::Append {
                 entries: encoded,
                 callback,

@@ -70,13 +70,16 @@ async fn until_readable(addr: &str, name: &str) -> Result<()> {
     }
 }
 
-async fn fill(addr: &str, vms: usize, clients: usize) -> Result<()> {
+/// Creates the VMs; returns every create's latency in ms, sorted (the
+/// slowest show the stalls, such as snapshots of the growing fleet).
+async fn fill(addr: &str, vms: usize, clients: usize) -> Result<Vec<f64>> {
     let ch = channel(addr)?;
     let mut tasks = Vec::new();
     for c in 0..clients {
         let ch = ch.clone();
         tasks.push(tokio::spawn(async move {
             let mut api = VmServiceClient::new(ch);
+            let mut latencies = Vec::with_capacity(vms / clients + 1);
             for i in (c..vms).step_by(clients) {
                 let req = pb::CreateVmRequest {
                     name: format!("r-{i}"),
@@ -89,6 +92,7 @@ async fn fill(addr: &str, vms: usize, clients: usize) -> Result<()> {
                     stopped: true,
                 };
                 let mut tries = 0;
+                let started = Instant::now();
                 while let Err(e) = api.create_vm(req.clone()).await {
                     tries += 1;
                     if tries > 20 {
@@ -96,14 +100,17 @@ async fn fill(addr: &str, vms: usize, clients: usize) -> Result<()> {
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
             }
-            Ok::<_, color_eyre::Report>(())
+            Ok::<_, color_eyre::Report>(latencies)
         }));
     }
+    let mut all = Vec::with_capacity(vms);
     for t in tasks {
-        t.await??;
+        all.extend(t.await??);
     }
-    Ok(())
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok(all)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -122,8 +129,9 @@ pub async fn run(vms: usize, restarts: usize, clients: usize) -> Result<()> {
     let mut child = spawn(&bin, &dir, &addr, true)?;
     until_ready(&dir, &mut child).await?;
     let t = Instant::now();
-    fill(&addr, vms, clients).await?;
+    let latencies = fill(&addr, vms, clients).await?;
     let fill_s = t.elapsed().as_secs_f64();
+    let pct = |p| super::write_bench::percentile(&latencies, p);
     let last = format!("r-{}", vms - 1);
     let status = ClusterServiceClient::new(channel(&addr)?)
         .get_status(pb::GetStatusRequest::default())
@@ -135,6 +143,13 @@ pub async fn run(vms: usize, restarts: usize, clients: usize) -> Result<()> {
         vms as f64 / fill_s,
         status.applied_index,
         status.snapshot_index
+    );
+    println!(
+        "create latency: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        latencies.last().copied().unwrap_or(f64::NAN)
     );
     println!();
     println!("| restart | to listening (s) | to first linearizable read (s) | RSS after (MiB) | redb file (MiB) |");
