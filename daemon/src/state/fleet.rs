@@ -6,6 +6,7 @@ use super::model::*;
 use blixard_shared::limits::{EVENT_RING_LEN, MAX_EVENT_MESSAGE_LEN, MAX_NODES, MAX_VMS};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 /// The replicated state. Compared whole in tests, serialized whole into
 /// snapshots.
@@ -13,8 +14,12 @@ use std::collections::{BTreeMap, VecDeque};
 pub struct Fleet {
     /// Nodes by id.
     pub nodes: BTreeMap<u64, NodeRecord>,
-    /// VMs by name.
-    pub vms: BTreeMap<String, VmRecord>,
+    /// VMs by name, each record shared: a snapshot copies the fleet while
+    /// apply waits, and copying 80,000 whole records took ~80 ms where
+    /// copying handles to them does not touch the records. A change to a
+    /// record a copy still shares clones that one record
+    /// (`Arc::make_mut`).
+    pub vms: BTreeMap<String, Arc<VmRecord>>,
     /// The newest events, oldest first, at most `EVENT_RING_LEN`.
     pub events: VecDeque<EventRecord>,
     /// Revision (log index) of the last applied command.
@@ -65,7 +70,10 @@ impl Fleet {
 
     /// VMs placed on `node_id`.
     pub fn vms_on(&self, node_id: u64) -> impl Iterator<Item = &VmRecord> {
-        self.vms.values().filter(move |vm| vm.node_id == node_id)
+        self.vms
+            .values()
+            .map(|vm| &**vm)
+            .filter(move |vm| vm.node_id == node_id)
     }
 
     fn push_event(
@@ -98,7 +106,7 @@ impl Fleet {
     }
 
     fn vm_mut(&mut self, name: &str) -> Result<&mut VmRecord, Rejection> {
-        self.vms.get_mut(name).ok_or_else(|| {
+        self.vms.get_mut(name).map(Arc::make_mut).ok_or_else(|| {
             Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
         })
     }
@@ -118,6 +126,7 @@ impl Fleet {
                 self.nodes.remove(&id);
                 let mut lost = 0usize;
                 for vm in self.vms.values_mut().filter(|vm| vm.node_id == id) {
+                    let vm = Arc::make_mut(vm);
                     vm.node_id = 0;
                     vm.state = VmState::Lost;
                     vm.reason = format!("node {id} was removed from the cluster");
@@ -444,7 +453,7 @@ impl Fleet {
             restart_nonce: 0,
             observed: Observed::default(),
         };
-        self.vms.insert(name.to_string(), vm.clone());
+        self.vms.insert(name.to_string(), Arc::new(vm.clone()));
         self.push_event(
             revision,
             now,
@@ -619,18 +628,19 @@ impl Fleet {
         }
         let mut changes = Vec::new();
         for report in reports {
-            let Some(vm) = self.vms.get_mut(&report.name) else {
+            let Some(shared) = self.vms.get_mut(&report.name) else {
                 continue;
             };
-            if vm.node_id != node_id || vm.epoch != report.epoch {
+            if shared.node_id != node_id || shared.epoch != report.epoch {
                 continue;
             }
             let mut reason = report.reason.clone();
             truncate_utf8(&mut reason, MAX_REASON_LEN);
-            let state_changed = vm.state != report.state;
-            if !state_changed && vm.reason == reason && vm.observed == report.observed {
+            let state_changed = shared.state != report.state;
+            if !state_changed && shared.reason == reason && shared.observed == report.observed {
                 continue;
             }
+            let vm = Arc::make_mut(shared);
             vm.state = report.state;
             vm.reason = reason;
             vm.observed = report.observed.clone();
