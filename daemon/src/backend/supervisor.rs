@@ -75,11 +75,15 @@ pub(crate) fn proc_start(pid: u32) -> Option<(u64, bool)> {
 
 /// The VM dir a process carries in its environment (`BLIXARD_VM_DIR`, set
 /// on every VM process at spawn and inherited by its children), if any.
+///
+/// Reading another user's process environment needs the rights of root or
+/// its owner; VM processes are the daemon's own children.
 pub(crate) fn proc_vm_dir(pid: u32) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
     let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     env.split(|b| *b == 0)
         .find_map(|v| v.strip_prefix(b"BLIXARD_VM_DIR="))
-        .map(|d| PathBuf::from(String::from_utf8_lossy(d).into_owned()))
+        .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
 }
 
 /// Describes how a process ended.

@@ -39,6 +39,9 @@ const KEY_DATA: &str = "data";
 /// a transaction with. A snapshot of 100,000 VMs takes ~100 chunks.
 const STORED_CHUNK_BYTES: usize = 512 << 10;
 
+/// Superseded chunks removed per queued write (8 MiB).
+const CHUNKS_PER_REMOVAL: u32 = 16;
+
 /// Where the newest snapshot is: its metadata, the id its chunks are
 /// stored under, how many there are and their total size.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -188,7 +191,7 @@ fn open_snapshot_tables(db: &Database) -> io::Result<u64> {
         if !orphans.is_empty() {
             tracing::info!(
                 chunks = orphans.len(),
-                "removing chunks of a snapshot that was never completed"
+                "removing snapshot chunks no record names (a save or a removal cut short)"
             );
         }
         for key in orphans {
@@ -276,7 +279,7 @@ impl SnapshotStore {
     /// overwrite a newer installed snapshot whose log prefix is already
     /// purged. Chunks first, one queued write each; then the record, in one
     /// write that also checks for a newer snapshot; then the superseded
-    /// chunks are removed, one write each.
+    /// chunks are removed, a few per write.
     async fn save(&self, meta: &SnapshotMeta, data: Arc<Vec<u8>>) -> io::Result<()> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let count = u32::try_from(data.len().div_ceil(STORED_CHUNK_BYTES))
@@ -326,15 +329,33 @@ impl SnapshotStore {
             .await?;
         let gone = *superseded.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((old, count)) = gone {
-            for n in 0..count {
-                self.queue
-                    .write(Box::new(move |tx| {
-                        let mut t = tx.open_table(SNAPSHOT_CHUNKS).map_err(io_err)?;
-                        t.remove((old, n)).map_err(io_err)?;
-                        Ok(())
-                    }))
-                    .await?;
+            // The new record is durable: a failure here only leaves chunks
+            // behind (removed at the next start), so it is logged, not
+            // returned (openraft would take it for a lost snapshot).
+            if let Err(e) = self.remove_chunks(old, count).await {
+                tracing::warn!(snapshot = old, error = %e, "could not remove a superseded snapshot's chunks");
             }
+        }
+        Ok(())
+    }
+
+    /// Removes chunks `0..count` of snapshot `id`, [`CHUNKS_PER_REMOVAL`]
+    /// per queued write: a removal reads each chunk's page, so one write for
+    /// all would hold up the log like a big save, and one per chunk would
+    /// cost an fsync each.
+    async fn remove_chunks(&self, id: u64, count: u32) -> io::Result<()> {
+        let mut from = 0;
+        while from < count {
+            let to = from.saturating_add(CHUNKS_PER_REMOVAL).min(count);
+            self.queue
+                .write(Box::new(move |tx| {
+                    let mut t = tx.open_table(SNAPSHOT_CHUNKS).map_err(io_err)?;
+                    t.retain_in((id, from)..(id, to), |_, _| false)
+                        .map_err(io_err)?;
+                    Ok(())
+                }))
+                .await?;
+            from = to;
         }
         Ok(())
     }
@@ -497,13 +518,15 @@ mod tests {
     async fn a_snapshot_is_stored_in_chunks_and_replaces_the_previous_one() {
         let (_tmp, db, store) = open();
         assert!(store.load().unwrap().is_none());
-        let first = bytes(STORED_CHUNK_BYTES * 2 + 1234, 1);
+        // More chunks than one removal write takes, so removal loops.
+        let chunks = CHUNKS_PER_REMOVAL as usize + 2;
+        let first = bytes(STORED_CHUNK_BYTES * (chunks - 1) + 1234, 1);
         store
             .save(&meta_at(10), Arc::new(first.clone()))
             .await
             .unwrap();
         assert_eq!(loaded(&store), (10, first));
-        assert_eq!(chunk_keys(&db).len(), 3);
+        assert_eq!(chunk_keys(&db).len(), chunks);
 
         let second = bytes(STORED_CHUNK_BYTES / 2, 2);
         store

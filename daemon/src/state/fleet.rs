@@ -15,10 +15,9 @@ pub struct Fleet {
     /// Nodes by id.
     pub nodes: BTreeMap<u64, NodeRecord>,
     /// VMs by name, each record shared: a snapshot copies the fleet while
-    /// apply waits, and copying 80,000 whole records took ~80 ms where
-    /// copying handles to them does not touch the records. A change to a
-    /// record a copy still shares clones that one record
-    /// (`Arc::make_mut`).
+    /// apply waits, and copying 80,000 whole records took ~80 ms, where a
+    /// copy of the handles copies no record. A change to a record a copy
+    /// still shares clones that one record (`Arc::make_mut`).
     pub vms: BTreeMap<String, Arc<VmRecord>>,
     /// The newest events, oldest first, at most `EVENT_RING_LEN`.
     pub events: VecDeque<EventRecord>,
@@ -105,6 +104,14 @@ impl Fleet {
             .ok_or_else(|| Rejection::new(RejectionCode::NotFound, format!("node {id} not found")))
     }
 
+    fn vm(&self, name: &str) -> Result<&VmRecord, Rejection> {
+        self.vms.get(name).map(|vm| &**vm).ok_or_else(|| {
+            Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
+        })
+    }
+
+    /// The record to change; cloned first if a snapshot copy shares it, so
+    /// check preconditions with [`Fleet::vm`] before calling this.
     fn vm_mut(&mut self, name: &str) -> Result<&mut VmRecord, Rejection> {
         self.vms.get_mut(name).map(Arc::make_mut).ok_or_else(|| {
             Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
@@ -197,10 +204,11 @@ impl Fleet {
             } => self.create_vm(revision, now, name, spec, *desired),
             Action::SetDesired { name, desired } => {
                 let desired = *desired;
-                let vm = self.vm_mut(name)?;
-                if vm.desired == desired {
-                    return Ok(CommandOutcome::Vm(vm.clone()));
+                let current = self.vm(name)?;
+                if current.desired == desired {
+                    return Ok(CommandOutcome::Vm(current.clone()));
                 }
+                let vm = self.vm_mut(name)?;
                 vm.desired = desired;
                 vm.updated_at_ms = now;
                 vm.revision = revision;
@@ -248,13 +256,13 @@ impl Fleet {
                 self.report_status(revision, now, *node_id, reports)
             }
             Action::RestartVm { name } => {
-                let vm = self.vm_mut(name)?;
-                if vm.desired != DesiredState::Running {
+                if self.vm(name)?.desired != DesiredState::Running {
                     return Err(Rejection::new(
                         RejectionCode::FailedPrecondition,
                         format!("vm {name:?} is stopped: start it instead of restarting it"),
                     ));
                 }
+                let vm = self.vm_mut(name)?;
                 vm.restart_nonce += 1;
                 vm.updated_at_ms = now;
                 vm.revision = revision;
