@@ -39,6 +39,10 @@ const KEY_DATA: &str = "data";
 /// a transaction with. A snapshot of 100,000 VMs takes ~100 chunks.
 const STORED_CHUNK_BYTES: usize = 512 << 10;
 
+/// Most bytes reserved up front when a snapshot's chunks are joined; a
+/// bigger one grows the buffer as it goes.
+const RESERVE_MAX_BYTES: u64 = 256 << 20;
+
 /// Superseded chunks removed per queued write (8 MiB).
 const CHUNKS_PER_REMOVAL: u32 = 16;
 
@@ -161,8 +165,8 @@ impl StateMachine {
 }
 
 /// Creates the snapshot tables if needed and removes chunks no record
-/// names (a save that a crash or an error cut short). Returns the next free
-/// snapshot id.
+/// names (a save or a removal that a crash or an error cut short). Returns
+/// the next free snapshot id.
 fn open_snapshot_tables(db: &Database) -> io::Result<u64> {
     let tx = db.begin_write().map_err(io_err)?;
     let current = {
@@ -251,7 +255,10 @@ impl SnapshotStore {
             }));
         };
         let chunks = tx.open_table(SNAPSHOT_CHUNKS).map_err(io_err)?;
-        let mut data = Vec::with_capacity(usize::try_from(record.bytes).unwrap_or(0));
+        // The recorded size is a hint here (checked below), bounded so a
+        // damaged record cannot ask for an absurd allocation.
+        let hint = record.bytes.min(RESERVE_MAX_BYTES) as usize;
+        let mut data = Vec::with_capacity(hint);
         let mut seen = 0u32;
         for item in chunks.range((id, 0)..(id, count)).map_err(io_err)? {
             let (key, value) = item.map_err(io_err)?;
