@@ -454,18 +454,25 @@ mod tests {
         assert!(!zombie);
     }
 
+    /// A supervisor in a temp dir with instance `name` running `script`
+    /// under `/bin/sh`.
+    fn start_shell(name: &str, script: &str) -> (tempfile::TempDir, Supervisor, Instance) {
+        let tmp = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new(tmp.path().join("vms"), "process").unwrap();
+        sup.prepare(name).unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", script]);
+        let inst = sup.spawn(name, 3, cmd).unwrap();
+        (tmp, sup, inst)
+    }
+
     /// Without a recorded start time (it could not be read at spawn), a
     /// live process is this instance only if its environment names the
     /// instance's dir: after a restart, a pid reused by another process
     /// must not be adopted, signalled or reported as the VM.
     #[tokio::test]
     async fn without_a_start_time_the_environment_decides_identity() {
-        let tmp = tempfile::tempdir().unwrap();
-        let sup = Supervisor::new(tmp.path().join("vms"), "process").unwrap();
-        sup.prepare("t2").unwrap();
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "sleep 30"]);
-        let inst = sup.spawn("t2", 1, cmd).unwrap();
+        let (_tmp, sup, inst) = start_shell("t2", "sleep 30");
         let mut meta = sup.read_meta("t2").unwrap();
         meta.proc_start_ticks = 0;
         sup.write_meta(&meta).unwrap();
@@ -485,12 +492,7 @@ mod tests {
 
     #[tokio::test]
     async fn supervises_a_process_through_exit_and_cleanup() {
-        let tmp = tempfile::tempdir().unwrap();
-        let sup = Supervisor::new(tmp.path().join("vms"), "process").unwrap();
-        sup.prepare("t1").unwrap();
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", "echo hello; sleep 30"]);
-        let inst = sup.spawn("t1", 3, cmd).unwrap();
+        let (_tmp, sup, inst) = start_shell("t1", "echo hello; sleep 30");
         assert_eq!(sup.state("t1"), InstanceState::Running { pid: inst.pid });
         assert_eq!(sup.adopt().len(), 1);
         // Its output reaches the console log (wait for it before stopping it,

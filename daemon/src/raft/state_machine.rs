@@ -176,32 +176,34 @@ fn open_snapshot_tables(db: &Database) -> io::Result<u64> {
     let next_id = {
         let mut chunks = tx.open_table(SNAPSHOT_CHUNKS).map_err(io_err)?;
         let keep = current.map(|(id, _)| id);
-        // Only the ranges around the current id are read (its own chunks
+        // Only the ranges around the current id are touched (its own chunks
         // are large and many): orphans are rare and few.
-        let mut orphans = Vec::new();
-        let below = (0, 0)..(keep.unwrap_or(u64::MAX), 0);
-        let above = (keep.map_or(u64::MAX, |id| id.saturating_add(1)), 0)..=(u64::MAX, u32::MAX);
-        for item in chunks
-            .range(below)
-            .map_err(io_err)?
-            .chain(chunks.range(above).map_err(io_err)?)
-        {
-            let (key, _) = item.map_err(io_err)?;
-            let key = key.value();
-            if Some(key.0) != keep {
-                orphans.push(key);
-            }
+        let (below_end, above_start) = match keep {
+            Some(id) => (id, id.checked_add(1)),
+            None => (u64::MAX, Some(u64::MAX)),
+        };
+        let mut removed = 0usize;
+        chunks
+            .retain_in((0, 0)..(below_end, 0), |_, _| {
+                removed += 1;
+                false
+            })
+            .map_err(io_err)?;
+        if let Some(from) = above_start {
+            chunks
+                .retain_in((from, 0)..=(u64::MAX, u32::MAX), |_, _| {
+                    removed += 1;
+                    false
+                })
+                .map_err(io_err)?;
         }
-        if !orphans.is_empty() {
+        if removed > 0 {
             tracing::info!(
-                chunks = orphans.len(),
-                "removing snapshot chunks no record names (a save or a removal cut short)"
+                chunks = removed,
+                "removed snapshot chunks no record names (a save or a removal cut short)"
             );
         }
-        for key in orphans {
-            chunks.remove(key).map_err(io_err)?;
-        }
-        keep.map_or(1, |id| id + 1)
+        keep.map_or(1, |id| id.saturating_add(1))
     };
     tx.commit().map_err(io_err)?;
     Ok(next_id)

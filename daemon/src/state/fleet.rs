@@ -105,17 +105,19 @@ impl Fleet {
     }
 
     fn vm(&self, name: &str) -> Result<&VmRecord, Rejection> {
-        self.vms.get(name).map(|vm| &**vm).ok_or_else(|| {
-            Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
-        })
+        self.vms
+            .get(name)
+            .map(|vm| &**vm)
+            .ok_or_else(|| vm_not_found(name))
     }
 
     /// The record to change; cloned first if a snapshot copy shares it, so
     /// check preconditions with [`Fleet::vm`] before calling this.
     fn vm_mut(&mut self, name: &str) -> Result<&mut VmRecord, Rejection> {
-        self.vms.get_mut(name).map(Arc::make_mut).ok_or_else(|| {
-            Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
-        })
+        self.vms
+            .get_mut(name)
+            .map(Arc::make_mut)
+            .ok_or_else(|| vm_not_found(name))
     }
 
     fn apply_action(&mut self, revision: u64, cmd: &Command) -> CommandResult {
@@ -277,9 +279,7 @@ impl Fleet {
                 Ok(CommandOutcome::Vm(out))
             }
             Action::DeleteVm { name, force } => {
-                let vm = self.vms.get(name).ok_or_else(|| {
-                    Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
-                })?;
+                let vm = self.vm(name)?;
                 let busy = matches!(
                     vm.state,
                     VmState::Starting | VmState::Running | VmState::Stopping
@@ -516,9 +516,7 @@ impl Fleet {
         node_id: u64,
         expected_epoch: u64,
     ) -> CommandResult {
-        let vm = self.vms.get(name).ok_or_else(|| {
-            Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
-        })?;
+        let vm = self.vm(name)?;
         if vm.epoch != expected_epoch {
             return Err(Rejection::new(
                 RejectionCode::FailedPrecondition,
@@ -582,9 +580,7 @@ impl Fleet {
         expected_lease_seq: u64,
     ) -> CommandResult {
         let stale = |what: String| Err(Rejection::new(RejectionCode::FailedPrecondition, what));
-        let vm = self.vms.get(name).ok_or_else(|| {
-            Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
-        })?;
+        let vm = self.vm(name)?;
         if vm.node_id != node_id || vm.epoch != expected_epoch {
             return stale(format!(
                 "stale rescheduling of vm {name:?}: it is on node {} at epoch {}, not on node {node_id} at epoch {expected_epoch}",
@@ -691,6 +687,10 @@ impl Fleet {
         }
         Ok(CommandOutcome::Done)
     }
+}
+
+fn vm_not_found(name: &str) -> Rejection {
+    Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary.
