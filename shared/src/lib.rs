@@ -7,8 +7,11 @@ pub mod client;
 pub mod leader_hint;
 pub mod limits;
 pub mod ops;
+pub mod paging;
 pub mod text;
+pub mod time;
 pub mod validate;
+pub mod words;
 
 /// The generated `blixard.v1` protobuf types, clients and servers.
 pub mod proto {

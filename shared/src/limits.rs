@@ -9,6 +9,9 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest snapshot a node accepts from its leader; a bigger one fails the
+/// transfer (the leader retries with back-off).
+pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
 
 /// VM names follow DNS label rules: at most this many characters.
 pub const MAX_NAME_LEN: usize = 63;
@@ -45,6 +48,10 @@ pub const MAX_PRIORITY: i32 = 1000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page a list call returns; larger requests are clamped.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Most pages a client reads to gather one whole list (enough for
+/// [`MAX_VMS`] at the largest page size, with room for small pages); past
+/// it the read fails rather than looping on a server that never stops.
+pub const MAX_LIST_PAGES: usize = 100_000;
 
 /// Most VM records the cluster holds; creates beyond fail with `ResourceExhausted`.
 pub const MAX_VMS: usize = 1_000_000;
@@ -53,15 +60,15 @@ pub const MAX_NODES: usize = 10_000;
 /// Events the replicated ring keeps; older ones are dropped and a watcher
 /// asking for them gets `OutOfRange`.
 pub const EVENT_RING_LEN: usize = 10_000;
+/// Longest status reason kept in a VM record (bytes); longer ones are cut
+/// at a character boundary when applied.
+pub const MAX_REASON_LEN: usize = 2048;
+/// Most console lines `StreamVmLogs` returns as a tail; more is
+/// `InvalidArgument` naming `tail_lines`.
+pub const MAX_TAIL_LINES: u32 = 100_000;
 /// Length of an event message (longer ones are cut).
 pub const MAX_EVENT_MESSAGE_LEN: usize = 512;
 /// Concurrent Watch streams per node; more fail with `ResourceExhausted`.
 pub const MAX_WATCHERS_PER_NODE: usize = 1024;
-/// Events buffered per watcher; a watcher whose buffer stays full for
-/// [`WATCHER_SEND_TIMEOUT_MS`] is cut off with `ResourceExhausted`.
-pub const WATCHER_BUFFER_EVENTS: usize = 1024;
-/// How long a watcher may leave its buffer full before it is cut off.
-pub const WATCHER_SEND_TIMEOUT_MS: u64 = 5_000;
-
 /// Most voters in the Raft membership; further nodes join as non-voting members.
 pub const DEFAULT_MAX_VOTERS: usize = 5;

@@ -3,6 +3,8 @@
 //! plumbing. Each retries and follows the leader like [`BlixardClient::call`].
 
 use crate::client::{BlixardClient, ClientError};
+use crate::limits::MAX_PAGE_SIZE;
+use crate::paging::Pager;
 use crate::proto::v1 as pb;
 use crate::proto::v1::{
     cluster_service_client::ClusterServiceClient, node_service_client::NodeServiceClient,
@@ -107,6 +109,54 @@ impl BlixardClient {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Every VM that `filter` selects (its page fields are ignored), read
+    /// page by page, and the oldest revision a page was read at.
+    pub async fn list_all_vms(
+        &mut self,
+        filter: pb::ListVmsRequest,
+    ) -> Result<(Vec<pb::Vm>, u64), ClientError> {
+        let mut pager = Pager::default();
+        while let Some(page_token) = pager.next_token() {
+            let req = pb::ListVmsRequest {
+                page_size: MAX_PAGE_SIZE,
+                page_token,
+                ..filter.clone()
+            };
+            let page = self
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { VmServiceClient::new(ch).list_vms(req).await }
+                })
+                .await?;
+            pager.push(page)?;
+        }
+        Ok(pager.finish())
+    }
+
+    /// Every node, read page by page, and the oldest revision a page was
+    /// read at.
+    pub async fn list_all_nodes(
+        &mut self,
+        consistency: pb::Consistency,
+    ) -> Result<(Vec<pb::Node>, u64), ClientError> {
+        let mut pager = Pager::default();
+        while let Some(page_token) = pager.next_token() {
+            let req = pb::ListNodesRequest {
+                consistency: consistency as i32,
+                page_size: MAX_PAGE_SIZE,
+                page_token,
+            };
+            let page = self
+                .call(|ch| {
+                    let req = req.clone();
+                    async move { NodeServiceClient::new(ch).list_nodes(req).await }
+                })
+                .await?;
+            pager.push(page)?;
+        }
+        Ok(pager.finish())
     }
 
     /// Reads a node.
