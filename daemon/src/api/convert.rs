@@ -1,6 +1,7 @@
 //! Conversions between the state machine's records and `blixard.v1`
 //! messages, kept at the edge so the replicated model never depends on the
-//! wire format.
+//! wire format's messages (only the VM state's one-to-one enum mapping lives
+//! with the model, so its words are the API's).
 
 use crate::state::{self, model};
 use blixard_shared::proto::v1 as pb;
@@ -17,7 +18,7 @@ pub fn vm_to_pb(vm: &model::VmRecord) -> pb::Vm {
         } as i32,
         node_id: vm.node_id,
         epoch: vm.epoch,
-        state: vm_state_to_pb(vm.state) as i32,
+        state: pb::VmState::from(vm.state) as i32,
         reason: vm.reason.clone(),
         created_at_ms: vm.created_at_ms,
         updated_at_ms: vm.updated_at_ms,
@@ -30,36 +31,6 @@ pub fn vm_to_pb(vm: &model::VmRecord) -> pb::Vm {
     }
 }
 
-/// Wire form of an observed VM state.
-pub fn vm_state_to_pb(s: model::VmState) -> pb::VmState {
-    use model::VmState as S;
-    match s {
-        S::Pending => pb::VmState::Pending,
-        S::Scheduled => pb::VmState::Scheduled,
-        S::Starting => pb::VmState::Starting,
-        S::Running => pb::VmState::Running,
-        S::Stopping => pb::VmState::Stopping,
-        S::Stopped => pb::VmState::Stopped,
-        S::Failed => pb::VmState::Failed,
-        S::Lost => pb::VmState::Lost,
-    }
-}
-
-/// Model form of a wire VM state filter (`None` for "any").
-pub fn vm_state_from_pb(s: pb::VmState) -> Option<model::VmState> {
-    use model::VmState as S;
-    Some(match s {
-        pb::VmState::Unspecified => return None,
-        pb::VmState::Pending => S::Pending,
-        pb::VmState::Scheduled => S::Scheduled,
-        pb::VmState::Starting => S::Starting,
-        pb::VmState::Running => S::Running,
-        pb::VmState::Stopping => S::Stopping,
-        pb::VmState::Stopped => S::Stopped,
-        pb::VmState::Failed => S::Failed,
-        pb::VmState::Lost => S::Lost,
-    })
-}
 
 fn spec_to_pb(s: &model::VmSpec) -> pb::VmSpec {
     pb::VmSpec {

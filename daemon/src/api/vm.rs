@@ -1,6 +1,6 @@
 //! `blixard.v1.VmService`: create, read, list, start, stop and delete VMs.
 
-use super::convert::{spec_from_pb, vm_state_from_pb, vm_to_pb};
+use super::convert::{spec_from_pb, vm_to_pb};
 use super::pagination;
 use crate::core::Core;
 use crate::state::{model, Action, CommandOutcome};
@@ -148,7 +148,7 @@ impl VmService for VmApi {
                 let state = pb::VmState::try_from(req.state).map_err(|_| {
                     Status::invalid_argument(format!("state: unknown value {}", req.state))
                 })?;
-                let state = vm_state_from_pb(state);
+                let state = model::VmState::from_pb(state);
                 validate::labels("labels", &req.labels)?;
                 self.core.read_barrier(req.consistency).await?;
                 let fleet = self.core.view.read();

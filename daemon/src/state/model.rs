@@ -1,7 +1,10 @@
 //! Records of the replicated model: nodes, VMs and events. These are the
 //! state machine's own types (serde, stable field names); the API converts
-//! them to and from `blixard.v1` messages at the edge.
+//! records to and from `blixard.v1` messages at the edge. The VM state maps
+//! one to one onto its wire form here, so event messages use the same words
+//! as the CLI and the console (`blixard_shared::words`).
 
+use blixard_shared::proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -109,6 +112,43 @@ pub enum VmState {
     Failed,
     /// Its node is gone.
     Lost,
+}
+
+impl VmState {
+    /// Lower-case word for the state, as in events, the CLI and the console.
+    pub fn word(self) -> &'static str {
+        blixard_shared::words::vm_state_word(pb::VmState::from(self))
+    }
+
+    /// Model form of a wire VM state filter (`None` for "any").
+    pub fn from_pb(s: pb::VmState) -> Option<Self> {
+        Some(match s {
+            pb::VmState::Unspecified => return None,
+            pb::VmState::Pending => Self::Pending,
+            pb::VmState::Scheduled => Self::Scheduled,
+            pb::VmState::Starting => Self::Starting,
+            pb::VmState::Running => Self::Running,
+            pb::VmState::Stopping => Self::Stopping,
+            pb::VmState::Stopped => Self::Stopped,
+            pb::VmState::Failed => Self::Failed,
+            pb::VmState::Lost => Self::Lost,
+        })
+    }
+}
+
+impl From<VmState> for pb::VmState {
+    fn from(s: VmState) -> Self {
+        match s {
+            VmState::Pending => Self::Pending,
+            VmState::Scheduled => Self::Scheduled,
+            VmState::Starting => Self::Starting,
+            VmState::Running => Self::Running,
+            VmState::Stopping => Self::Stopping,
+            VmState::Stopped => Self::Stopped,
+            VmState::Failed => Self::Failed,
+            VmState::Lost => Self::Lost,
+        }
+    }
 }
 
 /// When the agent restarts a VM that exited.

@@ -183,15 +183,7 @@ proptest! {
         let mut f = Fleet::default();
         for (i, cmd) in cmds.iter().enumerate() {
             let _ = f.apply(i as u64 + 1, cmd);
-            prop_assert!(f.events.len() <= blixard_shared::limits::EVENT_RING_LEN);
-            prop_assert!(f.events.iter().zip(f.events.iter().skip(1)).all(|(x, y)| x.revision < y.revision));
-            for vm in f.vms.values() {
-                prop_assert!(blixard_shared::validate::vm_name(&vm.name).is_ok());
-                prop_assert!(vm.spec.vcpus > 0 && vm.spec.memory_mib > 0);
-                prop_assert!(vm.node_id == 0 || f.nodes.contains_key(&vm.node_id));
-                prop_assert!(vm.node_id == 0 || vm.epoch >= 1, "a placed VM has an epoch");
-            }
-            prop_assert!(!f.nodes.contains_key(&0));
+            prop_assert_eq!(f.check_invariants(), Ok(()));
         }
     }
 
@@ -417,4 +409,33 @@ fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
         )
         .is_ok());
     assert_eq!((f.vms["web"].node_id, f.vms["web"].epoch), (2, 3));
+}
+
+#[test]
+fn the_invariant_check_sees_a_broken_state() {
+    let mut f = Fleet::default();
+    let node = Command {
+        time_ms: 1,
+        action: Action::RegisterNode(NodeRegistration {
+            id: 1,
+            address: "127.0.0.1:1".into(),
+            capacity: Resources {
+                vcpus: 4,
+                memory_mib: 4096,
+                disk_mib: 0,
+            },
+            labels: Default::default(),
+            zone: String::new(),
+            rack: String::new(),
+            backend: "process".into(),
+        }),
+    };
+    assert!(f.apply(1, &node).is_ok());
+    assert_eq!(f.check_invariants(), Ok(()));
+    let mut broken = f.clone();
+    broken.nodes.insert(0, broken.nodes[&1].clone());
+    assert!(broken.check_invariants().is_err(), "node id 0");
+    let mut broken = f.clone();
+    broken.revision = 0;
+    assert!(broken.check_invariants().is_err(), "an event from the future");
 }

@@ -1,0 +1,53 @@
+//! What must hold of the fleet after every command. `Fleet::apply` checks
+//! it under `debug_assert!` (TigerBeetle's paired assertions: apply changes
+//! the state, this reads it back), so every test that applies a command,
+//! from the property tests to the multi-node runs, checks it too.
+
+use super::Fleet;
+use blixard_shared::limits::EVENT_RING_LEN;
+
+/// An invariant of the fleet that does not hold: a bug in apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fleet invariant broken: {0}")]
+pub struct InvariantViolation(pub String);
+
+impl Fleet {
+    /// Checks every invariant of the state; the first broken one is the error.
+    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        let broken = |what: String| Err(InvariantViolation(what));
+        if self.events.len() > EVENT_RING_LEN {
+            return broken(format!("{} events in a ring of {EVENT_RING_LEN}", self.events.len()));
+        }
+        let mut revisions = self.events.iter().map(|e| e.revision);
+        if let Some(first) = revisions.next() {
+            let mut previous = first;
+            for revision in revisions {
+                if revision <= previous {
+                    return broken(format!("event revision {revision} follows {previous}"));
+                }
+                previous = revision;
+            }
+            if previous > self.revision {
+                return broken(format!("event at {previous} past the fleet's revision {}", self.revision));
+            }
+        }
+        if self.nodes.contains_key(&0) {
+            return broken("a node record has id 0".into());
+        }
+        for vm in self.vms.values() {
+            if blixard_shared::validate::vm_name(&vm.name).is_err() {
+                return broken(format!("vm name {:?} is not a valid name", vm.name));
+            }
+            if vm.spec.vcpus == 0 || vm.spec.memory_mib == 0 {
+                return broken(format!("vm {:?} asks for no vCPUs or no memory", vm.name));
+            }
+            if vm.node_id != 0 && !self.nodes.contains_key(&vm.node_id) {
+                return broken(format!("vm {:?} is on node {}, which has no record", vm.name, vm.node_id));
+            }
+            if vm.node_id != 0 && vm.epoch == 0 {
+                return broken(format!("vm {:?} is placed without an epoch", vm.name));
+            }
+        }
+        Ok(())
+    }
+}
