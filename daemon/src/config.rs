@@ -2,7 +2,7 @@
 //! environment variable and a key in the optional TOML file. Precedence:
 //! flag, then environment, then file, then default.
 
-pub use crate::backend::qemu::AccelChoice;
+use blixard_shared::limits::{MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -10,6 +10,45 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Which accelerator QEMU should use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccelChoice {
+    /// KVM where usable, TCG otherwise.
+    Auto,
+    /// Always KVM (the operator vouches for it).
+    Kvm,
+    /// Always TCG (software emulation).
+    Tcg,
+}
+
+/// Default fencing lease: how long a host keeps running its VMs without a
+/// renewal. Long enough to ride out a daemon restart, short enough to heal
+/// quickly (see `host::fence`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(6);
+
+/// Default vCPUs offered per host CPU, and the range allowed.
+pub const DEFAULT_VCPU_OVERCOMMIT: u32 = 8;
+/// Range of `vcpu_overcommit`.
+const VCPU_OVERCOMMIT_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
+/// Default grace of a VM's graceful stop before it is killed [ms].
+pub const DEFAULT_VM_STOP_TIMEOUT_MS: u64 = 10_000;
+/// Range of `vm_stop_timeout_ms`.
+const VM_STOP_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// Range of `fence_lease_ms`: under a second a renewal cannot keep up; over
+/// two minutes a lost host's VMs wait too long to heal.
+const FENCE_LEASE_RANGE_MS: std::ops::RangeInclusive<u64> = 1000..=120_000;
+/// Range of `max_voters`: an odd quorum up to 9 voters; more only slows writes.
+const MAX_VOTERS_RANGE: std::ops::RangeInclusive<usize> = 1..=9;
+/// Default memory kept back for the host itself [MiB].
+pub const DEFAULT_RESERVE_MEMORY_MIB: u64 = 512;
+
+/// Heartbeat of [`Config::for_node`] (tests, several debug-built nodes on
+/// one machine) [ms]: twice the default, so a busy machine does not call
+/// elections.
+const LOCAL_HEARTBEAT_MS: u64 = 100;
+/// Election timeout range of [`Config::for_node`] [ms].
+const LOCAL_ELECTION_TIMEOUT_MS: (u64, u64) = (400, 800);
 /// Leader heartbeat period [ms].
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
 /// Election timeout range [ms]. openraft also uses the maximum as the
@@ -265,7 +304,7 @@ impl Config {
             return Err(invalid("--init", "cannot be combined with --join"));
         }
         for (k, v) in &file.labels {
-            if k.is_empty() || k.len() > 63 || v.len() > 253 {
+            if k.is_empty() || k.len() > MAX_LABEL_KEY_LEN || v.len() > MAX_LABEL_VALUE_LEN {
                 return Err(invalid(
                     "labels",
                     format!("label {k:?} is empty or too long"),
@@ -275,8 +314,8 @@ impl Config {
         let max_voters = file
             .max_voters
             .unwrap_or(blixard_shared::limits::DEFAULT_MAX_VOTERS);
-        if !(1..=9).contains(&max_voters) {
-            return Err(invalid("max_voters", "must be between 1 and 9"));
+        if !MAX_VOTERS_RANGE.contains(&max_voters) {
+            return Err(invalid("max_voters", between(&MAX_VOTERS_RANGE)));
         }
         let heartbeat = file.heartbeat_interval_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
         let emin = file
@@ -291,22 +330,24 @@ impl Config {
                 "need 0 < heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms",
             ));
         }
-        let vcpu_overcommit = file.vcpu_overcommit.unwrap_or(8);
-        if !(1..=64).contains(&vcpu_overcommit) {
-            return Err(invalid("vcpu_overcommit", "must be between 1 and 64"));
+        let vcpu_overcommit = file.vcpu_overcommit.unwrap_or(DEFAULT_VCPU_OVERCOMMIT);
+        if !VCPU_OVERCOMMIT_RANGE.contains(&vcpu_overcommit) {
+            return Err(invalid("vcpu_overcommit", between(&VCPU_OVERCOMMIT_RANGE)));
         }
-        let vm_stop_timeout_ms = file.vm_stop_timeout_ms.unwrap_or(10_000);
-        if !(100..=600_000).contains(&vm_stop_timeout_ms) {
+        let vm_stop_timeout_ms = file
+            .vm_stop_timeout_ms
+            .unwrap_or(DEFAULT_VM_STOP_TIMEOUT_MS);
+        if !VM_STOP_TIMEOUT_RANGE_MS.contains(&vm_stop_timeout_ms) {
             return Err(invalid(
                 "vm_stop_timeout_ms",
-                "must be between 100 and 600000",
+                between(&VM_STOP_TIMEOUT_RANGE_MS),
             ));
         }
         let fence_lease_ms = file
             .fence_lease_ms
-            .unwrap_or(crate::fence::DEFAULT_LEASE.as_millis() as u64);
-        if !(1000..=120_000).contains(&fence_lease_ms) {
-            return Err(invalid("fence_lease_ms", "must be between 1000 and 120000"));
+            .unwrap_or(DEFAULT_LEASE.as_millis() as u64);
+        if !FENCE_LEASE_RANGE_MS.contains(&fence_lease_ms) {
+            return Err(invalid("fence_lease_ms", between(&FENCE_LEASE_RANGE_MS)));
         }
         let snapshot_threshold = file
             .snapshot_threshold
@@ -337,7 +378,9 @@ impl Config {
             zone: file.zone.unwrap_or_default(),
             rack: file.rack.unwrap_or_default(),
             reserve_vcpus: file.reserve_vcpus.unwrap_or(0),
-            reserve_memory_mib: file.reserve_memory_mib.unwrap_or(512),
+            reserve_memory_mib: file
+                .reserve_memory_mib
+                .unwrap_or(DEFAULT_RESERVE_MEMORY_MIB),
             max_voters,
             snapshot_threshold,
             heartbeat_interval: Duration::from_millis(heartbeat),
@@ -365,8 +408,8 @@ impl Config {
             image_dir: data_dir.join("images"),
             accel: AccelChoice::Auto,
             qemu_binary: None,
-            vm_stop_timeout: Duration::from_secs(10),
-            vcpu_overcommit: 8,
+            vm_stop_timeout: Duration::from_millis(DEFAULT_VM_STOP_TIMEOUT_MS),
+            vcpu_overcommit: DEFAULT_VCPU_OVERCOMMIT,
             labels: BTreeMap::new(),
             zone: String::new(),
             rack: String::new(),
@@ -374,13 +417,18 @@ impl Config {
             reserve_memory_mib: 0,
             max_voters: blixard_shared::limits::DEFAULT_MAX_VOTERS,
             snapshot_threshold: DEFAULT_SNAPSHOT_THRESHOLD,
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(400),
-            election_timeout_max: Duration::from_millis(800),
-            fence_lease: crate::fence::DEFAULT_LEASE,
+            heartbeat_interval: Duration::from_millis(LOCAL_HEARTBEAT_MS),
+            election_timeout_min: Duration::from_millis(LOCAL_ELECTION_TIMEOUT_MS.0),
+            election_timeout_max: Duration::from_millis(LOCAL_ELECTION_TIMEOUT_MS.1),
+            fence_lease: DEFAULT_LEASE,
             fence_watchdog: None,
         }
     }
+}
+
+/// "must be between A and B", the words every range check uses.
+fn between<T: std::fmt::Display>(range: &std::ops::RangeInclusive<T>) -> String {
+    format!("must be between {} and {}", range.start(), range.end())
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {

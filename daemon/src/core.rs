@@ -14,7 +14,7 @@ use blixard_shared::proto::v1::{Consistency, RaftPayload, ReadIndexRequest};
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tonic::Status;
 
 /// How long a forwarded write or read index may take at the leader.
@@ -39,21 +39,13 @@ pub struct Core {
     /// Resolved configuration.
     pub config: Config,
     /// Becomes true when the node is stopping; long-lived streams end on it.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub shutdown: crate::shutdown::Shutdown,
     /// Term and last log index when this node started. A node that restarts
     /// as the leader of its old term (openraft keeps a committed vote) has
     /// not recomputed its commit index yet: until it has, its read index
     /// could be older than writes it acknowledged before the crash, so
     /// reads in that term wait for its whole log instead.
     pub startup_log: (u64, u64),
-}
-
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The gRPC status for a rejected command.
@@ -90,7 +82,7 @@ impl Core {
     /// leader when this node is not it.
     pub async fn propose(&self, action: Action) -> Result<CommandOutcome, Status> {
         let cmd = Command {
-            time_ms: now_ms(),
+            time_ms: blixard_shared::time::now_ms(),
             action,
         };
         match self.write_local(cmd.clone()).await {

@@ -240,6 +240,89 @@ impl ClusterApi {
     }
 }
 
+impl ClusterApi {
+    /// The cluster as this node sees it: its Raft metrics (the leader's
+    /// include replication progress and contact times) and the node records'
+    /// health.
+    fn local_status(&self) -> pb::ClusterStatus {
+        let m = self.core.raft_metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let fleet = self.core.view.read();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let health = fleet
+                    .nodes
+                    .get(id)
+                    .map_or(pb::NodeHealth::Unspecified, |n| health_to_pb(n.health));
+                self.member_status(&m, *id, &node.addr, voters.contains(id), health)
+            })
+            .collect();
+        let leader_address = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l))
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        pb::ClusterStatus {
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            commit_index: m.local_committed.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            members,
+            node_id: self.core.id,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            leader_address,
+        }
+    }
+
+    /// One member's line of the status: role, how far its log matches the
+    /// leader's, and when the leader last heard from it.
+    fn member_status(
+        &self,
+        m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+        id: u64,
+        address: &str,
+        voter: bool,
+        health: pb::NodeHealth,
+    ) -> pb::Member {
+        let last_log = m.last_log_index.unwrap_or(0);
+        let role = if m.current_leader == Some(id) {
+            pb::MemberRole::Leader
+        } else if voter {
+            pb::MemberRole::Follower
+        } else {
+            pb::MemberRole::Learner
+        };
+        let matched = if id == self.core.id {
+            Some(last_log)
+        } else {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).copied())
+                .map(|l| l.map_or(0, |l| l.index))
+        };
+        let last_contact_ms = m
+            .heartbeat
+            .as_ref()
+            .and_then(|h| h.get(&id).copied().flatten())
+            .map(|t| t.elapsed().as_millis() as u64)
+            .unwrap_or(0);
+        pb::Member {
+            node_id: id,
+            address: address.to_string(),
+            role: role as i32,
+            voter,
+            health: health as i32,
+            matched_index: matched.unwrap_or(0),
+            lag: matched.map_or(0, |x| last_log.saturating_sub(x)),
+            last_contact_ms,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
     async fn get_status(
@@ -263,69 +346,7 @@ impl ClusterService for ClusterApi {
                     }
                 }
                 self.core.read_barrier(req.consistency).await?;
-                let m = self.core.raft_metrics();
-                let membership = m.membership_config.membership();
-                let voters: BTreeSet<u64> = membership.voter_ids().collect();
-                let last_log = m.last_log_index.unwrap_or(0);
-                let fleet = self.core.view.read();
-                let members = membership
-                    .nodes()
-                    .map(|(id, node)| {
-                        let voter = voters.contains(id);
-                        let role = if m.current_leader == Some(*id) {
-                            pb::MemberRole::Leader
-                        } else if voter {
-                            pb::MemberRole::Follower
-                        } else {
-                            pb::MemberRole::Learner
-                        };
-                        let matched = if *id == self.core.id {
-                            Some(last_log)
-                        } else {
-                            m.replication
-                                .as_ref()
-                                .and_then(|r| r.get(id).copied())
-                                .map(|l| l.map_or(0, |l| l.index))
-                        };
-                        let last_contact_ms = m
-                            .heartbeat
-                            .as_ref()
-                            .and_then(|h| h.get(id).copied().flatten())
-                            .map(|t| t.elapsed().as_millis() as u64)
-                            .unwrap_or(0);
-                        let health = fleet
-                            .nodes
-                            .get(id)
-                            .map_or(pb::NodeHealth::Unspecified, |n| health_to_pb(n.health));
-                        pb::Member {
-                            node_id: *id,
-                            address: node.addr.clone(),
-                            role: role as i32,
-                            voter,
-                            health: health as i32,
-                            matched_index: matched.unwrap_or(0),
-                            lag: matched.map_or(0, |x| last_log.saturating_sub(x)),
-                            last_contact_ms,
-                        }
-                    })
-                    .collect();
-                let leader_address = m
-                    .current_leader
-                    .and_then(|l| membership.get_node(&l))
-                    .map(|n| n.addr.clone())
-                    .unwrap_or_default();
-                Ok(Response::new(pb::ClusterStatus {
-                    leader_id: m.current_leader.unwrap_or(0),
-                    term: m.current_term,
-                    commit_index: m.local_committed.map_or(0, |l| l.index),
-                    applied_index: m.last_applied.map_or(0, |l| l.index),
-                    members,
-                    node_id: self.core.id,
-                    last_log_index: last_log,
-                    snapshot_index: m.snapshot.map_or(0, |l| l.index),
-                    purged_index: m.purged.map_or(0, |l| l.index),
-                    leader_address,
-                }))
+                Ok(Response::new(self.local_status()))
             })
             .await
     }

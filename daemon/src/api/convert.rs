@@ -31,7 +31,6 @@ pub fn vm_to_pb(vm: &model::VmRecord) -> pb::Vm {
     }
 }
 
-
 fn spec_to_pb(s: &model::VmSpec) -> pb::VmSpec {
     pb::VmSpec {
         vcpus: s.vcpus,

@@ -4,6 +4,7 @@
 //! stream continues from the start of the new file).
 
 use crate::core::Core;
+use blixard_shared::limits::MAX_TAIL_LINES;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
 use futures_util::Stream;
@@ -16,8 +17,6 @@ use tonic::Status;
 
 /// Default and largest number of history lines.
 pub const DEFAULT_TAIL_LINES: u32 = 100;
-/// Largest number of history lines a request may ask for.
-pub const MAX_TAIL_LINES: u32 = 100_000;
 /// Most bytes of history read from the end of the file.
 const MAX_HISTORY_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes per streamed chunk.
@@ -102,7 +101,7 @@ pub fn local_stream(
             tokio::select! {
                 _ = tokio::time::sleep(FOLLOW_POLL) => {}
                 // The shutdown flag only ever changes to true.
-                _ = shutdown.changed() => {
+                _ = shutdown.recv() => {
                     let _ = tx.send(Err(Status::unavailable("node is shutting down"))).await;
                     return;
                 }

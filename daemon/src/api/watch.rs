@@ -97,7 +97,7 @@ async fn next_event(mut st: WatchState) -> Option<(Result<pb::WatchResponse, Sta
                 let mut shutdown = st.core.shutdown.clone();
                 let stopping = tokio::select! {
                     r = st.applied.changed() => r.is_err(),
-                    _ = shutdown.wait_for(|stop| *stop) => true,
+                    _ = shutdown.recv() => true,
                 };
                 if stopping {
                     st.done = true;

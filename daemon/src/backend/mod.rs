@@ -10,6 +10,7 @@
 //! [`supervisor`]), so a restarted daemon can find and adopt what still runs.
 
 pub mod fake;
+pub mod meta;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

@@ -15,17 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Which accelerator QEMU should use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccelChoice {
-    /// KVM where usable, TCG otherwise.
-    Auto,
-    /// Always KVM (the operator vouches for it).
-    Kvm,
-    /// Always TCG (software emulation).
-    Tcg,
-}
+pub use crate::config::AccelChoice;
 
 /// The accelerator in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

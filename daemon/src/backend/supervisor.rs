@@ -8,8 +8,10 @@
 //! While a daemon runs, it reaps the processes it started and records how
 //! they ended.
 
+use super::meta::Meta;
 use super::{BackendError, Instance, InstanceState};
-use serde::{Deserialize, Serialize};
+use crate::host::procfs::{proc_start, proc_vm_dir, send_signal};
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -21,25 +23,6 @@ use std::time::Duration;
 /// Console logs larger than this are rotated (copied to `console.log.1`,
 /// then truncated); one rotated file is kept.
 pub const CONSOLE_LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
-
-/// What `meta.json` records about an instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Meta {
-    /// VM name.
-    pub name: String,
-    /// Placement epoch it was started for.
-    pub epoch: u64,
-    /// Host pid.
-    pub pid: u32,
-    /// Kernel start time of the process (clock ticks since boot), to detect pid reuse.
-    pub proc_start_ticks: u64,
-    /// Wall-clock start (ms since the Unix epoch).
-    pub started_at_ms: u64,
-    /// Backend that started it.
-    pub backend: String,
-    /// The command line used.
-    pub argv: Vec<String>,
-}
 
 #[derive(Debug, Clone)]
 struct ExitRecord {
@@ -61,31 +44,6 @@ pub struct Supervisor {
     lease_dir: Option<PathBuf>,
 }
 
-/// The kernel's start time of `pid` (field 22 of `/proc/PID/stat`), and
-/// whether it is a zombie.
-pub(crate) fn proc_start(pid: u32) -> Option<(u64, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let zombie = fields.first() == Some(&"Z");
-    let start = fields.get(19)?.parse().ok()?;
-    Some((start, zombie))
-}
-
-/// The VM dir a process carries in its environment (`BLIXARD_VM_DIR`, set
-/// on every VM process at spawn and inherited by its children), if any.
-///
-/// Reading another user's process environment needs the rights of root or
-/// its owner; VM processes are the daemon's own children.
-pub(crate) fn proc_vm_dir(pid: u32) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0)
-        .find_map(|v| v.strip_prefix(b"BLIXARD_VM_DIR="))
-        .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
-}
-
 /// Describes how a process ended.
 pub fn describe_exit(status: ExitStatus) -> (bool, String) {
     if let Some(code) = status.code() {
@@ -97,15 +55,6 @@ pub fn describe_exit(status: ExitStatus) -> (bool, String) {
         Some(sig) => (false, format!("killed by signal {sig}")),
         None => (false, "ended for an unknown reason".to_string()),
     }
-}
-
-/// Sends `signal` to `pid`; false if there is no such process.
-pub fn send_signal(pid: u32, signal: i32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) takes plain integers and has no memory effects.
-    unsafe { libc::kill(pid, signal) == 0 }
 }
 
 impl Supervisor {
@@ -218,13 +167,13 @@ impl Supervisor {
             .stderr(log2)
             .process_group(0);
         if let Some(dir) = &self.lease_dir {
-            let deadline = crate::fence::read_lease(dir);
+            let deadline = crate::host::fence::lease_file::read_lease(dir);
             // SAFETY: the hook runs between fork and exec and only calls
             // clock_gettime(2) and builds an error from an errno, both
             // async-signal-safe (no allocation, no locks).
             unsafe {
                 cmd.pre_exec(move || {
-                    if crate::fence::lease_clock_ms() >= deadline {
+                    if crate::host::fence::lease_file::lease_clock_ms() >= deadline {
                         Err(std::io::Error::from_raw_os_error(libc::ETIME))
                     } else {
                         Ok(())
@@ -240,7 +189,7 @@ impl Supervisor {
             BackendError::Failed("the process exited before it could be watched".into())
         })?;
         let proc_start_ticks = proc_start(pid).map_or(0, |(t, _)| t);
-        let started_at_ms = crate::core::now_ms();
+        let started_at_ms = blixard_shared::time::now_ms();
         self.exits
             .lock()
             .unwrap_or_else(|p| p.into_inner())

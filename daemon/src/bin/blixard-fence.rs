@@ -1,6 +1,6 @@
 //! `blixard-fence`: the per-host fence watchdog. `blixardd` starts it; it
 //! outlives the daemon on purpose and SIGKILLs the host's VMs once the
-//! daemon's fencing lease has run out (see `blixard_daemon::fence`).
+//! daemon's fencing lease has run out (see `blixard_daemon::host::fence`).
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -26,6 +26,6 @@ fn main() -> color_eyre::Result<()> {
         .with_target(false)
         .with_ansi(false)
         .init();
-    blixard_daemon::fence::run_watchdog(&args.data_dir, &args.vm_root);
+    blixard_daemon::host::fence::run_watchdog(&args.data_dir, &args.vm_root);
     Ok(())
 }

@@ -287,89 +287,129 @@ impl LogStore {
 /// one transaction, commits with fsync, then reports each write in order.
 fn write_loop(db: Arc<Database>, pending: Arc<Mutex<Pending>>, mut queue: mpsc::Receiver<Write>) {
     while let Some(first) = queue.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_WRITES_PER_TXN {
-            match queue.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        // The committed hint is written only every so many entries (and
-        // with anything else that touches META): each write of it adds
-        // pages to the commit.
-        let committed = {
-            let mut p = lock(&pending);
-            let due = match (p.committed, p.committed_written) {
-                (Some(Some(c)), w) => c.index >= w.saturating_add(COMMITTED_HINT_EVERY),
-                _ => false,
-            };
-            if due {
-                if let Some(Some(c)) = p.committed {
-                    p.committed_written = c.index;
+        let batch = take_batch(first, &mut queue);
+        let committed = committed_hint_due(&pending);
+        let Prepared {
+            changes,
+            reports,
+            appended,
+        } = prepare(batch);
+        let result = commit(&db, changes, committed);
+        match &result {
+            Ok(()) => {
+                let mut p = lock(&pending);
+                for (index, seq, size) in appended {
+                    p.made_durable(index, seq, size);
                 }
-                p.committed
-            } else {
-                None
-            }
-        };
-        let mut changes = Vec::new();
-        let mut reports = Vec::new();
-        let mut appended = Vec::new();
-        for w in batch {
-            match w {
-                Write::Append { entries, callback } => {
-                    appended.extend(entries.iter().map(|(i, seq, b)| (*i, *seq, b.len())));
-                    changes.push(Change::from(Box::new(
-                        move |tx: &redb::WriteTransaction| {
-                            let mut t = tx.open_table(LOG).map_err(io_err)?;
-                            for (index, _, bytes) in &entries {
-                                t.insert(*index, bytes.as_slice()).map_err(io_err)?;
-                            }
-                            Ok(())
-                        },
-                    )));
-                    reports.push(Report::Flushed(callback));
-                }
-                Write::Other { change, done } => {
-                    changes.push(change);
-                    reports.push(Report::Done(done));
+                p.trim_recent();
+                if p.committed == committed {
+                    p.committed = None;
                 }
             }
-        }
-        let result = (|| {
-            let tx = db.begin_write().map_err(io_err)?;
-            for change in changes {
-                change(&tx)?;
-            }
-            if let Some(id) = committed {
-                let bytes = serde_json::to_vec(&id).map_err(io_err)?;
-                let mut t = tx.open_table(META).map_err(io_err)?;
-                t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io_err)?;
-            }
-            tx.commit().map_err(io_err)
-        })();
-        if result.is_ok() {
-            let mut p = lock(&pending);
-            for (index, seq, size) in appended {
-                p.made_durable(index, seq, size);
-            }
-            p.trim_recent();
-            if p.committed == committed {
-                p.committed = None;
-            }
-        } else if let Err(e) = &result {
-            tracing::error!(error = %e, "raft log write failed");
+            Err(e) => tracing::error!(error = %e, "raft log write failed"),
         }
         for r in reports {
-            let outcome = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            };
-            match r {
-                Report::Flushed(cb) => cb.io_completed(outcome),
-                Report::Done(tx) => {
-                    let _ = tx.send(outcome);
-                }
+            r.send(&result);
+        }
+    }
+}
+
+/// `first` and whatever else is queued now, at most [`MAX_WRITES_PER_TXN`].
+fn take_batch(first: Write, queue: &mut mpsc::Receiver<Write>) -> Vec<Write> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_WRITES_PER_TXN {
+        match queue.try_recv() {
+            Ok(w) => batch.push(w),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// The committed hint to write with this batch, if one is due. It is
+/// written only every so many entries (and with anything else that touches
+/// META): each write of it adds pages to the commit.
+fn committed_hint_due(pending: &Mutex<Pending>) -> Option<Option<LogId>> {
+    let mut p = lock(pending);
+    let due = match (p.committed, p.committed_written) {
+        (Some(Some(c)), w) => c.index >= w.saturating_add(COMMITTED_HINT_EVERY),
+        _ => false,
+    };
+    if !due {
+        return None;
+    }
+    if let Some(Some(c)) = p.committed {
+        p.committed_written = c.index;
+    }
+    p.committed
+}
+
+/// A batch turned into redb changes, the answers owed once it commits, and
+/// the appended entries (index, sequence, size) that become durable then.
+struct Prepared {
+    changes: Vec<Change>,
+    reports: Vec<Report>,
+    appended: Vec<(u64, u64, usize)>,
+}
+
+fn prepare(batch: Vec<Write>) -> Prepared {
+    let mut prepared = Prepared {
+        changes: Vec::with_capacity(batch.len()),
+        reports: Vec::with_capacity(batch.len()),
+        appended: Vec::new(),
+    };
+    for w in batch {
+        match w {
+            Write::Append { entries, callback } => {
+                prepared
+                    .appended
+                    .extend(entries.iter().map(|(i, seq, b)| (*i, *seq, b.len())));
+                prepared.changes.push(Change::from(Box::new(
+                    move |tx: &redb::WriteTransaction| {
+                        let mut t = tx.open_table(LOG).map_err(io_err)?;
+                        for (index, _, bytes) in &entries {
+                            t.insert(*index, bytes.as_slice()).map_err(io_err)?;
+                        }
+                        Ok(())
+                    },
+                )));
+                prepared.reports.push(Report::Flushed(callback));
+            }
+            Write::Other { change, done } => {
+                prepared.changes.push(change);
+                prepared.reports.push(Report::Done(done));
+            }
+        }
+    }
+    prepared
+}
+
+/// Applies `changes` (and the committed hint, if due) in one transaction
+/// committed with fsync.
+fn commit(db: &Database, changes: Vec<Change>, committed: Option<Option<LogId>>) -> io::Result<()> {
+    let tx = db.begin_write().map_err(io_err)?;
+    for change in changes {
+        change(&tx)?;
+    }
+    if let Some(id) = committed {
+        let bytes = serde_json::to_vec(&id).map_err(io_err)?;
+        let mut t = tx.open_table(META).map_err(io_err)?;
+        t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io_err)?;
+    }
+    tx.commit().map_err(io_err)
+}
+
+impl Report {
+    /// Tells the writer's caller how its write ended.
+    fn send(self, result: &io::Result<()>) {
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        };
+        match self {
+            Report::Flushed(cb) => cb.io_completed(outcome),
+            Report::Done(tx) => {
+                let _ = tx.send(outcome);
             }
         }
     }

@@ -45,8 +45,8 @@ impl PeerPool {
         let ch = Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(crate::server::HTTP2_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(crate::server::HTTP2_KEEPALIVE_TIMEOUT)
+            .http2_keep_alive_interval(crate::transport::HTTP2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(crate::transport::HTTP2_KEEPALIVE_TIMEOUT)
             .connect_lazy();
         map.insert(address.to_string(), ch.clone());
         Ok(ch)

@@ -5,6 +5,7 @@
 use super::network::Remote;
 use super::{Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::core::Core;
+use blixard_shared::limits::MAX_SNAPSHOT_BYTES;
 use blixard_shared::proto::v1::raft_service_server::RaftService;
 use blixard_shared::proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
 use futures_util::{Stream, StreamExt};
@@ -13,9 +14,6 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status, Streaming};
-
-/// Largest snapshot a node accepts (bytes); a larger one fails the transfer.
-const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
 
 /// Receives Raft messages for this node.
 pub struct RaftServer {
@@ -34,7 +32,7 @@ impl RaftServer {
 
     /// Resolves when the node starts to stop; long-lived calls end on it.
     fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        crate::server::shutdown_signal(&self.core.shutdown)
+        self.core.shutdown.signal()
     }
 }
 

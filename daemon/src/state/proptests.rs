@@ -437,5 +437,8 @@ fn the_invariant_check_sees_a_broken_state() {
     assert!(broken.check_invariants().is_err(), "node id 0");
     let mut broken = f.clone();
     broken.revision = 0;
-    assert!(broken.check_invariants().is_err(), "an event from the future");
+    assert!(
+        broken.check_invariants().is_err(),
+        "an event from the future"
+    );
 }

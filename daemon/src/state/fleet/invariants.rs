@@ -16,7 +16,10 @@ impl Fleet {
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         let broken = |what: String| Err(InvariantViolation(what));
         if self.events.len() > EVENT_RING_LEN {
-            return broken(format!("{} events in a ring of {EVENT_RING_LEN}", self.events.len()));
+            return broken(format!(
+                "{} events in a ring of {EVENT_RING_LEN}",
+                self.events.len()
+            ));
         }
         let mut revisions = self.events.iter().map(|e| e.revision);
         if let Some(first) = revisions.next() {
@@ -28,7 +31,10 @@ impl Fleet {
                 previous = revision;
             }
             if previous > self.revision {
-                return broken(format!("event at {previous} past the fleet's revision {}", self.revision));
+                return broken(format!(
+                    "event at {previous} past the fleet's revision {}",
+                    self.revision
+                ));
             }
         }
         if self.nodes.contains_key(&0) {
@@ -42,7 +48,10 @@ impl Fleet {
                 return broken(format!("vm {:?} asks for no vCPUs or no memory", vm.name));
             }
             if vm.node_id != 0 && !self.nodes.contains_key(&vm.node_id) {
-                return broken(format!("vm {:?} is on node {}, which has no record", vm.name, vm.node_id));
+                return broken(format!(
+                    "vm {:?} is on node {}, which has no record",
+                    vm.name, vm.node_id
+                ));
             }
             if vm.node_id != 0 && vm.epoch == 0 {
                 return broken(format!("vm {:?} is placed without an epoch", vm.name));

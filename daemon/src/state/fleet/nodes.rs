@@ -112,21 +112,36 @@ impl Fleet {
             Schedulability::Cordoned => "node.cordoned",
             Schedulability::Draining => "node.draining",
         };
-        self.set_node_field(at, id, |n| &mut n.schedulability, value, kind, || {
-            format!("node {id} is now {value:?}").to_lowercase()
-        })
+        self.set_node_field(
+            at,
+            id,
+            |n| &mut n.schedulability,
+            value,
+            kind,
+            || format!("node {id} is now {value:?}").to_lowercase(),
+        )
     }
 
     /// Records the leader's judgement of a node's liveness.
-    pub(super) fn set_node_health(&mut self, at: Stamp, id: u64, health: NodeHealth) -> CommandResult {
+    pub(super) fn set_node_health(
+        &mut self,
+        at: Stamp,
+        id: u64,
+        health: NodeHealth,
+    ) -> CommandResult {
         let kind = match health {
             NodeHealth::Alive => "node.alive",
             NodeHealth::Suspect => "node.suspect",
             NodeHealth::Down => "node.down",
         };
-        self.set_node_field(at, id, |n| &mut n.health, health, kind, || {
-            format!("node {id} is {health:?}").to_lowercase()
-        })
+        self.set_node_field(
+            at,
+            id,
+            |n| &mut n.health,
+            health,
+            kind,
+            || format!("node {id} is {health:?}").to_lowercase(),
+        )
     }
 
     /// The body schedulability and health share: set one field of a node,

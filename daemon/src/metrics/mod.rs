@@ -1,5 +1,8 @@
 //! Prometheus metrics of one daemon, and the small HTTP server that serves
-//! them as text at `/metrics` (`--metrics-listen`).
+//! them as text at `/metrics` (`--metrics-listen`); `sync` copies Raft's
+//! own metrics into them.
+
+pub mod sync;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;

@@ -3,11 +3,11 @@
 //! cluster writes nothing).
 
 use crate::core::Core;
+use crate::shutdown::Shutdown;
 use crate::state::{Action, NodeHealth};
 use openraft::Instant as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How often the leader re-judges liveness.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -26,14 +26,14 @@ pub fn judge(since_contact: Option<Duration>) -> NodeHealth {
 }
 
 /// Runs until shutdown; acts only while this node leads.
-pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut leading_since = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
         let m = core.raft_metrics();
         if m.current_leader != Some(core.id) {
@@ -70,7 +70,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         for (id, health) in changes {
             tracing::info!(node_id = id, ?health, "node health changed");
             let cmd = crate::state::Command {
-                time_ms: crate::core::now_ms(),
+                time_ms: blixard_shared::time::now_ms(),
                 action: Action::SetNodeHealth { id, health },
             };
             // Only while still leading: a deposed leader's judgements are stale.

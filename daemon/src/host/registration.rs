@@ -3,6 +3,7 @@
 //! with capped exponential back-off until they succeed or the node stops.
 
 use crate::core::Core;
+use crate::shutdown::Shutdown;
 use crate::state::command::NodeRegistration;
 use crate::state::Action;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
@@ -10,28 +11,22 @@ use blixard_shared::proto::v1::JoinRequest;
 use blixard_shared::BlixardClient;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Waits `backoff` unless the node stops first; returns false on stop.
-async fn pause(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+async fn pause(backoff: &mut Duration, shutdown: &mut Shutdown) -> bool {
     let wait = *backoff;
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,
-        _ = shutdown.changed() => false,
+        _ = shutdown.recv() => false,
     }
 }
 
 /// Asks the cluster behind `seed` to add this node, until it does.
-pub async fn join(
-    seed: String,
-    node_id: u64,
-    address: String,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn join(seed: String, node_id: u64, address: String, mut shutdown: Shutdown) {
     let mut backoff = BACKOFF_START;
     loop {
         let result = match BlixardClient::new([seed.as_str()]) {
@@ -73,11 +68,7 @@ pub async fn join(
 
 /// Registers (or refreshes) this host's node record once the node is a
 /// member of a cluster with a leader.
-pub async fn register(
-    core: Arc<Core>,
-    registration: NodeRegistration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn register(core: Arc<Core>, registration: NodeRegistration, mut shutdown: Shutdown) {
     let mut backoff = BACKOFF_START;
     loop {
         let m = core.raft_metrics();

@@ -5,15 +5,17 @@
 //! without touching the loop; the state machine re-checks capacity when it
 //! applies the decision, so a stale decision can never overcommit a node.
 
-use crate::core::{now_ms, Core};
-use crate::fence::{DEFAULT_LEASE, HEAL_MARGIN};
+use crate::config::DEFAULT_LEASE;
+use crate::core::Core;
+use crate::host::fence::HEAL_MARGIN;
+use crate::shutdown::Shutdown;
 use crate::state::{
     Action, Command, DesiredState, Fleet, NodeHealth, Resources, Schedulability, VmRecord, VmState,
 };
+use blixard_shared::time::now_ms;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Resync period of the placement loop.
@@ -119,7 +121,7 @@ impl LeaseTracker {
 }
 
 /// Runs until shutdown; places and heals VMs while this node leads.
-pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
     let mut applied = core.view.subscribe();
     let mut tracker = LeaseTracker::default();
     loop {
@@ -137,11 +139,11 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
         tokio::select! {
             _ = tokio::time::sleep_until(started + MIN_PASS_INTERVAL) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
     }
 }

@@ -10,7 +10,8 @@
 
 use crate::backend::{BackendError, InstanceState, VmBackend};
 use crate::core::Core;
-use crate::fence::{LeaseStatus, Watchdog};
+use crate::host::fence::{LeaseStatus, Watchdog};
+use crate::shutdown::Shutdown;
 use crate::state::{Action, DesiredState, Observed, RestartPolicy, VmRecord, VmReport, VmState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -126,7 +127,7 @@ impl<B: VmBackend> Agent<B> {
     }
 
     /// Adopts what still runs from before, then reconciles until shutdown.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: Shutdown) {
         // Act only on current state: after a restart the node's state may
         // lag what the cluster committed (it holds the snapshot plus the log
         // up to its last committed hint), and reconciling against it could
@@ -141,7 +142,7 @@ impl<B: VmBackend> Agent<B> {
         while !self.lease.borrow().valid() {
             tokio::select! {
                 r = self.lease.changed() => if r.is_err() { return },
-                _ = shutdown.changed() => return,
+                _ = shutdown.recv() => return,
             }
         }
         for inst in self.backend.adopt().await {
@@ -207,7 +208,7 @@ impl<B: VmBackend> Agent<B> {
             let wait = MIN_PASS_INTERVAL.saturating_sub(last_pass.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.recv() => return,
             }
             last_pass = Instant::now();
             self.pass().await;
@@ -223,14 +224,14 @@ impl<B: VmBackend> Agent<B> {
                 r = self.lease.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
                 _ = tokio::time::sleep_until(lease_end) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.recv() => return,
             }
         }
     }
 
     /// Waits for a linearizable read barrier (applied state at least what
     /// the leader had committed when asked); `false` on shutdown.
-    async fn wait_until_current(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn wait_until_current(&self, shutdown: &mut Shutdown) -> bool {
         let linearizable = blixard_shared::proto::v1::Consistency::Linearizable as i32;
         loop {
             match self.core.read_barrier(linearizable).await {
@@ -241,7 +242,7 @@ impl<B: VmBackend> Agent<B> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(CATCH_UP_RETRY) => {}
-                _ = shutdown.changed() => return false,
+                _ = shutdown.recv() => return false,
             }
         }
     }
@@ -541,7 +542,7 @@ impl<B: VmBackend> Agent<B> {
     fn fenced_marker(&self, name: &str) -> std::path::PathBuf {
         self.backend
             .console_path(name)
-            .with_file_name(crate::fence::FENCED_MARKER)
+            .with_file_name(crate::host::fence::FENCED_MARKER)
     }
 
     /// Whether an instance started at lapse count `lapses_at_start` and

@@ -2,17 +2,13 @@
 //! change, and counts leader changes.
 
 use crate::core::Core;
+use crate::shutdown::Shutdown;
 use openraft::async_runtime::WatchReceiver;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// Runs until shutdown or until Raft stops.
-pub async fn run(
-    core: Arc<Core>,
-    snapshot_bytes: Arc<AtomicU64>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(core: Arc<Core>, snapshot_bytes: Arc<AtomicU64>, mut shutdown: Shutdown) {
     let mut rx = core.raft.metrics();
     let mut last_leader = None;
     loop {
@@ -45,7 +41,7 @@ pub async fn run(
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
     }
 }

@@ -1,0 +1,82 @@
+//! The gRPC phase of a node's start: bind the listener, then serve every
+//! service (health, reflection, the public API and the internal
+//! `RaftService`) on it until the node stops.
+
+use super::StartError;
+use crate::api::{cluster::ClusterApi, node::NodeApi, vm::VmApi, watch::WatchApi};
+use crate::core::Core;
+use crate::raft::service::RaftServer;
+use crate::transport::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT};
+use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES};
+use blixard_shared::proto::v1 as pb;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::Router;
+
+/// Binds `address`, returning the listener and the address it got (port 0
+/// asks the OS for one).
+pub(super) async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_err = |source| StartError::Bind { address, source };
+    let listener = TcpListener::bind(address).await.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, local))
+}
+
+/// Serves the node's gRPC services on `listener` until the node stops.
+pub(super) async fn serve(
+    core: &Arc<Core>,
+    listener: TcpListener,
+) -> Result<JoinHandle<()>, StartError> {
+    let router = router(core).await?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let signal = core.shutdown.signal();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }))
+}
+
+/// Every service the node serves, with its message size limits.
+async fn router(core: &Arc<Core>) -> Result<Router, StartError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::vm_service_server::VmServiceServer<VmApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Grpc(e.to_string()))?;
+    Ok(tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            pb::cluster_service_server::ClusterServiceServer::new(ClusterApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::node_service_server::NodeServiceServer::new(NodeApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::vm_service_server::VmServiceServer::new(VmApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::watch_service_server::WatchServiceServer::new(WatchApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::raft_service_server::RaftServiceServer::new(RaftServer::new(core.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        ))
+}

@@ -1,0 +1,14 @@
+//! Settings of the gRPC transport that the server and the peer channels
+//! share, in one place so both ends agree (and `raft/` need not import the
+//! server to learn them).
+
+use std::time::Duration;
+
+/// How often an HTTP/2 connection is pinged: by the server on every
+/// connection, and by each daemon on its channels to its peers. Finds peers
+/// and clients that vanished without closing their connection (power loss,
+/// partition), so their long-lived calls (StreamAppend, Watch) end instead
+/// of waiting on TCP's timeouts.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is closed.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
