@@ -145,6 +145,38 @@ impl<B: VmBackend> Agent<B> {
                 _ = shutdown.recv() => return,
             }
         }
+        self.adopt_survivors().await;
+        let mut applied = self.core.view.subscribe();
+        let mut last_pass = Instant::now() - MIN_PASS_INTERVAL;
+        loop {
+            let wait = MIN_PASS_INTERVAL.saturating_sub(last_pass.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.recv() => return,
+            }
+            last_pass = Instant::now();
+            self.pass().await;
+            // Wake when the lease runs out, too: its VMs must stop then.
+            let lease = *self.lease.borrow();
+            let lease_end = if lease.valid() {
+                Instant::now() + lease.remaining()
+            } else {
+                Instant::now() + RESYNC_INTERVAL
+            };
+            tokio::select! {
+                r = applied.changed() => if r.is_err() { return },
+                r = self.lease.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
+                _ = tokio::time::sleep_until(lease_end) => {}
+                _ = shutdown.recv() => return,
+            }
+        }
+    }
+
+    /// Takes over the instances a previous daemon left running, and marks
+    /// the VMs the record says ran here but that are gone, so the first
+    /// pass applies their restart policy.
+    async fn adopt_survivors(&mut self) {
         for inst in self.backend.adopt().await {
             let nonce = self
                 .core
@@ -201,31 +233,6 @@ impl<B: VmBackend> Agent<B> {
                     ..Default::default()
                 },
             );
-        }
-        let mut applied = self.core.view.subscribe();
-        let mut last_pass = Instant::now() - MIN_PASS_INTERVAL;
-        loop {
-            let wait = MIN_PASS_INTERVAL.saturating_sub(last_pass.elapsed());
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.recv() => return,
-            }
-            last_pass = Instant::now();
-            self.pass().await;
-            // Wake when the lease runs out, too: its VMs must stop then.
-            let lease = *self.lease.borrow();
-            let lease_end = if lease.valid() {
-                Instant::now() + lease.remaining()
-            } else {
-                Instant::now() + RESYNC_INTERVAL
-            };
-            tokio::select! {
-                r = applied.changed() => if r.is_err() { return },
-                r = self.lease.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
-                _ = tokio::time::sleep_until(lease_end) => {}
-                _ = shutdown.recv() => return,
-            }
         }
     }
 
@@ -326,16 +333,11 @@ impl<B: VmBackend> Agent<B> {
         }
     }
 
-    /// One reconcile pass.
-    async fn pass(&mut self) {
-        if !self.lease.borrow().valid() {
-            // No reports either: they could not commit without the quorum.
-            self.fence_all().await;
-            return;
-        }
-        // Whatever runs here must be guarded, adopted VMs included (the
-        // watchdog may have died, or this daemon may be the first of its
-        // version on the host).
+    /// Whatever runs here must be guarded, adopted VMs included (the
+    /// watchdog may have died, or this daemon may be the first of its
+    /// version on the host); a watchdog that cannot run is reported at most
+    /// every [`WATCHDOG_REPORT_EVERY`].
+    fn ensure_guarded(&mut self) {
         if self.local.values().any(|l| l.running) {
             if let Some(w) = &self.watchdog {
                 match w.ensure() {
@@ -356,6 +358,16 @@ impl<B: VmBackend> Agent<B> {
                 }
             }
         }
+    }
+
+    /// One reconcile pass.
+    async fn pass(&mut self) {
+        if !self.lease.borrow().valid() {
+            // No reports either: they could not commit without the quorum.
+            self.fence_all().await;
+            return;
+        }
+        self.ensure_guarded();
         let me = self.core.id;
         let mine: BTreeMap<String, VmRecord> = {
             let fleet = self.core.view.read();
@@ -365,7 +377,37 @@ impl<B: VmBackend> Agent<B> {
                 .collect()
         };
 
-        // Instances that must not run here any more.
+        self.stop_unassigned(&mine).await;
+
+        for vm in mine.values() {
+            let entry = self.local.entry(vm.name.clone()).or_default();
+            if entry.epoch != vm.epoch && !entry.running {
+                *entry = Local {
+                    epoch: vm.epoch,
+                    nonce_seen: vm.restart_nonce,
+                    ..Default::default()
+                };
+            }
+            if vm.desired == DesiredState::Stopped {
+                if vm.state != VmState::Stopped || vm.reason.is_empty() {
+                    let reason = if vm.reason.is_empty() {
+                        "stopped on request".to_string()
+                    } else {
+                        vm.reason.clone()
+                    };
+                    self.report(vm, VmState::Stopped, reason);
+                }
+                continue;
+            }
+            self.reconcile_running(vm).await;
+        }
+        self.flush().await;
+    }
+
+    /// Stops the instances that must not run here any more: no longer
+    /// assigned (their files removed too), moved to a new epoch, or wanted
+    /// stopped.
+    async fn stop_unassigned(&mut self, mine: &BTreeMap<String, VmRecord>) {
         let held: Vec<String> = self.local.keys().cloned().collect();
         for name in held {
             let Some(local) = self.local.get(&name).cloned() else {
@@ -396,30 +438,6 @@ impl<B: VmBackend> Agent<B> {
                 _ => {}
             }
         }
-
-        for vm in mine.values() {
-            let entry = self.local.entry(vm.name.clone()).or_default();
-            if entry.epoch != vm.epoch && !entry.running {
-                *entry = Local {
-                    epoch: vm.epoch,
-                    nonce_seen: vm.restart_nonce,
-                    ..Default::default()
-                };
-            }
-            if vm.desired == DesiredState::Stopped {
-                if vm.state != VmState::Stopped || vm.reason.is_empty() {
-                    let reason = if vm.reason.is_empty() {
-                        "stopped on request".to_string()
-                    } else {
-                        vm.reason.clone()
-                    };
-                    self.report(vm, VmState::Stopped, reason);
-                }
-                continue;
-            }
-            self.reconcile_running(vm).await;
-        }
-        self.flush().await;
     }
 
     async fn reconcile_running(&mut self, vm: &VmRecord) {
