@@ -3,6 +3,7 @@
 //! Ctrl-C stops all of them (SIGTERM, then SIGKILL after a grace period).
 //! Run again on the same data dir and the nodes come back with their state.
 
+use super::exit::ExitCode;
 use super::CliError;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
@@ -15,6 +16,18 @@ use std::time::{Duration, Instant};
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node may take to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a stopping node is checked for having exited.
+const STOP_POLL: Duration = Duration::from_millis(50);
+/// How often the forming cluster is asked for its status.
+const FORM_POLL: Duration = Duration::from_millis(200);
+/// Default gRPC port of node 1 (the CLI's default endpoint).
+const DEFAULT_BASE_PORT: u16 = 7001;
+/// Default number of nodes: the smallest cluster that survives a failure.
+const DEFAULT_NODES: u64 = 3;
+/// Most nodes a dev cluster runs (all of them voters).
+const MAX_DEV_NODES: u64 = 5;
+/// One past the highest TCP port.
+const PORT_LIMIT: u32 = 65_536;
 
 /// Options of `blixard dev`.
 #[derive(Debug, Args)]
@@ -23,10 +36,10 @@ pub struct DevArgs {
     #[arg(long, default_value = ".blixard-dev")]
     data_dir: PathBuf,
     /// gRPC port of node 1; node N listens on base_port + N - 1.
-    #[arg(long, default_value_t = 7001)]
+    #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
     base_port: u16,
     /// Number of nodes (1 to 5).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
+    #[arg(long, default_value_t = DEFAULT_NODES, value_parser = clap::value_parser!(u64).range(1..=MAX_DEV_NODES))]
     nodes: u64,
     /// Delete the data dir first and start an empty cluster.
     #[arg(long)]
@@ -85,9 +98,13 @@ fn find_blixardd(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
     }
 }
 
+/// The running nodes (id and process); dropping it stops them, so an early
+/// return never leaves daemons behind.
 struct Nodes(Vec<(u64, Child)>);
 
 impl Nodes {
+    /// SIGTERM to every node, then SIGKILL to those still running after
+    /// [`STOP_GRACE`].
     fn stop(&mut self) {
         for (id, child) in &self.0 {
             if let Ok(pid) = i32::try_from(child.id()) {
@@ -103,9 +120,7 @@ impl Nodes {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50))
-                    }
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(STOP_POLL),
                     _ => {
                         eprintln!("node {id} did not stop in time; killing it");
                         let _ = child.kill();
@@ -132,6 +147,7 @@ struct BackendChoice {
     why: String,
 }
 
+/// Whether an executable called `name` is in a `PATH` directory.
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
@@ -175,6 +191,9 @@ fn choose_backend(data: &Path) -> BackendChoice {
     }
 }
 
+/// Starts node `id` on `port`: bootstrapping the cluster when `seed` is
+/// `None`, joining the node on port `seed` otherwise; its output goes to
+/// `node-ID.log` in the data dir.
 fn spawn_node(
     bin: &Path,
     data: &Path,
@@ -222,6 +241,8 @@ fn spawn_node(
         .map_err(|e| CliError::other(format!("cannot start {}: {e}", bin.display())))
 }
 
+/// Waits until some node reports a leader and `want` voters, failing early
+/// when a node exits and with `Unavailable` after [`FORM_TIMEOUT`].
 async fn wait_for_members(
     endpoints: &[String],
     want: usize,
@@ -261,18 +282,18 @@ async fn wait_for_members(
             }
         }
         if Instant::now() > deadline {
-            return Err(CliError {
-                code: 5,
-                message: format!("the cluster did not form within {FORM_TIMEOUT:?}: {last_err}"),
-            });
+            return Err(CliError::new(
+                ExitCode::Unavailable,
+                format!("the cluster did not form within {FORM_TIMEOUT:?}: {last_err}"),
+            ));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(FORM_POLL).await;
     }
 }
 
 /// Runs the local cluster until Ctrl-C.
 pub async fn run(args: DevArgs) -> Result<(), CliError> {
-    if u32::from(args.base_port) + args.nodes as u32 > 65_536 || args.base_port == 0 {
+    if u32::from(args.base_port) + args.nodes as u32 > PORT_LIMIT || args.base_port == 0 {
         return Err(CliError::usage("--base-port: ports would be out of range"));
     }
     let bin = find_blixardd(args.blixardd.clone())?;

@@ -1,5 +1,5 @@
 //! Errors of the CLI and their exit codes, which are part of the CLI's
-//! contract:
+//! contract (README, "The CLI"; scripts branch on them):
 //!
 //! | code | meaning |
 //! |------|---------|
@@ -14,34 +14,87 @@
 use blixard_shared::client::{code_name, ClientError};
 use std::fmt;
 
-/// A failed command: a one-line reason and an exit code.
+/// The process exit codes of `blixard`, one per row of the table above, so
+/// no code in the CLI spells a raw number. The discriminants are the
+/// numbers scripts see: never renumber a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// 0: the command did what was asked.
+    Success = 0,
+    /// 1: any failure no other code describes.
+    Failure = 1,
+    /// 2: bad usage or an invalid argument; retrying the same command fails again.
+    Usage = 2,
+    /// 3: the VM or node named does not exist.
+    NotFound = 3,
+    /// 4: already exists, or not in a state that allows the command.
+    Conflict = 4,
+    /// 5: no leader, unreachable or timed out; retrying later may succeed.
+    Unavailable = 5,
+    /// 6: a limit was reached (resource exhausted, out of range).
+    LimitReached = 6,
+}
+
+impl ExitCode {
+    /// The exit code for a gRPC status code, so server answers map to the
+    /// table above the same way for every command.
+    pub fn from_grpc(code: tonic::Code) -> Self {
+        use tonic::Code::*;
+        match code {
+            Ok => Self::Success,
+            InvalidArgument => Self::Usage,
+            NotFound => Self::NotFound,
+            AlreadyExists | FailedPrecondition | Aborted => Self::Conflict,
+            Unavailable | DeadlineExceeded | Cancelled => Self::Unavailable,
+            ResourceExhausted | OutOfRange => Self::LimitReached,
+            _ => Self::Failure,
+        }
+    }
+}
+
+impl From<ExitCode> for u8 {
+    fn from(code: ExitCode) -> u8 {
+        code as u8
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(u8::from(code))
+    }
+}
+
+/// A failed command: a one-line reason and an exit code. Every command
+/// returns it so `main` prints the reason and exits the same way for all.
 #[derive(Debug)]
 pub struct CliError {
-    /// Exit code.
-    pub code: u8,
-    /// One-line reason.
-    pub message: String,
+    code: ExitCode,
+    message: String,
 }
 
 impl CliError {
-    /// A usage error (exit 2).
-    pub fn usage(message: impl Into<String>) -> Self {
+    /// A failure with the given exit code, for the cases the shorthands
+    /// below do not cover.
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
         Self {
-            code: 2,
+            code,
             message: message.into(),
         }
+    }
+
+    /// A usage error (exit 2): the command as typed cannot work.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Usage, message)
     }
 
     /// Any other failure (exit 1).
     pub fn other(message: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: message.into(),
-        }
+        Self::new(ExitCode::Failure, message)
     }
 
-    /// The process exit code.
-    pub fn exit_code(&self) -> u8 {
+    /// The process exit code `main` ends with.
+    pub fn exit_code(&self) -> ExitCode {
         self.code
     }
 }
@@ -54,27 +107,13 @@ impl fmt::Display for CliError {
     }
 }
 
-/// Exit code for a gRPC status code.
-pub fn exit_code_for(code: tonic::Code) -> u8 {
-    use tonic::Code::*;
-    match code {
-        Ok => 0,
-        InvalidArgument => 2,
-        NotFound => 3,
-        AlreadyExists | FailedPrecondition | Aborted => 4,
-        Unavailable | DeadlineExceeded | Cancelled => 5,
-        ResourceExhausted | OutOfRange => 6,
-        _ => 1,
-    }
-}
-
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         match &e {
-            ClientError::Status(s) => Self {
-                code: exit_code_for(s.code()),
-                message: format!("{}: {}", code_name(s.code()), s.message()),
-            },
+            ClientError::Status(s) => Self::new(
+                ExitCode::from_grpc(s.code()),
+                format!("{}: {}", code_name(s.code()), s.message()),
+            ),
             ClientError::NoEndpoints | ClientError::BadEndpoint { .. } => {
                 Self::usage(e.to_string())
             }
@@ -98,14 +137,62 @@ impl From<blixard_shared::validate::FieldError> for CliError {
 mod tests {
     use super::*;
 
+    fn number(code: tonic::Code) -> u8 {
+        ExitCode::from_grpc(code).into()
+    }
+
     #[test]
     fn codes_are_stable() {
-        assert_eq!(exit_code_for(tonic::Code::NotFound), 3);
-        assert_eq!(exit_code_for(tonic::Code::AlreadyExists), 4);
-        assert_eq!(exit_code_for(tonic::Code::Unavailable), 5);
-        assert_eq!(exit_code_for(tonic::Code::InvalidArgument), 2);
+        assert_eq!(number(tonic::Code::NotFound), 3);
+        assert_eq!(number(tonic::Code::AlreadyExists), 4);
+        assert_eq!(number(tonic::Code::Unavailable), 5);
+        assert_eq!(number(tonic::Code::InvalidArgument), 2);
         let e = CliError::from(tonic::Status::not_found("vm \"x\"\nnot found"));
-        assert_eq!(e.code, 3);
+        assert_eq!(u8::from(e.code), 3);
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn each_exit_code_is_the_number_the_readme_documents() {
+        assert_eq!(u8::from(ExitCode::Success), 0);
+        assert_eq!(u8::from(ExitCode::Failure), 1);
+        assert_eq!(u8::from(ExitCode::Usage), 2);
+        assert_eq!(u8::from(ExitCode::NotFound), 3);
+        assert_eq!(u8::from(ExitCode::Conflict), 4);
+        assert_eq!(u8::from(ExitCode::Unavailable), 5);
+        assert_eq!(u8::from(ExitCode::LimitReached), 6);
+    }
+
+    #[test]
+    fn every_grpc_code_maps_as_before() {
+        use tonic::Code::*;
+        let table = [
+            (Ok, 0),
+            (Cancelled, 5),
+            (Unknown, 1),
+            (InvalidArgument, 2),
+            (DeadlineExceeded, 5),
+            (NotFound, 3),
+            (AlreadyExists, 4),
+            (PermissionDenied, 1),
+            (ResourceExhausted, 6),
+            (FailedPrecondition, 4),
+            (Aborted, 4),
+            (OutOfRange, 6),
+            (Unimplemented, 1),
+            (Internal, 1),
+            (Unavailable, 5),
+            (DataLoss, 1),
+            (Unauthenticated, 1),
+        ];
+        for (code, want) in table {
+            assert_eq!(number(code), want, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn client_side_endpoint_errors_are_usage_errors() {
+        let e = CliError::from(ClientError::NoEndpoints);
+        assert_eq!(e.exit_code(), ExitCode::Usage);
     }
 }

@@ -7,15 +7,23 @@
 //! `ReportVmStatus` command per pass, at most one pass every
 //! [`MIN_PASS_INTERVAL`], so a flapping VM cannot flood the log; crash loops
 //! back off exponentially up to [`MAX_BACKOFF`].
+//!
+//! Graceful stops run in the background (`stops`), so one slow guest does
+//! not hold up the host. An instance that must not run here any more (its
+//! record gone or moved, its epoch changed, the lease out) is killed at
+//! once: another host may start the VM any moment.
+
+mod stops;
 
 use crate::backend::{BackendError, InstanceState, VmBackend};
 use crate::core::Core;
 use crate::host::fence::{LeaseStatus, Watchdog};
 use crate::shutdown::Shutdown;
 use crate::state::{Action, DesiredState, Observed, RestartPolicy, VmRecord, VmReport, VmState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use stops::Stops;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -97,6 +105,11 @@ pub struct Agent<B: VmBackend> {
     /// When the missing watchdog was last reported: passes run up to ten
     /// times a second, the report at most every [`WATCHDOG_REPORT_EVERY`].
     watchdog_reported: Option<Instant>,
+    /// Graceful stops in flight.
+    stops: Stops,
+    /// Deleted VMs whose instance this host no longer runs, to report so
+    /// their names may be placed again (`Fleet::departed`).
+    gone: BTreeSet<String>,
 }
 
 /// How often a watchdog that cannot be started is reported again.
@@ -123,6 +136,8 @@ impl<B: VmBackend> Agent<B> {
             lease: fencing.lease,
             watchdog: fencing.watchdog,
             watchdog_reported: None,
+            stops: Stops::default(),
+            gone: BTreeSet::new(),
         }
     }
 
@@ -166,6 +181,7 @@ impl<B: VmBackend> Agent<B> {
             tokio::select! {
                 r = applied.changed() => if r.is_err() { return },
                 r = self.lease.changed() => if r.is_err() { return },
+                _ = self.stops.wait_any() => {}
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
                 _ = tokio::time::sleep_until(lease_end) => {}
                 _ = shutdown.recv() => return,
@@ -295,14 +311,36 @@ impl<B: VmBackend> Agent<B> {
         lines[start..].join(" | ")
     }
 
-    async fn stop_instance(&mut self, name: &str, why: &str) {
-        tracing::info!(vm = %name, reason = why, "stopping vm");
-        if let Err(e) = self.backend.stop(name, self.stop_timeout).await {
-            tracing::error!(vm = %name, error = %e, "stopping vm failed");
+    /// Kills an instance that must not run here any more (see the module
+    /// doc), abandoning a graceful stop in flight.
+    async fn kill_instance(&mut self, name: &str, why: &str) {
+        tracing::warn!(vm = %name, reason = why, "killing vm");
+        self.stops.abandon(name);
+        if let Err(e) = self.backend.kill(name).await {
+            tracing::error!(vm = %name, error = %e, "killing vm failed (the watchdog kills it if the lease runs out)");
         }
         if let Some(l) = self.local.get_mut(name) {
             l.running = false;
             l.pid = 0;
+        }
+    }
+
+    /// Starts a graceful stop (an operator's stop or restart) in the
+    /// background; the pass that finds it ended marks the instance stopped.
+    fn begin_stop(&mut self, name: &str, why: &str) {
+        if !self.stops.in_flight(name) {
+            tracing::info!(vm = %name, reason = why, "stopping vm");
+        }
+        self.stops.begin(&self.backend, name, self.stop_timeout);
+    }
+
+    /// Marks the instances whose graceful stop ended as not running.
+    fn reap_stops(&mut self) {
+        for name in self.stops.finished() {
+            if let Some(l) = self.local.get_mut(&name) {
+                l.running = false;
+                l.pid = 0;
+            }
         }
     }
 
@@ -322,7 +360,8 @@ impl<B: VmBackend> Agent<B> {
             if let Err(e) = std::fs::write(self.fenced_marker(&name), b"") {
                 tracing::warn!(vm = %name, error = %e, "cannot mark the vm fenced");
             }
-            if let Err(e) = self.backend.stop(&name, Duration::ZERO).await {
+            self.stops.abandon(&name);
+            if let Err(e) = self.backend.kill(&name).await {
                 tracing::error!(vm = %name, error = %e, "fencing a vm failed (the watchdog kills it)");
             }
             if let Some(l) = self.local.get_mut(&name) {
@@ -368,16 +407,31 @@ impl<B: VmBackend> Agent<B> {
             return;
         }
         self.ensure_guarded();
+        self.reap_stops();
         let me = self.core.id;
-        let mine: BTreeMap<String, VmRecord> = {
+        let (mine, departed): (BTreeMap<String, VmRecord>, Vec<String>) = {
             let fleet = self.core.view.read();
-            fleet
+            let mine = fleet
                 .vms_on(me)
                 .map(|vm| (vm.name.clone(), vm.clone()))
-                .collect()
+                .collect();
+            let departed = fleet
+                .departed
+                .iter()
+                .filter(|(_, node)| **node == me)
+                .map(|(name, _)| name.clone())
+                .collect();
+            (mine, departed)
         };
 
         self.stop_unassigned(&mine).await;
+        // Deleted VMs of this host whose instance is gone (just killed, or
+        // never here): say so, so their names may be placed again.
+        for name in departed {
+            if !self.local.contains_key(&name) && !mine.contains_key(&name) {
+                self.gone.insert(name);
+            }
+        }
 
         for vm in mine.values() {
             let entry = self.local.entry(vm.name.clone()).or_default();
@@ -389,7 +443,9 @@ impl<B: VmBackend> Agent<B> {
                 };
             }
             if vm.desired == DesiredState::Stopped {
-                if vm.state != VmState::Stopped || vm.reason.is_empty() {
+                if self.stops.in_flight(&vm.name) {
+                    self.report(vm, VmState::Stopping, "stopping on request".into());
+                } else if vm.state != VmState::Stopped || vm.reason.is_empty() {
                     let reason = if vm.reason.is_empty() {
                         "stopped on request".to_string()
                     } else {
@@ -418,22 +474,21 @@ impl<B: VmBackend> Agent<B> {
                     if local.running
                         || !matches!(self.backend.state(&name).await, InstanceState::Missing)
                     {
-                        self.stop_instance(&name, "no longer assigned to this node")
+                        self.kill_instance(&name, "no longer assigned to this node")
                             .await;
                     }
                     if let Err(e) = self.backend.cleanup(&name).await {
                         tracing::warn!(vm = %name, error = %e, "cleanup failed");
                     }
                     self.local.remove(&name);
+                    self.gone.insert(name);
                 }
                 Some(vm) if vm.epoch != local.epoch && local.running => {
-                    self.stop_instance(&name, "placement epoch changed (fenced)")
+                    self.kill_instance(&name, "placement epoch changed (fenced)")
                         .await;
                 }
                 Some(vm) if vm.desired == DesiredState::Stopped && local.running => {
-                    self.stop_instance(&name, "desired state is stopped").await;
-                    let reason = "stopped on request".to_string();
-                    self.report(vm, VmState::Stopped, reason);
+                    self.begin_stop(&name, "desired state is stopped");
                 }
                 _ => {}
             }
@@ -445,17 +500,20 @@ impl<B: VmBackend> Agent<B> {
         let Some(local) = self.local.get(&name).cloned() else {
             return;
         };
+        if self.stops.in_flight(&name) {
+            return;
+        }
         if local.running {
             match self.backend.state(&name).await {
                 InstanceState::Running { pid } => {
                     if vm.restart_nonce != local.nonce_seen {
-                        self.stop_instance(&name, "restart requested").await;
+                        // Started again by the pass that finds the stop ended.
+                        self.begin_stop(&name, "restart requested");
                         if let Some(l) = self.local.get_mut(&name) {
                             l.nonce_seen = vm.restart_nonce;
                             l.blocked = None;
                             l.next_start = None;
                         }
-                        self.start(vm, "restarting on request").await;
                     } else {
                         if let Some(l) = self.local.get_mut(&name) {
                             l.pid = pid;
@@ -659,22 +717,25 @@ impl<B: VmBackend> Agent<B> {
     }
 
     async fn flush(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.gone.is_empty() {
             return;
         }
         let reports: Vec<VmReport> = self.pending.values().cloned().collect();
         let count = reports.len();
+        let gone: Vec<String> = self.gone.iter().cloned().collect();
         match self
             .core
             .propose(Action::ReportVmStatus {
                 node_id: self.core.id,
                 reports,
+                gone,
             })
             .await
         {
             Ok(_) => {
                 tracing::debug!(count, "reported vm status");
                 self.pending.clear();
+                self.gone.clear();
             }
             Err(e) => {
                 // Keep them; the next pass sends the newest of each.

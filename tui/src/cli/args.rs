@@ -1,0 +1,312 @@
+//! The command line of `blixard` as clap types: every flag, argument and
+//! help line of the CLI except `dev`'s (in `dev.rs`) is here, so the public
+//! surface can be read, and kept stable, in one file. The `///` comments on
+//! commands, arguments and flags are the help text users see, except where
+//! `help = None` keeps one out; plain `//` comments are for readers only.
+
+use super::dev;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Lines of console history `vm logs` prints before following (the
+/// server's own default for a tail of 0).
+const DEFAULT_TAIL_LINES: u32 = 100;
+
+/// Scripting CLI for a Blixard microVM cluster.
+#[derive(Debug, Parser)]
+#[command(
+    name = "blixard",
+    version,
+    about,
+    after_help = "Exit codes: 0 ok, 1 other failure, 2 bad usage or invalid argument, 3 not found, 4 conflict (already exists / wrong state), 5 unavailable (retry), 6 limit reached."
+)]
+pub struct Cli {
+    /// Cluster members to talk to (host:port, comma-separated); tries each and follows the leader.
+    #[arg(
+        long,
+        env = "BLIXARD_ENDPOINT",
+        default_value = "127.0.0.1:7001",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub endpoint: Vec<String>,
+    /// Print machine-readable JSON (stable snake_case schema).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Serve reads from the contacted node's local state (fast, possibly stale).
+    #[arg(long, global = true)]
+    pub local: bool,
+    /// The command group to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The command groups; each has its own file under `cli/`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Cluster status and membership.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Hosts of the fleet.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// MicroVMs.
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// The cluster event stream.
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Start a local 3-node cluster for trying things out; Ctrl-C stops it.
+    Dev(dev::DevArgs),
+}
+
+/// `blixard cluster ...` (run by `cluster.rs`).
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Leader, term, indexes and members.
+    Status,
+    /// Members with role, health and replication lag.
+    Members,
+    /// Hand leadership to another voter (the most up-to-date one if --to is not given).
+    TransferLeader {
+        /// Target node id.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode {
+        /// Node id.
+        id: u64,
+    },
+}
+
+/// `blixard node ...` (run by `node.rs`).
+// The `id` arguments have never had a help line; `help = None` keeps their
+// `///` comments (for readers) out of `--help`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    List,
+    /// Show one node.
+    Get {
+        /// The node's id.
+        #[arg(help = None, long_help = None)]
+        id: u64,
+    },
+    /// Stop placing new VMs on a node.
+    Cordon {
+        /// The node's id.
+        #[arg(help = None, long_help = None)]
+        id: u64,
+    },
+    /// Allow placing VMs on a node again.
+    Uncordon {
+        /// The node's id.
+        #[arg(help = None, long_help = None)]
+        id: u64,
+    },
+}
+
+/// `--restart-policy` of `vm create`: what the VM's node does when the VM
+/// exits without being asked to.
+// The variants' `///` comments are for readers only: `help = None` keeps
+// them out of `--help`, whose list of possible values stays as it is.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RestartPolicyArg {
+    /// Restart whenever the VM exits, cleanly or not.
+    #[value(help = None)]
+    Always,
+    /// Restart only after an exit with a failure.
+    #[value(help = None)]
+    OnFailure,
+    /// Never restart (a failed exit leaves the VM failed).
+    #[value(help = None)]
+    Never,
+}
+
+/// Everything `vm create` takes (boxed in `VmCmd` because it is large).
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// VM name (DNS label: a-z, 0-9, '-', at most 63 characters).
+    pub name: String,
+    /// Virtual CPUs.
+    #[arg(long)]
+    pub vcpus: u32,
+    /// Memory in MiB.
+    #[arg(long)]
+    pub memory: u64,
+    /// Guest image name (default: "default").
+    #[arg(long, conflicts_with_all = ["kernel", "runner"])]
+    pub image: Option<String>,
+    /// Kernel path on the host.
+    #[arg(long, conflicts_with = "runner")]
+    pub kernel: Option<String>,
+    /// Initrd path on the host (with --kernel).
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<String>,
+    /// Kernel command line.
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// Prepared runner executable (e.g. microvm.nix's microvm-run).
+    #[arg(long)]
+    pub runner: Option<String>,
+    /// Pin to this node.
+    #[arg(long)]
+    pub node: Option<u64>,
+    /// Label K=V (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Placement constraint (repeatable).
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// Anti-affinity group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Most VMs of the group per node.
+    #[arg(long, requires = "group")]
+    pub max_per_node: Option<u32>,
+    /// Priority (-1000 to 1000).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// May be preempted by higher-priority VMs.
+    #[arg(long)]
+    pub preemptible: bool,
+    /// Restart policy.
+    #[arg(long, value_enum, default_value = "always")]
+    pub restart_policy: RestartPolicyArg,
+    /// Create without starting.
+    #[arg(long)]
+    pub stopped: bool,
+}
+
+/// `blixard vm ...` (run by `vm.rs`).
+// The `name` arguments have never had a help line; `help = None` keeps their
+// `///` comments (for readers) out of `--help`.
+#[derive(Debug, Subcommand)]
+pub enum VmCmd {
+    /// Create a VM (and start it unless --stopped).
+    Create(Box<CreateArgs>),
+    /// List VMs (all pages).
+    List {
+        /// Only VMs on this node.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Only VMs in this state (pending, running, stopped, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only VMs with this label K=V (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Show one VM.
+    Get {
+        /// The VM's name.
+        #[arg(help = None, long_help = None)]
+        name: String,
+    },
+    /// Set a VM's desired state to running.
+    Start {
+        /// The VM's name.
+        #[arg(help = None, long_help = None)]
+        name: String,
+    },
+    /// Set a VM's desired state to stopped.
+    Stop {
+        /// The VM's name.
+        #[arg(help = None, long_help = None)]
+        name: String,
+    },
+    /// Restart a running VM on its node.
+    Restart {
+        /// The VM's name.
+        #[arg(help = None, long_help = None)]
+        name: String,
+    },
+    /// Print a VM's serial console; --follow keeps streaming.
+    Logs {
+        /// The VM's name.
+        #[arg(help = None, long_help = None)]
+        name: String,
+        /// Keep streaming new output.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines of history to print first (at most 100000).
+        #[arg(long, default_value_t = DEFAULT_TAIL_LINES)]
+        tail: u32,
+    },
+    /// Delete a VM (refused while it runs unless --force).
+    Delete {
+        /// The VM's name.
+        #[arg(help = None, long_help = None)]
+        name: String,
+        /// Delete even if it is running.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `blixard events ...` (run by `events.rs`).
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// Stream events as they happen; survives member failures by resuming elsewhere.
+    Watch {
+        /// Start after this revision (default: from now).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Start from the oldest event still held.
+        #[arg(long, conflicts_with = "from")]
+        oldest: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+/// Parses a `--label K=V` value (clap value parser of `vm create` and
+/// `vm list`), so both commands accept and reject the same spellings.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} must be KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::exit::ExitCode;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn labels_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_label("a=b=c"),
+            Ok(("a".to_string(), "b=c".to_string()))
+        );
+        assert!(parse_label("nolabel").is_err());
+    }
+
+    #[test]
+    fn the_help_lists_every_exit_code() {
+        let help = Cli::command()
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        for code in [
+            ExitCode::Success,
+            ExitCode::Failure,
+            ExitCode::Usage,
+            ExitCode::NotFound,
+            ExitCode::Conflict,
+            ExitCode::Unavailable,
+            ExitCode::LimitReached,
+        ] {
+            let number = u8::from(code);
+            assert!(help.contains(&format!(" {number} ")), "{code:?} in {help}");
+        }
+    }
+}
