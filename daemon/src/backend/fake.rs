@@ -119,6 +119,18 @@ impl VmBackend for FakeBackend {
         Ok(())
     }
 
+    async fn kill(&self, name: &str) -> Result<(), BackendError> {
+        if let Some(i) = self.lock().get_mut(name) {
+            if matches!(i.state, InstanceState::Running { .. }) {
+                i.state = InstanceState::Exited {
+                    clean: false,
+                    reason: "killed by SIGKILL".into(),
+                };
+            }
+        }
+        Ok(())
+    }
+
     async fn state(&self, name: &str) -> InstanceState {
         self.lock()
             .get(name)

@@ -112,6 +112,12 @@ pub trait VmBackend: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// Kills the instance at once (SIGKILL to its process group): for an
+    /// instance that lost its placement or its host's lease, where another
+    /// host may start the VM any moment. An operator's stop is graceful
+    /// ([`VmBackend::stop`]). Killing an instance that is not running succeeds.
+    fn kill(&self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+
     /// The instance's state right now.
     fn state(&self, name: &str) -> impl Future<Output = InstanceState> + Send;
 

@@ -90,6 +90,13 @@ impl VmBackend for ProcessBackend {
         self.sup.kill(name).await
     }
 
+    async fn kill(&self, name: &str) -> Result<(), BackendError> {
+        if !matches!(self.sup.state(name), InstanceState::Running { .. }) {
+            return Ok(());
+        }
+        self.sup.kill(name).await
+    }
+
     async fn state(&self, name: &str) -> InstanceState {
         self.sup.state(name)
     }

@@ -83,6 +83,9 @@ pub struct LeaseTracker {
     seen: HashMap<u64, (u64, Instant)>,
     /// VM -> when this leader first saw it `lost` (its node removed).
     lost_vms: HashMap<String, Instant>,
+    /// Deleted VM name -> when this leader first saw it departed from a
+    /// node that is no longer a member.
+    departed_removed: HashMap<String, Instant>,
 }
 
 impl LeaseTracker {
@@ -100,6 +103,7 @@ impl LeaseTracker {
             self.term = term;
             self.seen.clear();
             self.lost_vms.clear();
+            self.departed_removed.clear();
         }
         self.seen.retain(|id, _| fleet.nodes.contains_key(id));
         let mut lost = BTreeMap::new();
@@ -133,6 +137,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
                 tracker.lost_nodes(m.current_term, core.id, &fleet, Instant::now())
             };
             reschedule_lost(&core, &lost).await;
+            forget_departed(&core, &mut tracker, &lost).await;
             let lost: BTreeSet<u64> = lost.into_keys().collect();
             place_pending(&core, &mut tracker, &lost).await;
         }
@@ -210,6 +215,72 @@ impl LeaseTracker {
     }
 }
 
+impl LeaseTracker {
+    /// The deleted VMs whose old host can no longer run them, as
+    /// `ForgetDeparted` commands: hosts whose lease surely ran out, and
+    /// removed hosts once the longest lease plus the margin has passed
+    /// since this leader first saw the name waiting on them.
+    pub fn departed_to_forget(
+        &mut self,
+        fleet: &Fleet,
+        lost: &BTreeMap<u64, u64>,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.departed_removed.retain(|name, _| {
+            fleet
+                .departed
+                .get(name)
+                .is_some_and(|n| !fleet.nodes.contains_key(n))
+        });
+        let longest = Duration::from_millis(fleet.max_lease_ms).max(DEFAULT_LEASE);
+        let mut forget = Vec::new();
+        for (name, node_id) in &fleet.departed {
+            let expected_lease_seq = if let Some(seq) = lost.get(node_id) {
+                *seq
+            } else if fleet.nodes.contains_key(node_id) {
+                continue;
+            } else {
+                let since = *self.departed_removed.entry(name.clone()).or_insert(now);
+                if now.saturating_duration_since(since) <= longest + HEAL_MARGIN {
+                    continue;
+                }
+                0
+            };
+            forget.push(Action::ForgetDeparted {
+                name: name.clone(),
+                node_id: *node_id,
+                expected_lease_seq,
+            });
+            if forget.len() == MAX_RESCHEDULES_PER_PASS {
+                break;
+            }
+        }
+        forget
+    }
+}
+
+/// Frees the names of deleted VMs whose old host can no longer run them.
+async fn forget_departed(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeMap<u64, u64>) {
+    let forget = {
+        let fleet = core.view.read();
+        if fleet.departed.is_empty() {
+            return;
+        }
+        tracker.departed_to_forget(&fleet, lost, Instant::now())
+    };
+    for action in forget {
+        let cmd = Command {
+            time_ms: now_ms(),
+            action,
+        };
+        match core.propose_local(cmd).await {
+            Ok(_) => tracing::info!("a deleted vm's host lost its lease: its name is free"),
+            Err(e) if e.code() == tonic::Code::Unavailable => return,
+            Err(e) => tracing::debug!(error = %e.message(), "forgetting a deleted vm refused"),
+        }
+    }
+}
+
 async fn place_pending(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeSet<u64>) {
     let now = Instant::now();
     let decisions: Vec<(String, u64, u64)> = {
@@ -232,7 +303,7 @@ async fn place_pending(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeSet<
             if decisions.len() == MAX_PLACEMENTS_PER_PASS {
                 break;
             }
-            if !tracker.may_place_lost(&fleet, vm, now) {
+            if !tracker.may_place_lost(&fleet, vm, now) || fleet.departed.contains_key(&vm.name) {
                 continue;
             }
             if let Some(node) = choose_node(&fleet, &usage, lost, vm) {

@@ -114,6 +114,23 @@ pub enum Action {
         node_id: u64,
         /// One report per VM.
         reports: Vec<VmReport>,
+        /// Names of VMs deleted while placed here whose instance this node
+        /// no longer runs: their names may be placed again (see
+        /// `Fleet::departed`).
+        #[serde(default)]
+        gone: Vec<String>,
+    },
+    /// The leader forgets that a deleted VM may still run on a node whose
+    /// lease has surely run out (or that was removed long enough ago), so
+    /// its name may be placed again.
+    ForgetDeparted {
+        /// VM name.
+        name: String,
+        /// The node the deleted instance ran on.
+        node_id: u64,
+        /// The node's `lease_seq` the leader saw run out; a renewal since
+        /// makes the decision stale.
+        expected_lease_seq: u64,
     },
     /// Asks the owning agent to restart a VM.
     RestartVm {

@@ -15,4 +15,6 @@ pub use fleet::Fleet;
 pub use model::*;
 
 #[cfg(test)]
+mod placement_tests;
+#[cfg(test)]
 mod proptests;

@@ -119,8 +119,21 @@ fn action() -> impl Strategy<Value = Action> {
                             },
                         })
                         .collect(),
+                    gone: Vec::new(),
                 }
             }),
+        (node_id(), name()).prop_map(|(node_id, name)| Action::ReportVmStatus {
+            node_id,
+            reports: Vec::new(),
+            gone: vec![name],
+        }),
+        (name(), node_id(), 0u64..3).prop_map(|(name, node_id, expected_lease_seq)| {
+            Action::ForgetDeparted {
+                name,
+                node_id,
+                expected_lease_seq,
+            }
+        }),
         name().prop_map(|name| Action::RestartVm { name }),
         (node_id(), 0u64..10_000).prop_map(|(id, lease_ms)| Action::RenewLease { id, lease_ms }),
         (name(), node_id(), 0u64..3, 0u64..3).prop_map(
@@ -184,6 +197,24 @@ proptest! {
         for (i, cmd) in cmds.iter().enumerate() {
             let _ = f.apply(i as u64 + 1, cmd);
             prop_assert_eq!(f.check_invariants(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_placement_never_moves_a_vm_nor_reuses_a_departed_name(cmds in commands()) {
+        let mut f = Fleet::default();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let before = match &cmd.action {
+                Action::PlaceVm { name, .. } => {
+                    Some((f.vms.get(name).map(|vm| vm.node_id), f.departed.contains_key(name)))
+                }
+                _ => None,
+            };
+            let accepted = f.apply(i as u64 + 1, cmd).is_ok();
+            if let (true, Some((node, departed))) = (accepted, before) {
+                prop_assert_eq!(node, Some(0), "placed a VM that was on a node");
+                prop_assert!(!departed, "placed a name whose old instance may run");
+            }
         }
     }
 
@@ -288,6 +319,7 @@ fn delete_of_a_running_vm_needs_force() {
                 reason: String::new(),
                 observed: Observed::default(),
             }],
+            gone: Vec::new(),
         }),
     ];
     for (i, step) in steps.iter().enumerate() {

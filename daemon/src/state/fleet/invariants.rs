@@ -4,7 +4,7 @@
 //! from the property tests to the multi-node runs, checks it too.
 
 use super::Fleet;
-use blixard_shared::limits::EVENT_RING_LEN;
+use blixard_shared::limits::{EVENT_RING_LEN, MAX_VMS};
 
 /// An invariant of the fleet that does not hold: a bug in apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +36,12 @@ impl Fleet {
                     self.revision
                 ));
             }
+        }
+        if self.departed.len() > MAX_VMS {
+            return broken(format!(
+                "{} departed names, more than {MAX_VMS}",
+                self.departed.len()
+            ));
         }
         if self.nodes.contains_key(&0) {
             return broken("a node record has id 0".into());

@@ -39,6 +39,14 @@ pub struct Fleet {
     /// `lost` by a removed node wait at least this long (see `scheduler`).
     #[serde(default)]
     pub max_lease_ms: u64,
+    /// VMs deleted while placed, by name, with the node whose instance may
+    /// still run: a VM of that name is not placed again until that node
+    /// reports the instance gone (`ReportVmStatus::gone`) or the leader saw
+    /// its lease surely run out (`ForgetDeparted`), so a delete followed by
+    /// a create under the same name never runs two instances at once. At
+    /// most `MAX_VMS` entries; past that a delete of a placed VM is refused.
+    #[serde(default)]
+    pub departed: BTreeMap<String, u64>,
 }
 
 /// When a command is applied: its log index (the revision every record and
@@ -102,9 +110,16 @@ impl Fleet {
                 expected_epoch,
                 expected_lease_seq,
             } => self.reschedule_vm(at, name, *node_id, *expected_epoch, *expected_lease_seq),
-            Action::ReportVmStatus { node_id, reports } => {
-                self.report_status(at, *node_id, reports)
-            }
+            Action::ReportVmStatus {
+                node_id,
+                reports,
+                gone,
+            } => self.report_status(at, *node_id, reports, gone),
+            Action::ForgetDeparted {
+                name,
+                node_id,
+                expected_lease_seq,
+            } => self.forget_departed(name, *node_id, *expected_lease_seq),
             Action::RestartVm { name } => self.restart_vm(at, name),
             Action::DeleteVm { name, force } => self.delete_vm(at, name, *force),
         }

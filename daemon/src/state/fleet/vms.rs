@@ -160,6 +160,24 @@ impl Fleet {
                 ),
             ));
         }
+        // A move would start the VM on the new node while the old one still
+        // stops it: VMs leave a node only through `RescheduleVm`, after its
+        // lease surely ran out, or by being deleted.
+        if vm.node_id != 0 {
+            return Err(Rejection::new(
+                RejectionCode::FailedPrecondition,
+                format!(
+                    "vm {name:?} is already placed on node {}; a placed vm is not moved",
+                    vm.node_id
+                ),
+            ));
+        }
+        if let Some(old) = self.departed.get(name) {
+            return Err(Rejection::new(
+                RejectionCode::FailedPrecondition,
+                format!("an earlier vm named {name:?} may still run on node {old}"),
+            ));
+        }
         self.check_node_takes(node_id, vm)?;
         let vm = self.vm_mut(name)?;
         vm.node_id = node_id;
@@ -261,8 +279,14 @@ impl Fleet {
         at: Stamp,
         node_id: u64,
         reports: &[VmReport],
+        gone: &[String],
     ) -> CommandResult {
         self.node(node_id)?;
+        for name in gone {
+            if self.departed.get(name) == Some(&node_id) {
+                self.departed.remove(name);
+            }
+        }
         let changes: Vec<(String, VmState, String)> = reports
             .iter()
             .filter_map(|report| self.apply_report(at, node_id, report))
@@ -354,6 +378,18 @@ impl Fleet {
                 ),
             ));
         }
+        let placed_on = vm.node_id;
+        if placed_on != 0 {
+            if self.departed.len() >= MAX_VMS {
+                return Err(Rejection::new(
+                    RejectionCode::ResourceExhausted,
+                    format!(
+                        "{MAX_VMS} deleted vms still wait for their hosts to confirm them gone"
+                    ),
+                ));
+            }
+            self.departed.insert(name.to_string(), placed_on);
+        }
         self.vms.remove(name);
         self.push_event(
             at,
@@ -361,6 +397,38 @@ impl Fleet {
             &vm_subject(name),
             format!("vm {name} deleted"),
         );
+        Ok(CommandOutcome::Done)
+    }
+}
+
+impl Fleet {
+    /// The leader judged the node a deleted VM ran on lost (its lease
+    /// surely ran out, or it was removed long enough ago): the name may be
+    /// placed again. Stale if the node renewed its lease since.
+    pub(super) fn forget_departed(
+        &mut self,
+        name: &str,
+        node_id: u64,
+        expected_lease_seq: u64,
+    ) -> CommandResult {
+        if self.departed.get(name) != Some(&node_id) {
+            return Err(Rejection::new(
+                RejectionCode::FailedPrecondition,
+                format!("no deleted vm named {name:?} waits on node {node_id}"),
+            ));
+        }
+        if let Some(node) = self.nodes.get(&node_id) {
+            if node.lease_seq != expected_lease_seq {
+                return Err(Rejection::new(
+                    RejectionCode::FailedPrecondition,
+                    format!(
+                        "node {node_id} renewed its lease since (renewal {}, not {expected_lease_seq})",
+                        node.lease_seq
+                    ),
+                ));
+            }
+        }
+        self.departed.remove(name);
         Ok(CommandOutcome::Done)
     }
 }
