@@ -385,18 +385,46 @@ fn prepare(batch: Vec<Write>) -> Prepared {
 }
 
 /// Applies `changes` (and the committed hint, if due) in one transaction
-/// committed with fsync.
+/// committed with fsync. The hint written is at most the last entry this
+/// transaction leaves durable: openraft may know entries committed that are
+/// still queued behind this batch, and a stored hint past the durable log
+/// would keep the node from restarting.
 fn commit(db: &Database, changes: Vec<Change>, committed: Option<Option<LogId>>) -> io::Result<()> {
     let tx = db.begin_write().map_err(io_err)?;
     for change in changes {
         change(&tx)?;
     }
-    if let Some(id) = committed {
-        let bytes = serde_json::to_vec(&id).map_err(io_err)?;
-        let mut t = tx.open_table(META).map_err(io_err)?;
-        t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io_err)?;
+    if let Some(Some(id)) = committed {
+        let last = last_entry_id(&tx.open_table(LOG).map_err(io_err)?)?;
+        if let Some(hint) = clamp_to(Some(id), last) {
+            let bytes = serde_json::to_vec(&Some(hint)).map_err(io_err)?;
+            let mut t = tx.open_table(META).map_err(io_err)?;
+            t.insert(KEY_COMMITTED, bytes.as_slice()).map_err(io_err)?;
+        }
     }
     tx.commit().map_err(io_err)
+}
+
+/// The log id of the last entry `table` holds.
+fn last_entry_id(table: &impl ReadableTable<u64, &'static [u8]>) -> io::Result<Option<LogId>> {
+    match table.last().map_err(io_err)? {
+        Some((_, v)) => {
+            let e: Entry = serde_json::from_slice(v.value()).map_err(io_err)?;
+            Ok(Some(e.log_id))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `committed`, or `last` where `committed` lies beyond it: what a node
+/// holds up to a committed index is committed, and nothing past what it
+/// holds can be re-applied.
+fn clamp_to(committed: Option<LogId>, last: Option<LogId>) -> Option<LogId> {
+    match (committed, last) {
+        (Some(c), Some(l)) if c.index > l.index => Some(l),
+        (Some(_), None) => None,
+        (c, _) => c,
+    }
 }
 
 impl Report {
@@ -483,14 +511,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .next_back()
             .map(|(_, e)| e.log_id);
         let tx = self.db.begin_read().map_err(io_err)?;
-        let table = tx.open_table(LOG).map_err(io_err)?;
-        let durable_last = match table.last().map_err(io_err)? {
-            Some((_, v)) => {
-                let e: Entry = serde_json::from_slice(v.value()).map_err(io_err)?;
-                Some(e.log_id)
-            }
-            None => None,
-        };
+        let durable_last = last_entry_id(&tx.open_table(LOG).map_err(io_err)?)?;
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: pending_last.max(durable_last).or(last_purged),
@@ -515,12 +536,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// The hint, clamped to the log as stored (a hint written by a build
+    /// before the clamp, or damaged, must not stop the node's restart).
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
         let pending = lock(&self.pending).committed;
-        match pending {
-            Some(id) => Ok(id),
-            None => Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten()),
+        if let Some(id) = pending {
+            return Ok(id);
         }
+        let stored = self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten();
+        let last = self.get_log_state().await?.last_log_id;
+        let clamped = clamp_to(stored, last);
+        if clamped != stored {
+            tracing::warn!(
+                ?stored,
+                ?last,
+                "committed hint past the stored log: clamped"
+            );
+        }
+        Ok(clamped)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -678,5 +711,87 @@ mod tests {
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(5));
         assert_eq!(state.last_log_id.map(|l| l.index), Some(10));
+    }
+}
+
+#[cfg(test)]
+mod committed_hint_tests {
+    //! The committed hint must never run ahead of the durable log: a node
+    //! whose stored hint names entries it does not hold cannot restart
+    //! ("Failed to get log entries"). openraft may save a committed id for
+    //! entries still queued behind the batch that writes the hint.
+
+    use super::*;
+    use openraft::storage::RaftLogStorage;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::testing::log_id::<TypeConfig>(term, 1, index)
+    }
+
+    /// Opens the file again once the dropped store's writer thread has let
+    /// go of it (it ends on its own when its queue closes).
+    async fn reopen(path: &std::path::Path) -> LogStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Database::open(path) {
+                Ok(db) => return LogStore::open(Arc::new(db)).expect("store"),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hint_beyond_the_durable_log_is_saved_at_most_as_far_as_the_log() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("db.redb");
+        {
+            let db = Arc::new(Database::create(&path).expect("db"));
+            let mut store = LogStore::open(db).expect("store");
+            // openraft knows index 5000 is committed (a quorum holds it)
+            // while this node has made only 1..=10 durable so far.
+            store
+                .save_committed(Some(log_id(1, 5000)))
+                .await
+                .expect("save");
+            use openraft::type_config::TypeConfigExt;
+            let (tx, rx) = TypeConfig::oneshot();
+            let entries: Vec<Entry> = (1..=10)
+                .map(|i| openraft::testing::blank_ent::<TypeConfig>(1, 1, i))
+                .collect();
+            store
+                .append(entries, IOFlushed::signal(tx))
+                .await
+                .expect("append");
+            rx.await.expect("flushed").expect("durable");
+        }
+        // A crash here: the process is gone, the redb file is what is left.
+        let mut store = reopen(&path).await;
+        let committed = store.read_committed().await.expect("read");
+        let last = store.get_log_state().await.expect("state").last_log_id;
+        assert!(
+            committed.map(|c| c.index) <= last.map(|l| l.index),
+            "committed hint {committed:?} ahead of the durable log {last:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_hint_on_disk_is_clamped_when_read() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("db.redb");
+        {
+            let db = Arc::new(Database::create(&path).expect("db"));
+            let store = LogStore::open(db).expect("store");
+            store
+                .write_meta(KEY_COMMITTED, &Some(log_id(3, 77)))
+                .await
+                .expect("write a hint past the log");
+        }
+        let mut store = reopen(&path).await;
+        assert_eq!(store.read_committed().await.expect("read"), None);
     }
 }
