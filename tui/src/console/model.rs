@@ -2,6 +2,7 @@
 
 use super::msg::{Action, Link};
 use blixard_shared::proto::v1 as pb;
+use blixard_shared::words::vm_state_word;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Console log lines kept per VM; older lines are dropped.
@@ -14,6 +15,21 @@ pub const MAX_LEADER_HISTORY: usize = 100;
 pub const STATUS_LINE_MS: u64 = 8_000;
 /// Longest unterminated console line kept before it is cut into a line.
 const MAX_PARTIAL_LINE: usize = 4096;
+/// Terminal size (columns, rows) assumed until the terminal reports its own.
+pub const DEFAULT_SIZE: (u16, u16) = (80, 24);
+/// Views remembered for Esc; the oldest is forgotten past this.
+pub const MAX_VIEW_HISTORY: usize = 32;
+/// Longest `:` command, `/` filter or `/` search the input line takes.
+pub const MAX_INPUT_LEN: usize = 256;
+/// Longest value a create-form field takes.
+pub const MAX_FORM_FIELD_LEN: usize = 64;
+/// vCPUs of a VM created without saying (form and `:vm create`).
+pub const DEFAULT_VCPUS: u32 = 1;
+/// Memory (MiB) of a VM created without saying (form and `:vm create`).
+pub const DEFAULT_MEMORY_MIB: u64 = 128;
+/// The image word that means "the cluster's default image"; the form sends
+/// it as an empty image.
+pub const DEFAULT_IMAGE: &str = "default";
 
 /// The screens, one keystroke away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +63,7 @@ impl View {
     ];
 
     /// Name used in the footer and by `:` commands.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             View::Overview => "overview",
             View::Nodes => "nodes",
@@ -106,7 +122,7 @@ impl VmSort {
 /// The VM create form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateForm {
-    /// Field values: name, vCPUs, memory MiB, image.
+    /// Field values, in [`CreateForm::LABELS`] order.
     pub fields: [String; 4],
     /// Focused field.
     pub focus: usize,
@@ -114,11 +130,29 @@ pub struct CreateForm {
     pub error: Option<String>,
 }
 
+impl CreateForm {
+    /// The fields' labels, as the form shows them.
+    pub const LABELS: [&'static str; 4] = ["name", "vCPUs", "memory MiB", "image"];
+    /// Index of the name field.
+    pub const NAME: usize = 0;
+    /// Index of the vCPUs field.
+    pub const VCPUS: usize = 1;
+    /// Index of the memory field.
+    pub const MEMORY_MIB: usize = 2;
+    /// Index of the image field.
+    pub const IMAGE: usize = 3;
+}
+
 impl Default for CreateForm {
     fn default() -> Self {
         Self {
-            fields: [String::new(), "1".into(), "128".into(), "default".into()],
-            focus: 0,
+            fields: [
+                String::new(),
+                DEFAULT_VCPUS.to_string(),
+                DEFAULT_MEMORY_MIB.to_string(),
+                DEFAULT_IMAGE.into(),
+            ],
+            focus: Self::NAME,
             error: None,
         }
     }
@@ -292,7 +326,7 @@ impl Model {
             now_ms: 0,
             quit: false,
             color: true,
-            size: (80, 24),
+            size: DEFAULT_SIZE,
         }
     }
 
@@ -314,7 +348,7 @@ impl Model {
         self.vm_node_filter.is_none_or(|n| vm.node_id == n)
             && (filter.is_empty()
                 || vm.name.contains(&filter)
-                || state_word(vm.state).contains(&filter)
+                || vm_state_word(vm.state).contains(&filter)
                 || vm.node_id.to_string() == filter)
     }
 
@@ -325,7 +359,7 @@ impl Model {
         rows.sort_by(|a, b| {
             let ord = match key {
                 VmSort::Name => a.name.cmp(&b.name),
-                VmSort::State => state_word(a.state).cmp(state_word(b.state)),
+                VmSort::State => vm_state_word(a.state).cmp(vm_state_word(b.state)),
                 VmSort::Node => a.node_id.cmp(&b.node_id),
                 VmSort::Memory => mem(a).cmp(&mem(b)),
                 VmSort::Uptime => self.uptime_s(a).cmp(&self.uptime_s(b)),
@@ -386,21 +420,6 @@ fn mem(vm: &pb::Vm) -> u64 {
 /// Restarts the owning node reported.
 pub fn restarts(vm: &pb::Vm) -> u32 {
     vm.observed.as_ref().map_or(0, |o| o.restarts)
-}
-
-/// Lower-case word for a VM state.
-pub fn state_word(state: i32) -> &'static str {
-    match pb::VmState::try_from(state) {
-        Ok(pb::VmState::Pending) => "pending",
-        Ok(pb::VmState::Scheduled) => "scheduled",
-        Ok(pb::VmState::Starting) => "starting",
-        Ok(pb::VmState::Running) => "running",
-        Ok(pb::VmState::Stopping) => "stopping",
-        Ok(pb::VmState::Stopped) => "stopped",
-        Ok(pb::VmState::Failed) => "failed",
-        Ok(pb::VmState::Lost) => "lost",
-        _ => "unknown",
-    }
 }
 
 /// The one word for a node's condition: down and suspect win over

@@ -27,6 +27,17 @@ pub enum Link {
     },
 }
 
+impl Link {
+    /// The one word for the link, as the header shows it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Link::Connecting { .. } => "connecting",
+            Link::Live { .. } => "live",
+            Link::Reconnecting { .. } => "reconnecting",
+        }
+    }
+}
+
 /// Everything that can happen to the console.
 #[derive(Debug, Clone)]
 pub enum Msg {

@@ -8,36 +8,48 @@
 //! revision is no longer held (`OutOfRange`, `ResourceExhausted`) it reloads.
 
 use super::msg::{Action, Link, Msg};
+use blixard_shared::limits::MAX_PAGE_SIZE;
+use blixard_shared::paging::read_all_pages;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::{
     cluster_service_client::ClusterServiceClient, node_service_client::NodeServiceClient,
     vm_service_client::VmServiceClient, watch_service_client::WatchServiceClient,
 };
+use blixard_shared::time::now_ms;
 use blixard_shared::BlixardClient;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
+use tonic::Status;
 
 /// Messages buffered towards the UI; the network side waits when it is full.
 pub const MSG_BUFFER: usize = 4096;
 /// How often the status (leader, term, members) is polled.
 const STATUS_POLL: Duration = Duration::from_secs(1);
+/// How long a linearizable status read may take before the member's own
+/// view is asked for instead.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long the fallback (local) status read may take.
+const LOCAL_STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Time allowed to open a connection to a member.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// First pause before trying again after a failed load or watch.
+const MIN_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
 /// Revisions of history shown when the console first connects.
 const BACKFILL_REVISIONS: u64 = 200;
-/// Page size of the initial load.
-const LOAD_PAGE: u32 = 1000;
+/// Page size of list reads: the largest page a server returns.
+const LIST_PAGE: u32 = MAX_PAGE_SIZE;
+/// Console lines replayed when a VM's logs are opened.
+const LOG_TAIL_LINES: u32 = 10_000;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
+/// A lazy channel to `endpoint` (`host:port` or a URI); `None` if it is not
+/// a valid address.
 fn channel(endpoint: &str) -> Option<Channel> {
     let uri = if endpoint.starts_with("http") {
         endpoint.to_string()
@@ -47,9 +59,15 @@ fn channel(endpoint: &str) -> Option<Channel> {
     Some(
         tonic::transport::Endpoint::from_shared(uri)
             .ok()?
-            .connect_timeout(Duration::from_secs(1))
+            .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy(),
     )
+}
+
+/// The index of the member in use, shared by the watcher (which moves it)
+/// and the status poller, actions and log streams (which follow it).
+fn current_index(current: &Mutex<usize>, len: usize) -> usize {
+    *current.lock().unwrap_or_else(|p| p.into_inner()) % len
 }
 
 /// Handles to the console's background tasks.
@@ -62,11 +80,12 @@ pub struct Net {
 }
 
 impl Net {
-    /// Starts watching the cluster behind `endpoints`.
+    /// Starts watching the cluster behind `endpoints` (at least one).
     pub fn start(endpoints: Vec<String>, tx: mpsc::Sender<Msg>) -> Self {
         let current = Arc::new(Mutex::new(0));
+        let watcher = Watcher::new(endpoints.clone(), current.clone(), tx.clone());
         let tasks = vec![
-            tokio::spawn(watch_loop(endpoints.clone(), current.clone(), tx.clone())),
+            tokio::spawn(watcher.run()),
             tokio::spawn(status_loop(endpoints.clone(), current.clone(), tx.clone())),
         ];
         Self {
@@ -78,15 +97,15 @@ impl Net {
         }
     }
 
+    /// The member in use.
     fn endpoint(&self) -> String {
-        let i = *self.current.lock().unwrap_or_else(|p| p.into_inner());
-        self.endpoints[i % self.endpoints.len()].clone()
+        self.endpoints[current_index(&self.current, self.endpoints.len())].clone()
     }
 
     /// Runs `action`; its result arrives as [`Msg::ActionDone`].
     pub fn run(&self, action: Action) {
         let mut eps = self.endpoints.clone();
-        let first = *self.current.lock().unwrap_or_else(|p| p.into_inner()) % eps.len();
+        let first = current_index(&self.current, eps.len());
         eps.rotate_left(first);
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -126,13 +145,15 @@ impl Drop for Net {
     }
 }
 
+/// Sends `vm`'s console output to the UI until the stream ends; `Err` says
+/// why it broke.
 async fn stream_logs(endpoint: &str, vm: &str, tx: &mpsc::Sender<Msg>) -> Result<(), String> {
     let ch = channel(endpoint).ok_or("bad endpoint")?;
     let mut stream = VmServiceClient::new(ch)
         .stream_vm_logs(pb::StreamVmLogsRequest {
             name: vm.to_string(),
             follow: true,
-            tail_lines: 10_000,
+            tail_lines: LOG_TAIL_LINES,
         })
         .await
         .map_err(|s| s.message().to_string())?
@@ -153,10 +174,11 @@ async fn stream_logs(endpoint: &str, vm: &str, tx: &mpsc::Sender<Msg>) -> Result
     Ok(())
 }
 
+/// Runs `action` through a failover client; the status line's text.
 async fn execute(endpoints: Vec<String>, action: Action) -> Result<String, String> {
     let mut client = BlixardClient::new(endpoints).map_err(|e| e.to_string())?;
     let done = action.describe();
-    let r = match action.clone() {
+    let r = match action {
         Action::CreateVm {
             name,
             vcpus,
@@ -197,61 +219,94 @@ async fn execute(endpoints: Vec<String>, action: Action) -> Result<String, Strin
     }
 }
 
-async fn load(ch: Channel) -> Result<(Vec<pb::Node>, Vec<pb::Vm>, u64), tonic::Status> {
-    let local = pb::Consistency::Local as i32;
-    let mut nodes = Vec::new();
-    let mut token = String::new();
-    let mut revision = u64::MAX;
-    loop {
-        let page = NodeServiceClient::new(ch.clone())
-            .list_nodes(pb::ListNodesRequest {
-                consistency: local,
-                page_size: LOAD_PAGE,
-                page_token: token.clone(),
-            })
-            .await?
-            .into_inner();
-        revision = revision.min(page.revision);
-        nodes.extend(page.nodes);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
-    let mut vms = Vec::new();
-    token.clear();
-    loop {
-        let page = VmServiceClient::new(ch.clone())
-            .list_vms(pb::ListVmsRequest {
-                consistency: local,
-                page_size: LOAD_PAGE,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        revision = revision.min(page.revision);
-        vms.extend(page.vms);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
-    Ok((nodes, vms, revision))
+/// The reads the watcher makes of one member. A trait so that [`refresh`]
+/// can be tested without a network.
+trait Records {
+    /// The VM called `name` (`NotFound` when there is none).
+    async fn get_vm(&self, name: &str) -> Result<pb::GetVmResponse, Status>;
+    /// Node `id` (`NotFound` when there is none).
+    async fn get_node(&self, id: u64) -> Result<pb::GetNodeResponse, Status>;
+    /// One page of VMs.
+    async fn list_vms(&self, req: pb::ListVmsRequest) -> Result<pb::ListVmsResponse, Status>;
+    /// One page of nodes.
+    async fn list_nodes(&self, req: pb::ListNodesRequest) -> Result<pb::ListNodesResponse, Status>;
 }
 
-/// Fetches what `event` names and tells the model.
-async fn refresh(ch: &Channel, event: &pb::Event, tx: &mpsc::Sender<Msg>) {
-    let local = pb::Consistency::Local as i32;
+/// Local reads: the member's own state, which the watch stream continues.
+const LOCAL: i32 = pb::Consistency::Local as i32;
+
+impl Records for Channel {
+    async fn get_vm(&self, name: &str) -> Result<pb::GetVmResponse, Status> {
+        let req = pb::GetVmRequest {
+            name: name.to_string(),
+            consistency: LOCAL,
+        };
+        let r = VmServiceClient::new(self.clone()).get_vm(req).await?;
+        Ok(r.into_inner())
+    }
+
+    async fn get_node(&self, id: u64) -> Result<pb::GetNodeResponse, Status> {
+        let req = pb::GetNodeRequest {
+            node_id: id,
+            consistency: LOCAL,
+        };
+        let r = NodeServiceClient::new(self.clone()).get_node(req).await?;
+        Ok(r.into_inner())
+    }
+
+    async fn list_vms(&self, req: pb::ListVmsRequest) -> Result<pb::ListVmsResponse, Status> {
+        let r = VmServiceClient::new(self.clone()).list_vms(req).await?;
+        Ok(r.into_inner())
+    }
+
+    async fn list_nodes(&self, req: pb::ListNodesRequest) -> Result<pb::ListNodesResponse, Status> {
+        let r = NodeServiceClient::new(self.clone()).list_nodes(req).await?;
+        Ok(r.into_inner())
+    }
+}
+
+/// Every VM `filter` selects (its page fields are ignored), page by page,
+/// and the oldest revision a page was read at.
+async fn all_vms(
+    records: &impl Records,
+    filter: pb::ListVmsRequest,
+) -> Result<(Vec<pb::Vm>, u64), Status> {
+    read_all_pages(|page_token| {
+        records.list_vms(pb::ListVmsRequest {
+            page_size: LIST_PAGE,
+            page_token,
+            ..filter.clone()
+        })
+    })
+    .await
+}
+
+/// Every node and VM (local reads), and the oldest revision any page was
+/// read at: watching from there misses nothing.
+async fn load_all(records: &impl Records) -> Result<(Vec<pb::Node>, Vec<pb::Vm>, u64), Status> {
+    let (nodes, node_revision) = read_all_pages(|page_token| {
+        records.list_nodes(pb::ListNodesRequest {
+            consistency: LOCAL,
+            page_size: LIST_PAGE,
+            page_token,
+        })
+    })
+    .await?;
+    let filter = pb::ListVmsRequest {
+        consistency: LOCAL,
+        ..Default::default()
+    };
+    let (vms, vm_revision) = all_vms(records, filter).await?;
+    Ok((nodes, vms, node_revision.min(vm_revision)))
+}
+
+/// Fetches what `event` names and tells the model. Read errors other than
+/// `NotFound` are left alone: the next event naming the record fetches it
+/// again, and a broken member breaks the watch stream too.
+async fn refresh(records: &impl Records, event: &pb::Event, tx: &mpsc::Sender<Msg>) {
     if let Some(name) = event.subject.strip_prefix("vm/") {
-        let msg = match VmServiceClient::new(ch.clone())
-            .get_vm(pb::GetVmRequest {
-                name: name.to_string(),
-                consistency: local,
-            })
-            .await
-        {
-            Ok(r) => r.into_inner().vm.map(Msg::VmChanged),
+        let msg = match records.get_vm(name).await {
+            Ok(r) => r.vm.map(Msg::VmChanged),
             Err(s) if s.code() == tonic::Code::NotFound => Some(Msg::VmGone(name.to_string())),
             Err(_) => None,
         };
@@ -263,224 +318,380 @@ async fn refresh(ch: &Channel, event: &pb::Event, tx: &mpsc::Sender<Msg>) {
         .strip_prefix("node/")
         .and_then(|s| s.parse::<u64>().ok())
     {
-        let msg = match NodeServiceClient::new(ch.clone())
-            .get_node(pb::GetNodeRequest {
-                node_id: id,
-                consistency: local,
-            })
-            .await
-        {
-            Ok(r) => r.into_inner().node.map(Msg::NodeChanged),
+        let msg = match records.get_node(id).await {
+            Ok(r) => r.node.map(Msg::NodeChanged),
             Err(s) if s.code() == tonic::Code::NotFound => Some(Msg::NodeGone(id)),
             Err(_) => None,
         };
         if let Some(msg) = msg {
             let _ = tx.send(msg).await;
         }
-        // A multi-VM status event names the node: refresh its VMs.
+        // A multi-VM status event names the node: refresh all its VMs, on
+        // every page.
         if event.kind == "vm.status" {
-            if let Ok(r) = VmServiceClient::new(ch.clone())
-                .list_vms(pb::ListVmsRequest {
-                    consistency: local,
-                    page_size: LOAD_PAGE,
-                    node_id: id,
-                    ..Default::default()
-                })
-                .await
-            {
-                for vm in r.into_inner().vms {
-                    let _ = tx.send(Msg::VmChanged(vm)).await;
+            let filter = pb::ListVmsRequest {
+                consistency: LOCAL,
+                node_id: id,
+                ..Default::default()
+            };
+            match all_vms(records, filter).await {
+                Ok((vms, _)) => {
+                    for vm in vms {
+                        let _ = tx.send(Msg::VmChanged(vm)).await;
+                    }
+                }
+                Err(s) => {
+                    tracing::debug!(node = id, error = %s.message(), "refreshing a node's VMs failed")
                 }
             }
         }
     }
 }
 
-async fn watch_loop(endpoints: Vec<String>, current: Arc<Mutex<usize>>, tx: mpsc::Sender<Msg>) {
-    let mut revision: Option<u64> = None;
-    let mut first = true;
-    let mut down_since: Option<u64> = None;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let idx = *current.lock().unwrap_or_else(|p| p.into_inner()) % endpoints.len();
-        let endpoint = endpoints[idx].clone();
-        let next = |reason: String, since: u64| {
-            let mut c = current.lock().unwrap_or_else(|p| p.into_inner());
-            *c = (*c + 1) % endpoints.len();
-            Msg::Link(Link::Reconnecting {
-                endpoint: endpoints[*c].clone(),
-                since_ms: since,
-                reason,
-            })
+/// Whether a watch error means the revision asked for is no longer held
+/// (reload rather than resume).
+fn position_lost(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    )
+}
+
+/// The task that keeps the model in step with the cluster, and its
+/// bookkeeping across reconnections.
+struct Watcher {
+    endpoints: Vec<String>,
+    current: Arc<Mutex<usize>>,
+    tx: mpsc::Sender<Msg>,
+    /// Last revision applied; `None` until loaded, and after the position
+    /// is lost (then the state is loaded again).
+    revision: Option<u64>,
+    /// Not connected yet: the first watch starts a little in the past.
+    first: bool,
+    /// When the link went down (ms), while it is down.
+    down_since: Option<u64>,
+    /// Pause before the next attempt after a failed load or watch.
+    backoff: Duration,
+}
+
+impl Watcher {
+    /// A watcher of `endpoints` (at least one), starting at `current`.
+    fn new(endpoints: Vec<String>, current: Arc<Mutex<usize>>, tx: mpsc::Sender<Msg>) -> Self {
+        Self {
+            endpoints,
+            current,
+            tx,
+            revision: None,
+            first: true,
+            down_since: None,
+            backoff: MIN_RECONNECT_BACKOFF,
+        }
+    }
+
+    /// Connects, loads, watches and reconnects until the UI goes away.
+    async fn run(mut self) {
+        while self.round().await.is_continue() {}
+    }
+
+    /// Sends `msg` to the UI; `Break` once the UI is gone.
+    async fn send(&self, msg: Msg) -> ControlFlow<()> {
+        match self.tx.send(msg).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+
+    /// Moves to the next member and tells the UI the link is down (since the
+    /// first failure) for `reason`.
+    async fn move_on(&mut self, reason: String) -> ControlFlow<()> {
+        let since = *self.down_since.get_or_insert_with(now_ms);
+        let next = {
+            let mut c = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            *c = (*c + 1) % self.endpoints.len();
+            self.endpoints[*c].clone()
         };
+        self.send(Msg::Link(Link::Reconnecting {
+            endpoint: next,
+            since_ms: since,
+            reason,
+        }))
+        .await
+    }
+
+    /// Waits before the next attempt, longer each time (up to a bound).
+    async fn back_off(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(MAX_RECONNECT_BACKOFF);
+    }
+
+    /// One attempt on the member in use: load if needed, open the watch,
+    /// follow it until it breaks.
+    async fn round(&mut self) -> ControlFlow<()> {
+        let endpoint = self.endpoints[current_index(&self.current, self.endpoints.len())].clone();
         let Some(ch) = channel(&endpoint) else {
-            let since = *down_since.get_or_insert_with(now_ms);
-            let _ = tx
-                .send(next(format!("bad endpoint {endpoint}"), since))
-                .await;
-            continue;
+            return self.move_on(format!("bad endpoint {endpoint}")).await;
         };
-        if revision.is_none() {
-            if down_since.is_none() {
-                let _ = tx
-                    .send(Msg::Link(Link::Connecting {
-                        endpoint: endpoint.clone(),
-                    }))
-                    .await;
+        if self.revision.is_none() && !self.load(&ch, &endpoint).await? {
+            self.back_off().await;
+            return ControlFlow::Continue(());
+        }
+        let from = self.revision.unwrap_or(0);
+        let mut stream = match self.open(&ch, from).await {
+            Ok(s) => s,
+            Err(s) if position_lost(&s) => {
+                tracing::warn!(error = %s.message(), "watch position lost; reloading");
+                self.revision = None;
+                return ControlFlow::Continue(());
             }
-            match load(ch.clone()).await {
-                Ok((nodes, vms, rev)) => {
-                    tracing::info!(%endpoint, nodes = nodes.len(), vms = vms.len(), revision = rev, "loaded cluster state");
-                    revision = Some(rev);
-                    if tx
-                        .send(Msg::Loaded {
-                            nodes,
-                            vms,
-                            revision: rev,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(s) => {
-                    let since = *down_since.get_or_insert_with(now_ms);
-                    tracing::warn!(%endpoint, error = %s.message(), "load failed");
-                    if tx.send(next(s.message().to_string(), since)).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
-                    continue;
-                }
+            Err(s) => {
+                tracing::warn!(%endpoint, error = %s.message(), "watch failed");
+                self.move_on(s.message().to_string()).await?;
+                self.back_off().await;
+                return ControlFlow::Continue(());
+            }
+        };
+        self.down_since = None;
+        self.backoff = MIN_RECONNECT_BACKOFF;
+        tracing::info!(%endpoint, from, "watching");
+        self.send(Msg::Link(Link::Live {
+            endpoint: endpoint.clone(),
+        }))
+        .await?;
+        match self.follow(&ch, &mut stream).await? {
+            Some(reason) => {
+                tracing::warn!(%endpoint, %reason, "watch stream broke; moving to the next member");
+                self.move_on(reason).await
+            }
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Loads the whole state from `ch`; `false` when that failed (the link
+    /// is then reported down and the next member is up).
+    async fn load(&mut self, ch: &Channel, endpoint: &str) -> ControlFlow<(), bool> {
+        if self.down_since.is_none() {
+            self.send(Msg::Link(Link::Connecting {
+                endpoint: endpoint.to_string(),
+            }))
+            .await?;
+        }
+        match load_all(ch).await {
+            Ok((nodes, vms, revision)) => {
+                tracing::info!(%endpoint, nodes = nodes.len(), vms = vms.len(), revision, "loaded cluster state");
+                self.revision = Some(revision);
+                self.send(Msg::Loaded {
+                    nodes,
+                    vms,
+                    revision,
+                })
+                .await?;
+                ControlFlow::Continue(true)
+            }
+            Err(s) => {
+                tracing::warn!(%endpoint, error = %s.message(), "load failed");
+                self.move_on(s.message().to_string()).await?;
+                ControlFlow::Continue(false)
             }
         }
-        let from = revision.unwrap_or(0);
-        // On the first connection, start a little in the past so the
-        // events view opens with recent history (their records are fetched
-        // again, which is harmless).
-        let backfill = std::mem::take(&mut first);
+    }
+
+    /// Opens the watch from revision `from`; on the first connection a
+    /// little earlier, so the events view opens with recent history (their
+    /// records are fetched again, which is harmless), or from `from` when
+    /// that history is gone.
+    async fn open(
+        &mut self,
+        ch: &Channel,
+        from: u64,
+    ) -> Result<tonic::Streaming<pb::WatchResponse>, Status> {
+        let backfill = std::mem::take(&mut self.first);
         let start = if backfill {
             from.saturating_sub(BACKFILL_REVISIONS)
         } else {
             from
         };
-        let mut opened = WatchServiceClient::new(ch.clone())
-            .watch(pb::WatchRequest {
-                from_revision: start,
-                // Revision 0 means "from now" unless the oldest is asked for.
-                from_oldest: start == 0,
-            })
-            .await;
+        // Revision 0 means "from now" unless the oldest is asked for.
+        let mut opened = watch(ch, start, start == 0).await;
         if backfill
             && opened
                 .as_ref()
                 .is_err_and(|s| s.code() == tonic::Code::OutOfRange)
         {
-            opened = WatchServiceClient::new(ch.clone())
-                .watch(pb::WatchRequest {
-                    from_revision: from,
-                    from_oldest: false,
-                })
-                .await;
+            opened = watch(ch, from, false).await;
         }
-        let mut stream = match opened {
-            Ok(s) => s.into_inner(),
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
-                ) =>
-            {
-                tracing::warn!(error = %s.message(), "watch position lost; reloading");
-                revision = None;
-                continue;
-            }
-            Err(s) => {
-                let since = *down_since.get_or_insert_with(now_ms);
-                tracing::warn!(%endpoint, error = %s.message(), "watch failed");
-                if tx.send(next(s.message().to_string(), since)).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
-                continue;
-            }
-        };
-        down_since = None;
-        backoff = Duration::from_millis(100);
-        tracing::info!(%endpoint, from, "watching");
-        if tx
-            .send(Msg::Link(Link::Live {
-                endpoint: endpoint.clone(),
-            }))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let reason = loop {
+        opened
+    }
+
+    /// Applies the stream's events until it breaks: `Some(reason)` to move
+    /// to the next member, `None` to reload here.
+    async fn follow(
+        &mut self,
+        ch: &Channel,
+        stream: &mut tonic::Streaming<pb::WatchResponse>,
+    ) -> ControlFlow<(), Option<String>> {
+        loop {
             match stream.next().await {
                 Some(Ok(resp)) => {
                     let Some(event) = resp.event else { continue };
-                    revision = Some(event.revision);
-                    refresh(&ch, &event, &tx).await;
-                    if tx.send(Msg::Event(event)).await.is_err() {
-                        return;
-                    }
+                    self.revision = Some(event.revision);
+                    refresh(ch, &event, &self.tx).await;
+                    self.send(Msg::Event(event)).await?;
                 }
-                Some(Err(s))
-                    if matches!(
-                        s.code(),
-                        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
-                    ) =>
-                {
+                Some(Err(s)) if position_lost(&s) => {
                     tracing::warn!(error = %s.message(), "watch fell behind; reloading");
-                    revision = None;
-                    break None;
+                    self.revision = None;
+                    return ControlFlow::Continue(None);
                 }
-                Some(Err(s)) => break Some(s.message().to_string()),
-                None => break Some("stream closed".to_string()),
-            }
-        };
-        if let Some(reason) = reason {
-            let since = *down_since.get_or_insert_with(now_ms);
-            tracing::warn!(%endpoint, %reason, "watch stream broke; moving to the next member");
-            if tx.send(next(reason, since)).await.is_err() {
-                return;
+                Some(Err(s)) => return ControlFlow::Continue(Some(s.message().to_string())),
+                None => return ControlFlow::Continue(Some("stream closed".to_string())),
             }
         }
     }
 }
 
+/// Opens a watch stream from `from_revision` (or from the oldest event held).
+async fn watch(
+    ch: &Channel,
+    from_revision: u64,
+    from_oldest: bool,
+) -> Result<tonic::Streaming<pb::WatchResponse>, Status> {
+    let r = WatchServiceClient::new(ch.clone())
+        .watch(pb::WatchRequest {
+            from_revision,
+            from_oldest,
+        })
+        .await?;
+    Ok(r.into_inner())
+}
+
+/// Polls the cluster status of the member in use, every [`STATUS_POLL`].
 async fn status_loop(endpoints: Vec<String>, current: Arc<Mutex<usize>>, tx: mpsc::Sender<Msg>) {
     loop {
-        let idx = *current.lock().unwrap_or_else(|p| p.into_inner()) % endpoints.len();
-        if let Some(ch) = channel(&endpoints[idx]) {
-            let mut client = ClusterServiceClient::new(ch);
-            // The leader's view has replication progress; fall back to the
-            // member's own view when there is no leader to ask.
-            let mut req = tonic::Request::new(pb::GetStatusRequest {
-                consistency: pb::Consistency::Linearizable as i32,
-            });
-            req.set_timeout(Duration::from_millis(800));
-            let status = match client.get_status(req).await {
-                Ok(s) => Some(s.into_inner()),
-                Err(_) => {
-                    let mut req = tonic::Request::new(pb::GetStatusRequest {
-                        consistency: pb::Consistency::Local as i32,
-                    });
-                    req.set_timeout(Duration::from_millis(500));
-                    client.get_status(req).await.ok().map(|s| s.into_inner())
-                }
-            };
-            if let Some(s) = status {
+        if let Some(ch) = channel(&endpoints[current_index(&current, endpoints.len())]) {
+            if let Some(s) = status(ch).await {
                 if tx.send(Msg::Status(s)).await.is_err() {
                     return;
                 }
             }
         }
         tokio::time::sleep(STATUS_POLL).await;
+    }
+}
+
+/// The leader's view of the cluster (it has replication progress), or the
+/// member's own view when there is no leader to ask.
+async fn status(ch: Channel) -> Option<pb::ClusterStatus> {
+    let mut client = ClusterServiceClient::new(ch);
+    let request = |consistency: pb::Consistency, timeout: Duration| {
+        let mut req = tonic::Request::new(pb::GetStatusRequest {
+            consistency: consistency as i32,
+        });
+        req.set_timeout(timeout);
+        req
+    };
+    match client
+        .get_status(request(pb::Consistency::Linearizable, STATUS_TIMEOUT))
+        .await
+    {
+        Ok(s) => Some(s.into_inner()),
+        Err(_) => client
+            .get_status(request(pb::Consistency::Local, LOCAL_STATUS_TIMEOUT))
+            .await
+            .ok()
+            .map(|s| s.into_inner()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A member that serves VM pages from a map of page tokens, and
+    /// remembers what it was asked.
+    #[derive(Default)]
+    struct Fake {
+        vm_pages: HashMap<String, pb::ListVmsResponse>,
+        asked: Mutex<Vec<pb::ListVmsRequest>>,
+    }
+
+    impl Records for Fake {
+        async fn get_vm(&self, _name: &str) -> Result<pb::GetVmResponse, Status> {
+            Err(Status::unavailable("not in this test"))
+        }
+        async fn get_node(&self, id: u64) -> Result<pb::GetNodeResponse, Status> {
+            Ok(pb::GetNodeResponse {
+                node: Some(pb::Node {
+                    id,
+                    ..Default::default()
+                }),
+            })
+        }
+        async fn list_vms(&self, req: pb::ListVmsRequest) -> Result<pb::ListVmsResponse, Status> {
+            let page = self.vm_pages.get(&req.page_token).cloned();
+            self.asked.lock().expect("not poisoned").push(req);
+            page.ok_or_else(|| Status::invalid_argument("bad page token"))
+        }
+        async fn list_nodes(
+            &self,
+            _req: pb::ListNodesRequest,
+        ) -> Result<pb::ListNodesResponse, Status> {
+            Ok(pb::ListNodesResponse::default())
+        }
+    }
+
+    fn page(names: &[&str], next: &str) -> pb::ListVmsResponse {
+        pb::ListVmsResponse {
+            vms: names
+                .iter()
+                .map(|n| pb::Vm {
+                    name: n.to_string(),
+                    node_id: 2,
+                    ..Default::default()
+                })
+                .collect(),
+            next_page_token: next.into(),
+            revision: 7,
+        }
+    }
+
+    #[test]
+    fn a_multi_vm_status_event_refreshes_every_page_of_the_nodes_vms() {
+        let fake = Fake {
+            vm_pages: [
+                (String::new(), page(&["a", "b"], "t1")),
+                ("t1".into(), page(&["c", "d"], "t2")),
+                ("t2".into(), page(&["e"], "")),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let event = pb::Event {
+            revision: 9,
+            kind: "vm.status".into(),
+            subject: "node/2".into(),
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(refresh(&fake, &event, &tx));
+        drop(tx);
+        let mut changed = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::NodeChanged(n) => assert_eq!(n.id, 2),
+                Msg::VmChanged(vm) => changed.push(vm.name),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(changed, ["a", "b", "c", "d", "e"]);
+        let asked = fake.asked.lock().expect("not poisoned");
+        let tokens: Vec<&str> = asked.iter().map(|r| r.page_token.as_str()).collect();
+        assert_eq!(tokens, ["", "t1", "t2"]);
+        assert!(asked
+            .iter()
+            .all(|r| r.node_id == 2 && r.consistency == LOCAL && r.page_size == LIST_PAGE));
     }
 }

@@ -7,6 +7,7 @@ use super::msg::{Cmd, Msg};
 use super::net::{Net, MSG_BUFFER};
 use super::update::update;
 use super::view::view;
+use blixard_shared::time::now_ms;
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event};
 use ratatui::crossterm::execute;
 use std::time::Duration;
@@ -16,23 +17,20 @@ use tokio::sync::mpsc;
 const MAX_MSGS_PER_FRAME: usize = 2048;
 /// Clock tick.
 const TICK: Duration = Duration::from_millis(250);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// How long the input thread waits for a terminal event before checking
+/// whether the console has gone.
+const INPUT_POLL: Duration = Duration::from_millis(200);
 
 /// Runs the console against `endpoints` until the operator quits.
 pub async fn run(endpoints: Vec<String>, read_only: bool) -> std::io::Result<()> {
-    if endpoints.is_empty() {
+    let Some(first) = endpoints.first() else {
         return Err(std::io::Error::other(
             "no endpoint given: pass --endpoint HOST:PORT",
         ));
-    }
-    let (tx, mut rx) = mpsc::channel(MSG_BUFFER);
-    let mut net = Net::start(endpoints.clone(), tx.clone());
-    let mut model = Model::new(&endpoints[0], read_only);
+    };
+    let (tx, rx) = mpsc::channel(MSG_BUFFER);
+    let net = Net::start(endpoints.clone(), tx.clone());
+    let mut model = Model::new(first, read_only);
     model.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     model.now_ms = now_ms();
 
@@ -42,10 +40,20 @@ pub async fn run(endpoints: Vec<String>, read_only: bool) -> std::io::Result<()>
     if let Ok(size) = terminal.size() {
         model.size = (size.width, size.height);
     }
+    spawn_input(tx.clone());
+    spawn_ticks(tx);
 
-    let input_tx = tx.clone();
+    let result = event_loop(&mut terminal, model, rx, net).await;
+    let _ = execute!(std::io::stdout(), DisableMouseCapture);
+    ratatui::restore();
+    result
+}
+
+/// Reads the terminal on its own thread (crossterm blocks) and sends key
+/// presses, mouse events and resizes, until the console goes away.
+fn spawn_input(tx: mpsc::Sender<Msg>) {
     std::thread::spawn(move || loop {
-        match event::poll(Duration::from_millis(200)) {
+        match event::poll(INPUT_POLL) {
             Ok(true) => {
                 let msg = match event::read() {
                     Ok(Event::Key(k)) if k.kind == event::KeyEventKind::Press => Msg::Key(k),
@@ -54,35 +62,45 @@ pub async fn run(endpoints: Vec<String>, read_only: bool) -> std::io::Result<()>
                     Ok(_) => continue,
                     Err(_) => return,
                 };
-                if input_tx.blocking_send(msg).is_err() {
+                if tx.blocking_send(msg).is_err() {
                     return;
                 }
             }
             Ok(false) => {
-                if input_tx.is_closed() {
+                if tx.is_closed() {
                     return;
                 }
             }
             Err(_) => return,
         }
     });
-    let tick_tx = tx.clone();
+}
+
+/// Sends the wall clock every [`TICK`], until the console goes away.
+fn spawn_ticks(tx: mpsc::Sender<Msg>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(TICK).await;
-            if tick_tx.send(Msg::Tick { now_ms: now_ms() }).await.is_err() {
+            if tx.send(Msg::Tick { now_ms: now_ms() }).await.is_err() {
                 return;
             }
         }
     });
-    drop(tx);
+}
 
-    let result = loop {
-        if let Err(e) = terminal.draw(|f| view(f, &model)) {
-            break Err(e);
-        }
+/// Draws, then applies every waiting message (up to
+/// [`MAX_MSGS_PER_FRAME`]) and carries out their commands, until the
+/// operator quits or every sender is gone.
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    mut model: Model,
+    mut rx: mpsc::Receiver<Msg>,
+    mut net: Net,
+) -> std::io::Result<()> {
+    loop {
+        terminal.draw(|f| view(f, &model))?;
         let Some(first) = rx.recv().await else {
-            break Ok(());
+            return Ok(());
         };
         let mut msgs = vec![first];
         while msgs.len() < MAX_MSGS_PER_FRAME {
@@ -102,10 +120,7 @@ pub async fn run(endpoints: Vec<String>, read_only: bool) -> std::io::Result<()>
             }
         }
         if model.quit {
-            break Ok(());
+            return Ok(());
         }
-    };
-    let _ = execute!(std::io::stdout(), DisableMouseCapture);
-    ratatui::restore();
-    result
+    }
 }
