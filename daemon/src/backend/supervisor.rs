@@ -194,7 +194,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        self.write_meta(&Meta {
+        let recorded = self.write_meta(&Meta {
             name: name.to_string(),
             epoch,
             pid,
@@ -202,7 +202,13 @@ impl Supervisor {
             started_at_ms,
             backend: self.backend.to_string(),
             argv,
-        })?;
+        });
+        if let Err(e) = recorded {
+            // Unrecorded, the process would run on unseen and the agent's
+            // retry would start a second one: it goes before the error does.
+            kill_unrecorded(pid, child);
+            return Err(e);
+        }
         let exits = self.exits.clone();
         let owned = name.to_string();
         tokio::spawn(async move {
@@ -384,6 +390,23 @@ impl Supervisor {
 
 /// Copies the log aside and truncates it in place: writers hold it open
 /// with O_APPEND, so they go on writing at the new end.
+/// Kills a just-spawned child that could not be recorded (its whole group:
+/// it leads one) and reaps it in the background.
+fn kill_unrecorded(pid: u32, mut child: tokio::process::Child) {
+    if let Ok(group) = i32::try_from(pid) {
+        // SAFETY: killpg(2) on the group the child leads (process_group(0)),
+        // which we started a moment ago and have not reaped: the pid cannot
+        // have been reused.
+        unsafe { libc::killpg(group, libc::SIGKILL) };
+    }
+    if let Err(e) = child.start_kill() {
+        tracing::warn!(pid, error = %e, "killing an unrecorded vm process failed");
+    }
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+}
+
 fn rotate(log: &Path) -> std::io::Result<()> {
     std::fs::copy(log, log.with_extension("log.1"))?;
     std::fs::OpenOptions::new()
@@ -413,6 +436,50 @@ mod tests {
         cmd.args(["-c", script]);
         let inst = sup.spawn(name, 3, cmd).unwrap();
         (tmp, sup, inst)
+    }
+
+    /// A failure after the spawn (here `meta.json` cannot be written: a
+    /// directory stands in its way, as a full disk or EIO would) must not
+    /// leave the process running unrecorded: the agent would retry and
+    /// start a second one.
+    #[tokio::test]
+    async fn a_failure_after_the_spawn_leaves_no_process_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new(tmp.path().join("vms"), "process").unwrap();
+        let dir = sup.prepare("t3").unwrap();
+        std::fs::create_dir_all(dir.join("meta.json").join("in-the-way")).unwrap();
+        let pid_file = tmp.path().join("pid");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            &format!("echo $$ > {}; exec sleep 60", pid_file.display()),
+        ]);
+        assert!(
+            sup.spawn("t3", 1, cmd).is_err(),
+            "meta.json cannot be written"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let pid: u32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "the child never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        loop {
+            let gone = proc_start(pid).is_none_or(|(_, zombie)| zombie);
+            if gone {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} still runs after a failed start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Without a recorded start time (it could not be read at spawn), a
