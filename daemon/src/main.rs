@@ -2,7 +2,7 @@
 
 use blixard_daemon::config::{Config, Flags};
 use clap::Parser;
-use color_eyre::eyre::{Result, WrapErr};
+use color_eyre::eyre::{eyre, Result, WrapErr};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: the write path allocates many small,
@@ -23,10 +23,21 @@ async fn main() -> Result<()> {
         .with_target(false)
         .init();
     let node = blixard_daemon::server::start(config).await?;
-    wait_for_signal().await?;
+    // A node that failed for good (a task died, Raft stopped) stops what it
+    // can and exits non-zero, so its service manager restarts it.
+    let fatal = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            None
+        }
+        why = node.fatal() => Some(why),
+    };
     tracing::info!("stopping");
     node.shutdown().await;
-    Ok(())
+    match fatal {
+        None => Ok(()),
+        Some(why) => Err(eyre!("the node failed: {why}")),
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -398,3 +398,36 @@ async fn health_reflection_and_metrics_are_served() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_from_a_revision_ahead_of_the_cluster_is_out_of_range() {
+    let cluster = TestCluster::start(3).await;
+    let follower = cluster.follower().await;
+    let created = cluster
+        .vm_client(0)
+        .create_vm(create_req("ahead"))
+        .await
+        .expect("create")
+        .into_inner();
+    let now = created.vm.expect("vm").revision;
+    // A revision the cluster has reached (maybe not this follower yet) is
+    // fine; one it has not reached would be a silent gap.
+    let mut watch = WatchServiceClient::new(cluster.channel(follower));
+    watch
+        .watch(pb::WatchRequest {
+            from_revision: now,
+            from_oldest: false,
+        })
+        .await
+        .expect("watch from the current revision");
+    let err = watch
+        .watch(pb::WatchRequest {
+            from_revision: now + 1_000_000,
+            from_oldest: false,
+        })
+        .await
+        .expect_err("ahead of the cluster");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    assert!(err.message().starts_with("from_revision:"), "{err:?}");
+    cluster.shutdown().await;
+}

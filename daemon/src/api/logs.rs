@@ -39,12 +39,7 @@ pub fn console_log_path(data_dir: &Path, name: &str) -> PathBuf {
 /// The last `lines` lines of `path` (at most [`MAX_HISTORY_BYTES`]), and
 /// the file offset after them.
 fn read_tail(path: &Path, lines: u32) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(MAX_HISTORY_BYTES);
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.take(len - start).read_to_end(&mut buf)?;
+    let (mut buf, len) = crate::backend::supervisor::tail_bytes(path, MAX_HISTORY_BYTES)?;
     let end = buf.len();
     // Skip a trailing newline so "N lines" counts the last complete line.
     let mut newlines = 0u32;
@@ -67,14 +62,19 @@ fn read_tail(path: &Path, lines: u32) -> std::io::Result<(Vec<u8>, u64)> {
 }
 
 /// Serves the log of a VM owned by this node.
-pub fn local_stream(
+pub async fn local_stream(
     core: &Core,
     name: &str,
     follow: bool,
     tail_lines: u32,
 ) -> Result<LogStream, Status> {
     let path = console_log_path(&core.config.data_dir, name);
-    let (history, mut offset) = read_tail(&path, tail_lines).map_err(|e| match e.kind() {
+    // Up to 8 MiB of file: read off the runtime's threads.
+    let tail_path = path.clone();
+    let read = tokio::task::spawn_blocking(move || read_tail(&tail_path, tail_lines))
+        .await
+        .map_err(|e| Status::internal(format!("reading the console log: {e}")))?;
+    let (history, mut offset) = read.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             Status::not_found(format!("vm {name:?} has no console log on this node yet"))
         }
@@ -172,7 +172,7 @@ pub async fn stream(
         )));
     }
     if owner == core.id {
-        return local_stream(&core, &req.name, req.follow, tail);
+        return local_stream(&core, &req.name, req.follow, tail).await;
     }
     if relayed {
         return Err(Status::unavailable(

@@ -134,8 +134,21 @@ impl WatchService for WatchApi {
                         "this node already serves {MAX_WATCHERS_PER_NODE} watchers; use another member"
                     )));
                 }
+                // A revision past this node's may be one a lagging member
+                // has not applied yet: catch up with the leader first, then
+                // judge (a revision past the cluster's would be a silent gap).
+                if req.from_revision > self.core.view.read().revision {
+                    let linearizable = pb::Consistency::Linearizable as i32;
+                    self.core.read_barrier(linearizable).await?;
+                }
                 let from = {
                     let fleet = self.core.view.read();
+                    if req.from_revision > fleet.revision {
+                        return Err(Status::out_of_range(format!(
+                            "from_revision: {} is ahead of the cluster's current revision {}; watch from a revision a list or an event returned",
+                            req.from_revision, fleet.revision
+                        )));
+                    }
                     let from = match (req.from_revision, req.from_oldest) {
                         (0, false) => fleet.revision,
                         (0, true) => fleet.events_pruned_through,

@@ -36,8 +36,7 @@ async fn read_reply(
 ) -> Result<Value, QmpError> {
     loop {
         let mut line = String::new();
-        let n = reader
-            .read_line(&mut line)
+        let n = read_bounded_line(reader, &mut line)
             .await
             .map_err(|source| QmpError::Io {
                 path: String::new(),
@@ -46,7 +45,7 @@ async fn read_reply(
         if n == 0 {
             return Err(QmpError::Protocol("connection closed".into()));
         }
-        if line.len() > MAX_LINE_BYTES {
+        if !line.ends_with('\n') {
             return Err(QmpError::Protocol("reply too long".into()));
         }
         let v: Value = serde_json::from_str(&line)
@@ -60,6 +59,18 @@ async fn read_reply(
         }
         return Ok(v);
     }
+}
+
+/// Reads one line of at most [`MAX_LINE_BYTES`] into `line`: a line that
+/// long without its newline is cut there (the caller refuses it), so a
+/// misbehaving peer cannot make the daemon buffer without bound.
+async fn read_bounded_line<R>(reader: &mut R, line: &mut String) -> std::io::Result<usize>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let limit = u64::try_from(MAX_LINE_BYTES).unwrap_or(u64::MAX);
+    reader.take(limit).read_line(line).await
 }
 
 /// Runs `command` (with `arguments`) on the QMP socket at `path`.
@@ -78,8 +89,7 @@ pub async fn execute(
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let mut greeting = String::new();
-        reader
-            .read_line(&mut greeting)
+        read_bounded_line(&mut reader, &mut greeting)
             .await
             .map_err(|source| QmpError::Io {
                 path: path.display().to_string(),
@@ -116,4 +126,36 @@ pub async fn execute(
     tokio::time::timeout(QMP_TIMEOUT, exchange)
         .await
         .map_err(|_| QmpError::Timeout(QMP_TIMEOUT))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A peer that sends an endless line is refused once the line passes
+    /// the bound, not buffered until memory runs out.
+    #[tokio::test]
+    async fn an_endless_line_is_refused_at_the_bound() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("qmp.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let peer = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let block = vec![b'a'; 64 * 1024];
+            // Twice the bound, no newline, and the connection held open:
+            // a reader that waits for the newline waits until its timeout.
+            for _ in 0..2 {
+                if conn.write_all(&block).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        let err = execute(&path, "query-status", None)
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, QmpError::Protocol(_)), "{err:?}");
+        peer.abort();
+    }
 }

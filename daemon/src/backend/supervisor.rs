@@ -13,7 +13,6 @@ use super::{BackendError, Instance, InstanceState};
 use crate::host::procfs::{proc_start, proc_vm_dir, send_signal};
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -124,11 +123,11 @@ impl Supervisor {
         let tmp = dir.join("meta.json.tmp");
         let bytes = serde_json::to_vec_pretty(meta)
             .map_err(|e| BackendError::Failed(format!("encoding meta: {e}")))?;
-        let mut f =
-            std::fs::File::create(&tmp).map_err(|e| BackendError::io("writing meta.json", e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| BackendError::io("writing meta.json", e))?;
+        // No fsync: meta.json matters only while its process lives, and a
+        // crash that loses the page cache (the host's) loses the process
+        // too. The rename alone keeps a daemon crash from leaving half a
+        // file, and an fsync here stalled the runtime on every start.
+        std::fs::write(&tmp, &bytes).map_err(|e| BackendError::io("writing meta.json", e))?;
         std::fs::rename(&tmp, dir.join("meta.json"))
             .map_err(|e| BackendError::io("writing meta.json", e))?;
         self.metas
@@ -388,8 +387,19 @@ impl Supervisor {
     }
 }
 
-/// Copies the log aside and truncates it in place: writers hold it open
-/// with O_APPEND, so they go on writing at the new end.
+/// The last `max` bytes of the file at `path` (read from there, not from
+/// its start) and the file's length.
+pub fn tail_bytes(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
+    f.take(len - start).read_to_end(&mut buf)?;
+    Ok((buf, len))
+}
+
 /// Kills a just-spawned child that could not be recorded (its whole group:
 /// it leads one) and reaps it in the background.
 fn kill_unrecorded(pid: u32, mut child: tokio::process::Child) {
@@ -407,6 +417,8 @@ fn kill_unrecorded(pid: u32, mut child: tokio::process::Child) {
     });
 }
 
+/// Copies the log aside and truncates it in place: writers hold it open
+/// with O_APPEND, so they go on writing at the new end.
 fn rotate(log: &Path) -> std::io::Result<()> {
     std::fs::copy(log, log.with_extension("log.1"))?;
     std::fs::OpenOptions::new()

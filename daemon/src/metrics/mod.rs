@@ -2,6 +2,7 @@
 //! them as text at `/metrics` (`--metrics-listen`); `sync` copies Raft's
 //! own metrics into them.
 
+pub mod probes;
 pub mod sync;
 
 use prometheus_client::encoding::text::encode;
@@ -220,28 +221,47 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` resolves.
+/// Serves `/metrics`, `/healthz` (200 while every long-lived task of the
+/// node lives, 503 once one failed) and `/readyz` (200 when the node knows
+/// a leader and has caught up, 503 with the reason otherwise) on
+/// `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
+    probes: probes::Probes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::http::StatusCode;
     use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
+    let verdict = |problem: Option<String>| match problem {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    };
+    let (health, ready) = (probes.clone(), probes);
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || async move { verdict(health.unhealthy()) }),
+        )
+        .route(
+            "/readyz",
+            get(move || async move { verdict(ready.unready()) }),
+        );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

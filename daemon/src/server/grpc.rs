@@ -2,6 +2,7 @@
 //! service (health, reflection, the public API and the internal
 //! `RaftService`) on it until the node stops.
 
+use super::tasks::{Lifetime, Tasks};
 use super::StartError;
 use crate::api::{cluster::ClusterApi, node::NodeApi, vm::VmApi, watch::WatchApi};
 use crate::core::Core;
@@ -12,8 +13,9 @@ use blixard_shared::proto::v1 as pb;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tonic::server::NamedService;
 use tonic::transport::server::Router;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 /// Binds `address`, returning the listener and the address it got (port 0
 /// asks the OS for one).
@@ -24,30 +26,37 @@ pub(super) async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr
     Ok((listener, local))
 }
 
-/// Serves the node's gRPC services on `listener` until the node stops.
-pub(super) async fn serve(
+/// The services whose health `grpc.health.v1` reports (besides the
+/// overall server, `""`), as the health judge sets it.
+pub(super) const SERVICES: &[&str] = &[
+    <pb::cluster_service_server::ClusterServiceServer<ClusterApi> as NamedService>::NAME,
+    <pb::node_service_server::NodeServiceServer<NodeApi> as NamedService>::NAME,
+    <pb::vm_service_server::VmServiceServer<VmApi> as NamedService>::NAME,
+    <pb::watch_service_server::WatchServiceServer<WatchApi> as NamedService>::NAME,
+];
+
+/// Serves the node's gRPC services on `listener` until the node stops; a
+/// server that fails is fatal to the node.
+pub(super) fn serve(
     core: &Arc<Core>,
     listener: TcpListener,
-) -> Result<JoinHandle<()>, StartError> {
-    let router = router(core).await?;
+    health: HealthServer<impl Health>,
+    tasks: &mut Tasks,
+) -> Result<(), StartError> {
+    let router = router(core, health)?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let signal = core.shutdown.signal();
-    Ok(tokio::spawn(async move {
+    tasks.spawn("grpc server", Lifetime::UntilShutdown, async move {
         if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
             tracing::error!(error = %e, "gRPC server failed");
         }
-    }))
+    });
+    Ok(())
 }
 
 /// Every service the node serves, with its message size limits.
-async fn router(core: &Arc<Core>) -> Result<Router, StartError> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterApi>>()
-        .await;
-    health_reporter
-        .set_serving::<pb::vm_service_server::VmServiceServer<VmApi>>()
-        .await;
+fn router(core: &Arc<Core>, health: HealthServer<impl Health>) -> Result<Router, StartError> {
+    let health_service = health;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -2,23 +2,24 @@
 //! long-lived loops every node runs until it stops (registration, the
 //! leader's loops, the host agent with fencing, log rotation, metrics).
 
+use super::tasks::{Lifetime, Tasks};
 use super::StartError;
 use crate::backend::process::ProcessBackend;
 use crate::backend::qemu::QemuBackend;
 use crate::backend::VmBackend;
 use crate::config::{BackendKind, Config};
 use crate::core::Core;
-use crate::host::agent::{Agent, Fencing};
+use crate::host::agent::{Agent, Fencing, Heartbeat};
 use crate::host::fence::{keep_lease, LeaseStatus, Watchdog};
 use crate::host::{facts, registration};
 use crate::leader::{liveness, scheduler};
+use crate::metrics::probes::Probes;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// How often console logs are checked for rotation.
 const LOG_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
@@ -53,39 +54,37 @@ impl AnyBackend {
     }
 }
 
-/// Starts every loop of the node; their tasks go to `tasks`.
-pub(super) fn spawn_loops(core: &Arc<Core>, backend: AnyBackend, tasks: &mut Vec<JoinHandle<()>>) {
+/// Starts every loop of the node as supervised tasks.
+pub(super) fn spawn_loops(core: &Arc<Core>, backend: AnyBackend, tasks: &mut Tasks) {
     let registration = facts::registration(&core.config, &core.address);
-    tasks.push(tokio::spawn(registration::register(
-        core.clone(),
-        registration,
-        core.shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(liveness::run(
-        core.clone(),
-        core.shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(scheduler::run(
-        core.clone(),
-        core.shutdown.clone(),
-    )));
+    let register = registration::register(core.clone(), registration, core.shutdown.clone());
+    tasks.spawn("registration", Lifetime::UntilShutdown, register);
+    let liveness = liveness::run(core.clone(), core.shutdown.clone());
+    tasks.spawn("liveness", Lifetime::UntilShutdown, liveness);
+    let scheduler = scheduler::run(core.clone(), core.shutdown.clone());
+    tasks.spawn("scheduler", Lifetime::UntilShutdown, scheduler);
     match backend {
         AnyBackend::Qemu(b) => spawn_agent(core, b, tasks),
         AnyBackend::Process(b) => spawn_agent(core, b, tasks),
     }
 }
 
-/// Starts the lease keeper, the agent and log rotation for `backend`.
-fn spawn_agent<B: VmBackend>(core: &Arc<Core>, backend: Arc<B>, tasks: &mut Vec<JoinHandle<()>>) {
+/// Starts the lease keeper, the agent and log rotation for `backend`. The
+/// keeper renews only while the agent's heartbeat is fresh: an agent stuck
+/// or dead must not keep a lease that keeps its VMs from being healed.
+fn spawn_agent<B: VmBackend>(core: &Arc<Core>, backend: Arc<B>, tasks: &mut Tasks) {
     let config = &core.config;
     let (lease_tx, lease_rx) = watch::channel(LeaseStatus::default());
-    tasks.push(tokio::spawn(keep_lease(
+    let heartbeat = Heartbeat::default();
+    let keeper = keep_lease(
         core.clone(),
         config.fence_lease,
         Some(config.data_dir.clone()),
         lease_tx,
+        heartbeat.clone(),
         core.shutdown.clone(),
-    )));
+    );
+    tasks.spawn("lease keeper", Lifetime::UntilShutdown, keeper);
     let exe = config
         .fence_watchdog
         .clone()
@@ -95,6 +94,7 @@ fn spawn_agent<B: VmBackend>(core: &Arc<Core>, backend: Arc<B>, tasks: &mut Vec<
     let fencing = Fencing {
         lease: lease_rx,
         watchdog: Some(Arc::new(watchdog)),
+        heartbeat,
     };
     let agent = Agent::new(
         core.clone(),
@@ -102,24 +102,37 @@ fn spawn_agent<B: VmBackend>(core: &Arc<Core>, backend: Arc<B>, tasks: &mut Vec<
         config.vm_stop_timeout,
         fencing,
     );
-    tasks.push(tokio::spawn(agent.run(core.shutdown.clone())));
+    tasks.spawn(
+        "agent",
+        Lifetime::UntilShutdown,
+        agent.run(core.shutdown.clone()),
+    );
     let mut stop = core.shutdown.clone();
-    tasks.push(tokio::spawn(async move {
+    let rotation = async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(LOG_ROTATION_INTERVAL) => backend.rotate_logs(),
+                _ = tokio::time::sleep(LOG_ROTATION_INTERVAL) => {}
                 _ = stop.recv() => return,
             }
+            // Copying megabytes of console log is no work for the runtime's
+            // threads, which carry heartbeats.
+            let backend = backend.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || backend.rotate_logs()).await {
+                tracing::warn!(error = %e, "console log rotation did not finish");
+            }
         }
-    }));
+    };
+    tasks.spawn("log rotation", Lifetime::UntilShutdown, rotation);
 }
 
-/// Serves `/metrics` when the config asks for it, and keeps Raft's metrics
-/// copied into the registry; returns the bound metrics address.
+/// Serves `/metrics` (with `/healthz` and `/readyz` from `probes`) when the
+/// config asks for it, and keeps Raft's metrics copied into the registry;
+/// returns the bound metrics address.
 pub(super) async fn spawn_metrics(
     core: &Arc<Core>,
     snapshot_bytes: Arc<AtomicU64>,
-    tasks: &mut Vec<JoinHandle<()>>,
+    probes: Probes,
+    tasks: &mut Tasks,
 ) -> Result<Option<SocketAddr>, StartError> {
     let mut metrics_address = None;
     if let Some(address) = core.config.metrics_listen {
@@ -127,16 +140,14 @@ pub(super) async fn spawn_metrics(
         metrics_address = Some(local);
         let signal = core.shutdown.signal();
         let metrics = core.metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, metrics, signal).await {
+        let server = async move {
+            if let Err(e) = crate::metrics::serve(listener, metrics, probes, signal).await {
                 tracing::error!(error = %e, "metrics server failed");
             }
-        }));
+        };
+        tasks.spawn("metrics server", Lifetime::UntilShutdown, server);
     }
-    tasks.push(tokio::spawn(crate::metrics::sync::run(
-        core.clone(),
-        snapshot_bytes,
-        core.shutdown.clone(),
-    )));
+    let sync = crate::metrics::sync::run(core.clone(), snapshot_bytes, core.shutdown.clone());
+    tasks.spawn("metrics sync", Lifetime::UntilShutdown, sync);
     Ok(metrics_address)
 }

@@ -2,16 +2,16 @@
 //! (`--init`), ask a member to add this node (`--join`), or neither for a
 //! node restarted on its data dir, which rejoins on its own.
 
+use super::tasks::{Lifetime, Tasks};
 use super::StartError;
 use crate::core::Core;
 use crate::host::registration;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
-use tokio::task::JoinHandle;
 
 /// Bootstraps or joins as the config says; a join runs in the background
-/// (its task is returned), a bootstrap before this returns.
-pub(super) async fn bootstrap_or_join(core: &Core) -> Result<Option<JoinHandle<()>>, StartError> {
+/// (a task of `tasks`), a bootstrap before this returns.
+pub(super) async fn bootstrap_or_join(core: &Core, tasks: &mut Tasks) -> Result<(), StartError> {
     let config = &core.config;
     let initialized = core
         .raft
@@ -29,18 +29,20 @@ pub(super) async fn bootstrap_or_join(core: &Core) -> Result<Option<JoinHandle<(
         tracing::info!("--init ignored: this data dir already belongs to a cluster");
     }
     let Some(seed) = config.join.clone() else {
-        return Ok(None);
+        return Ok(());
     };
     if initialized {
         tracing::info!(
             "--join ignored: this data dir already belongs to a cluster; rejoining on its own"
         );
-        return Ok(None);
+        return Ok(());
     }
-    Ok(Some(tokio::spawn(registration::join(
+    let join = registration::join(
         seed,
         config.node_id,
         core.address.clone(),
         core.shutdown.clone(),
-    ))))
+    );
+    tasks.spawn("join", Lifetime::UntilDone, join);
+    Ok(())
 }

@@ -2,16 +2,21 @@
 //! phases, each a function of its own: claim the data dir and choose the
 //! backend, open storage (`storage`), bind gRPC, start Raft with the
 //! settings `raft_config` derives, serve gRPC (`grpc`) and metrics,
-//! bootstrap or join (`membership`), then the node's loops (`loops`).
+//! bootstrap or join (`membership`), then the node's loops (`loops`) and
+//! its health judge (`health`). Every long-lived task is supervised
+//! (`tasks`): one that fails is fatal to the node.
 
 mod grpc;
+pub mod health;
 mod loops;
 mod membership;
 pub mod raft_config;
 mod storage;
+mod tasks;
 
 use crate::config::Config;
 use crate::core::Core;
+use crate::metrics::probes::{Probes, Readiness};
 use crate::metrics::Metrics;
 use crate::raft::network::{Network, PeerPool};
 use crate::raft::Raft;
@@ -19,7 +24,8 @@ use crate::shutdown::{self, ShutdownTrigger};
 use loops::AnyBackend;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
+use tasks::{Lifetime, Tasks};
+use tokio::sync::watch;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +66,8 @@ pub struct NodeHandle {
     /// The bound metrics address, if metrics are served.
     pub metrics_address: Option<SocketAddr>,
     trigger: ShutdownTrigger,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
+    fatal: watch::Receiver<Option<String>>,
 }
 
 impl NodeHandle {
@@ -70,10 +77,20 @@ impl NodeHandle {
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown failed");
         }
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.tasks.join().await;
         tracing::info!(node_id = self.core.id, "node stopped");
+    }
+
+    /// Resolves with the reason once the node has failed for good (a
+    /// long-lived task ended or panicked, Raft stopped): the caller stops
+    /// it and, for `blixardd`, exits non-zero so it is restarted.
+    pub async fn fatal(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        let why = match fatal.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => "the node's supervision ended".into(),
+        };
+        why
     }
 }
 
@@ -90,10 +107,26 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     let (trigger, shutdown) = shutdown::channel();
     let snapshot_bytes = storage.snapshot_bytes.clone();
     let core = start_raft(config, advertise, storage, shutdown).await?;
-    let mut tasks = vec![grpc::serve(&core, listener).await?];
-    let metrics_address = loops::spawn_metrics(&core, snapshot_bytes, &mut tasks).await?;
-    tasks.extend(membership::bootstrap_or_join(&core).await?);
+    let mut tasks = Tasks::new(core.shutdown.clone());
+    let (ready_tx, ready) = watch::channel(Readiness::NotReady("starting".into()));
+    let probes = Probes {
+        ready,
+        fatal: tasks.fatal(),
+    };
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    grpc::serve(&core, listener, health_service, &mut tasks)?;
+    let metrics_address = loops::spawn_metrics(&core, snapshot_bytes, probes, &mut tasks).await?;
+    membership::bootstrap_or_join(&core, &mut tasks).await?;
     loops::spawn_loops(&core, backend, &mut tasks);
+    let judge = health::run(
+        core.clone(),
+        reporter,
+        grpc::SERVICES,
+        ready_tx,
+        tasks.fatal_reporter(),
+        core.shutdown.clone(),
+    );
+    tasks.spawn("health", Lifetime::UntilShutdown, judge);
     write_ready_file(&core.config, address, metrics_address);
     tracing::info!(node_id = core.id, %address, advertise = %core.address, "node serving");
     Ok(NodeHandle {
@@ -101,6 +134,7 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
         address,
         metrics_address,
         trigger,
+        fatal: tasks.fatal(),
         tasks,
     })
 }

@@ -34,6 +34,19 @@ pub struct NodeRegistration {
     pub backend: String,
 }
 
+impl NodeRegistration {
+    /// Whether `node` already says everything this registration says (a
+    /// registration that does is a no-op).
+    pub fn matches(&self, node: &NodeRecord) -> bool {
+        node.address == self.address
+            && node.capacity == self.capacity
+            && node.labels == self.labels
+            && node.zone == self.zone
+            && node.rack == self.rack
+            && node.backend == self.backend
+    }
+}
+
 /// The changes the state machine knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]

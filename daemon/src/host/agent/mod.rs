@@ -17,10 +17,11 @@ mod stops;
 
 use crate::backend::{BackendError, InstanceState, VmBackend};
 use crate::core::Core;
-use crate::host::fence::{LeaseStatus, Watchdog};
+use crate::host::fence::{lease_clock_ms, LeaseStatus, Watchdog};
 use crate::shutdown::Shutdown;
 use crate::state::{Action, DesiredState, Observed, RestartPolicy, VmRecord, VmReport, VmState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use stops::Stops;
@@ -29,6 +30,8 @@ use tokio::time::Instant;
 
 /// Shortest time between two reconcile passes.
 pub const MIN_PASS_INTERVAL: Duration = Duration::from_millis(100);
+/// How often an agent waiting on a node that is not a member says so.
+const NOT_A_MEMBER_REPORT_EVERY: Duration = Duration::from_secs(30);
 /// Pause between attempts to catch up with the leader at start.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(200);
 /// Resync period when nothing changes.
@@ -39,6 +42,8 @@ pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// An instance that ran this long before it ended resets the back-off.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// Bytes read from the end of the console log for a failure reason.
+const REASON_CONSOLE_BYTES: u64 = 4096;
 /// Console lines quoted in a failure reason.
 const REASON_CONSOLE_LINES: usize = 5;
 
@@ -102,6 +107,7 @@ pub struct Agent<B: VmBackend> {
     pending: BTreeMap<String, VmReport>,
     lease: watch::Receiver<LeaseStatus>,
     watchdog: Option<Arc<Watchdog>>,
+    heartbeat: Heartbeat,
     /// When the missing watchdog was last reported: passes run up to ten
     /// times a second, the report at most every [`WATCHDOG_REPORT_EVERY`].
     watchdog_reported: Option<Instant>,
@@ -122,6 +128,45 @@ pub struct Fencing {
     /// The host's watchdog, made sure of before every start; `None` for a
     /// backend without host processes.
     pub watchdog: Option<Arc<Watchdog>>,
+    /// Beaten by the agent's loop; the lease keeper renews only while fresh.
+    pub heartbeat: Heartbeat,
+}
+
+/// Longest the agent's loop may go without a beat before the lease keeper
+/// calls it stuck and stops renewing. A pass runs at least every
+/// [`RESYNC_INTERVAL`]; a pass that kills a VM may wait a few seconds.
+pub const AGENT_STALL_LIMIT: Duration = Duration::from_secs(5);
+/// How often the agent beats while it waits (for current state, for a lease).
+const HEARTBEAT_WHILE_WAITING: Duration = Duration::from_millis(500);
+
+/// The agent's proof of life for the lease keeper: the lease clock's
+/// milliseconds at its loop's last turn. An agent that is stuck or dead
+/// must not keep a lease that keeps its VMs from being healed elsewhere.
+#[derive(Debug, Clone)]
+pub struct Heartbeat(Arc<AtomicU64>);
+
+impl Default for Heartbeat {
+    /// Fresh at creation: the agent has [`AGENT_STALL_LIMIT`] to first beat.
+    fn default() -> Self {
+        Self(Arc::new(AtomicU64::new(lease_clock_ms())))
+    }
+}
+
+impl Heartbeat {
+    /// The agent's loop turned.
+    pub fn beat(&self) {
+        self.0.store(lease_clock_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since the last beat.
+    pub fn age(&self) -> Duration {
+        Duration::from_millis(lease_clock_ms().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the agent counts as alive and passing.
+    pub fn fresh(&self) -> bool {
+        self.age() <= AGENT_STALL_LIMIT
+    }
 }
 
 impl<B: VmBackend> Agent<B> {
@@ -135,6 +180,7 @@ impl<B: VmBackend> Agent<B> {
             pending: BTreeMap::new(),
             lease: fencing.lease,
             watchdog: fencing.watchdog,
+            heartbeat: fencing.heartbeat,
             watchdog_reported: None,
             stops: Stops::default(),
             gone: BTreeSet::new(),
@@ -155,8 +201,10 @@ impl<B: VmBackend> Agent<B> {
         // from before the restart keep running meanwhile under the lease
         // the previous daemon wrote, which the watchdog enforces.
         while !self.lease.borrow().valid() {
+            self.heartbeat.beat();
             tokio::select! {
                 r = self.lease.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(HEARTBEAT_WHILE_WAITING) => {}
                 _ = shutdown.recv() => return,
             }
         }
@@ -171,6 +219,7 @@ impl<B: VmBackend> Agent<B> {
             }
             last_pass = Instant::now();
             self.pass().await;
+            self.heartbeat.beat();
             // Wake when the lease runs out, too: its VMs must stop then.
             let lease = *self.lease.borrow();
             let lease_end = if lease.valid() {
@@ -256,12 +305,30 @@ impl<B: VmBackend> Agent<B> {
     /// the leader had committed when asked); `false` on shutdown.
     async fn wait_until_current(&self, shutdown: &mut Shutdown) -> bool {
         let linearizable = blixard_shared::proto::v1::Consistency::Linearizable as i32;
+        let mut said_why: Option<Instant> = None;
         loop {
+            self.heartbeat.beat();
             match self.core.read_barrier(linearizable).await {
                 Ok(()) => return true,
                 Err(e) => {
                     tracing::debug!(error = %e.message(), "agent waiting for current state");
                 }
+            }
+            // Waiting silently for ever helps nobody: say why, now and then.
+            let member = self
+                .core
+                .raft_metrics()
+                .membership_config
+                .membership()
+                .get_node(&self.core.id)
+                .is_some();
+            if !member && said_why.is_none_or(|t| t.elapsed() >= NOT_A_MEMBER_REPORT_EVERY) {
+                tracing::warn!(
+                    node_id = self.core.id,
+                    "this node is not a member of the cluster (not joined yet, or removed): \
+                     no VM runs here until a member adds it"
+                );
+                said_why = Some(Instant::now());
             }
             tokio::select! {
                 _ = tokio::time::sleep(CATCH_UP_RETRY) => {}
@@ -297,11 +364,11 @@ impl<B: VmBackend> Agent<B> {
 
     fn last_console_lines(&self, name: &str) -> String {
         let path = self.backend.console_path(name);
-        let Ok(text) = std::fs::read(&path) else {
+        let Ok((tail, _)) = crate::backend::supervisor::tail_bytes(&path, REASON_CONSOLE_BYTES)
+        else {
             return String::new();
         };
-        let tail = &text[text.len().saturating_sub(4096)..];
-        let text = String::from_utf8_lossy(tail);
+        let text = String::from_utf8_lossy(&tail);
         let lines: Vec<String> = text
             .lines()
             .map(blixard_shared::text::printable)

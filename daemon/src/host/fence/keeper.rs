@@ -5,6 +5,7 @@
 use super::lease_file::{lease_clock_ms, read_lease, write_lease};
 use super::RENEW_EVERY;
 use crate::core::Core;
+use crate::host::agent::Heartbeat;
 use crate::shutdown::Shutdown;
 use crate::state::{Action, CommandOutcome};
 use std::path::PathBuf;
@@ -42,95 +43,168 @@ impl LeaseStatus {
 
 /// Renews the lease until shutdown, publishing each renewal on `status`
 /// and (when `data_dir` is given: a backend that runs processes) writing
-/// it to the lease file for the watchdog.
+/// it to the lease file for the watchdog. Renews only while the agent's
+/// `heartbeat` is fresh.
 pub async fn keep_lease(
     core: Arc<Core>,
     lease: Duration,
     data_dir: Option<PathBuf>,
     status: watch::Sender<LeaseStatus>,
+    heartbeat: Heartbeat,
     mut shutdown: Shutdown,
 ) {
-    let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-    let every = RENEW_EVERY.min(lease / 4);
-    if let Some(dir) = &data_dir {
-        // A deadline from an earlier run with a longer lease must not
-        // outlast what the leader now assumes (this run's lease).
-        let cap = lease_clock_ms().saturating_add(lease_ms);
-        if read_lease(dir) > cap {
-            if let Err(e) = write_lease(dir, cap) {
-                tracing::error!(error = %e, "cannot shorten the lease file");
-            }
-        }
-    }
-    let mut file_ok = true;
-    let mut held = false;
-    let mut lapse_counted = false;
+    let mut keeper = Keeper {
+        lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+        every: RENEW_EVERY.min(lease / 4),
+        core,
+        data_dir,
+        status,
+        heartbeat,
+        file_ok: true,
+        held: false,
+        lapse_counted: false,
+        stall_reported: false,
+    };
+    keeper.cap_earlier_deadline().await;
     loop {
-        let valid = status.borrow().valid();
-        if held && !valid {
-            core.metrics.fence_lease_lapses.inc();
-            lapse_counted = true;
-            tracing::warn!(
-                "fencing lease has run out: this node's VMs are stopped until it is renewed"
-            );
-        }
-        held = valid;
-        core.metrics.fence_lease_valid.set(u64::from(valid));
-        let sent = Instant::now();
+        let next = Instant::now() + keeper.every;
         let sent_mono = lease_clock_ms();
-        // After a failed write, renew only once the file is writable again:
-        // a renewal the watchdog cannot see would keep the leader from
-        // healing while this host's VMs stay fenced.
-        if !file_ok {
-            if let Some(dir) = &data_dir {
-                file_ok = write_lease(dir, read_lease(dir)).is_ok();
-            }
-        }
-        if !file_ok {
-            tokio::select! {
-                _ = tokio::time::sleep_until(sent + every) => continue,
+        keeper.note_validity();
+        if keeper.may_renew().await {
+            // A renewal that takes longer than half the lease is worth little.
+            let renewed = tokio::select! {
+                r = tokio::time::timeout(lease / 2, renew(&keeper.core, keeper.lease_ms)) => r.ok().and_then(|r| r.ok()),
                 _ = shutdown.recv() => return,
-            }
-        }
-        // A renewal that takes longer than half the lease is worth little.
-        let renewed = tokio::select! {
-            r = tokio::time::timeout(lease / 2, renew(&core, lease_ms)) => r.ok().and_then(|r| r.ok()),
-            _ = shutdown.recv() => return,
-        };
-        if renewed.is_some() {
-            let deadline = sent_mono.saturating_add(lease_ms);
-            let written = match &data_dir {
-                Some(dir) => write_lease(dir, deadline),
-                None => Ok(()),
             };
-            match written {
-                Ok(()) => {
-                    status.send_modify(|s| {
-                        if !s.valid() && s.deadline_ms.is_some() {
-                            s.lapses += 1;
-                            if !lapse_counted {
-                                core.metrics.fence_lease_lapses.inc();
-                            }
-                            tracing::warn!("fencing lease renewed after it had run out");
-                        }
-                        s.deadline_ms = Some(deadline);
-                    });
-                    lapse_counted = false;
-                    held = status.borrow().valid();
-                    core.metrics.fence_lease_valid.set(u64::from(held));
-                }
-                Err(e) => {
-                    file_ok = false;
-                    tracing::error!(error = %e, "cannot write the lease file; the lease will run out")
-                }
+            if renewed.is_some() {
+                keeper
+                    .publish(sent_mono.saturating_add(keeper.lease_ms))
+                    .await;
             }
         }
-        let next = sent + every;
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = shutdown.recv() => return,
         }
     }
+}
+
+/// The lease keeper's state between renewals.
+struct Keeper {
+    core: Arc<Core>,
+    lease_ms: u64,
+    every: Duration,
+    data_dir: Option<PathBuf>,
+    status: watch::Sender<LeaseStatus>,
+    heartbeat: Heartbeat,
+    /// Whether the lease file could be written last time.
+    file_ok: bool,
+    /// Whether the lease was valid at the last look.
+    held: bool,
+    /// Whether the current lapse was counted already.
+    lapse_counted: bool,
+    /// Whether the current stall of the agent was reported already.
+    stall_reported: bool,
+}
+
+impl Keeper {
+    /// A deadline from an earlier run with a longer lease must not outlast
+    /// what the leader now assumes (this run's lease).
+    async fn cap_earlier_deadline(&self) {
+        let Some(dir) = &self.data_dir else {
+            return;
+        };
+        let cap = lease_clock_ms().saturating_add(self.lease_ms);
+        if read_lease(dir) > cap {
+            if let Err(e) = write_lease_off_runtime(dir.clone(), cap).await {
+                tracing::error!(error = %e, "cannot shorten the lease file");
+            }
+        }
+    }
+
+    /// Counts a lapse when the lease ran out since the last look.
+    fn note_validity(&mut self) {
+        let valid = self.status.borrow().valid();
+        if self.held && !valid {
+            self.core.metrics.fence_lease_lapses.inc();
+            self.lapse_counted = true;
+            tracing::warn!(
+                "fencing lease has run out: this node's VMs are stopped until it is renewed"
+            );
+        }
+        self.held = valid;
+        self.core.metrics.fence_lease_valid.set(u64::from(valid));
+    }
+
+    /// Whether to renew now: the lease file is writable (a renewal the
+    /// watchdog cannot see would keep the leader from healing while this
+    /// host's VMs stay fenced), and the agent is alive and passing.
+    async fn may_renew(&mut self) -> bool {
+        if !self.file_ok {
+            if let Some(dir) = &self.data_dir {
+                let current = read_lease(dir);
+                self.file_ok = write_lease_off_runtime(dir.clone(), current).await.is_ok();
+            }
+            if !self.file_ok {
+                return false;
+            }
+        }
+        if !self.heartbeat.fresh() {
+            if !self.stall_reported {
+                tracing::error!(
+                    stalled_ms = u64::try_from(self.heartbeat.age().as_millis()).unwrap_or(u64::MAX),
+                    "the node agent is stuck: the lease is not renewed, so this host's VMs are fenced and healed elsewhere"
+                );
+                self.stall_reported = true;
+            }
+            return false;
+        }
+        if self.stall_reported {
+            tracing::info!("the node agent passes again: renewing the lease");
+            self.stall_reported = false;
+        }
+        true
+    }
+
+    /// Makes a committed renewal's deadline known: to the watchdog through
+    /// the lease file first, then to the agent.
+    async fn publish(&mut self, deadline: u64) {
+        let written = match &self.data_dir {
+            Some(dir) => write_lease_off_runtime(dir.clone(), deadline).await,
+            None => Ok(()),
+        };
+        if let Err(e) = written {
+            self.file_ok = false;
+            tracing::error!(error = %e, "cannot write the lease file; the lease will run out");
+            return;
+        }
+        let core = &self.core;
+        let lapse_counted = self.lapse_counted;
+        self.status.send_modify(|s| {
+            if !s.valid() && s.deadline_ms.is_some() {
+                s.lapses += 1;
+                if !lapse_counted {
+                    core.metrics.fence_lease_lapses.inc();
+                }
+                tracing::warn!("fencing lease renewed after it had run out");
+            }
+            s.deadline_ms = Some(deadline);
+        });
+        self.lapse_counted = false;
+        self.held = self.status.borrow().valid();
+        self.core
+            .metrics
+            .fence_lease_valid
+            .set(u64::from(self.held));
+    }
+}
+
+/// [`write_lease`] on a blocking thread: it fsyncs, and an fsync on the
+/// runtime's threads stalls the heartbeats they carry.
+async fn write_lease_off_runtime(dir: PathBuf, deadline: u64) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || write_lease(&dir, deadline))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// One renewal: commits it, then waits until this node has applied it, so

@@ -19,7 +19,7 @@ impl Fleet {
         }
         match self.nodes.get_mut(&reg.id) {
             Some(node) => {
-                if !registration_differs(node, reg) {
+                if reg.matches(node) {
                     return Ok(CommandOutcome::Node(node.clone()));
                 }
                 node.address.clone_from(&reg.address);
@@ -176,16 +176,6 @@ impl Fleet {
         self.max_lease_ms = self.max_lease_ms.max(lease_ms);
         Ok(CommandOutcome::Node(out))
     }
-}
-
-/// Whether a registration says anything the record does not already hold.
-fn registration_differs(node: &NodeRecord, reg: &NodeRegistration) -> bool {
-    node.address != reg.address
-        || node.capacity != reg.capacity
-        || node.labels != reg.labels
-        || node.zone != reg.zone
-        || node.rack != reg.rack
-        || node.backend != reg.backend
 }
 
 /// The subject events about node `id` carry.
