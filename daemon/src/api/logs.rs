@@ -3,6 +3,7 @@
 //! with follow, new bytes as the file grows (rotation is noticed and the
 //! stream continues from the start of the new file).
 
+use crate::backend::supervisor::log_base;
 use crate::core::Core;
 use blixard_shared::limits::MAX_TAIL_LINES;
 use blixard_shared::proto::v1 as pb;
@@ -74,12 +75,13 @@ pub async fn local_stream(
     let read = tokio::task::spawn_blocking(move || read_tail(&tail_path, tail_lines))
         .await
         .map_err(|e| Status::internal(format!("reading the console log: {e}")))?;
-    let (history, mut offset) = read.map_err(|e| match e.kind() {
+    let (history, physical) = read.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             Status::not_found(format!("vm {name:?} has no console log on this node yet"))
         }
         _ => Status::internal(format!("reading the console log: {e}")),
     })?;
+    let mut offset = log_base(&path).saturating_add(physical);
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     let mut shutdown = core.shutdown.clone();
     tokio::spawn(async move {
@@ -112,11 +114,12 @@ pub async fn local_stream(
                 // The VM was deleted and its files removed: the log is over.
                 Err(_) => return,
             };
-            if len < offset {
-                offset = 0; // rotated
-            }
-            while offset < len {
-                let chunk = match read_at(&path, offset, CHUNK_BYTES) {
+            // Positions are in the whole log: rotation removes the file's
+            // head and counts it in the base (see `supervisor::rotate`).
+            let base = log_base(&path);
+            offset = follow_position(offset, base);
+            while let Some(physical) = unread(offset, base, len) {
+                let chunk = match read_at(&path, physical, CHUNK_BYTES) {
                     Ok(c) if !c.is_empty() => c,
                     _ => break,
                 };
@@ -128,6 +131,21 @@ pub async fn local_stream(
         }
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Where a follower at position `offset` of the whole log goes on when
+/// rotation has removed `base` bytes from the file's head: bytes removed
+/// before it read them are skipped (it was slower than rotation).
+fn follow_position(offset: u64, base: u64) -> u64 {
+    offset.max(base)
+}
+
+/// The file position to read next for a follower at `offset` of the whole
+/// log, or `None` when it has read everything: also while a rotation is
+/// between its cut and its count (the file looks shorter than the base
+/// says), so nothing is read twice.
+fn unread(offset: u64, base: u64, len: u64) -> Option<u64> {
+    (offset < base.saturating_add(len)).then(|| offset - base)
 }
 
 fn read_at(path: &Path, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
@@ -204,6 +222,18 @@ pub async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follower_reads_each_byte_once_across_rotation() {
+        // 100 bytes read; rotation removed 64 of them from the file's head.
+        assert_eq!(unread(100, 64, 36), None, "nothing new");
+        assert_eq!(unread(100, 64, 50), Some(36), "new bytes start at 36");
+        // Between the cut (file shorter) and the count (base not yet moved).
+        assert_eq!(unread(100, 0, 36), None);
+        // A follower slower than rotation skips what was moved aside.
+        assert_eq!(follow_position(10, 64), 64);
+        assert_eq!(unread(follow_position(10, 64), 64, 5), Some(0));
+    }
 
     #[test]
     fn tails_the_last_lines() {

@@ -417,14 +417,108 @@ fn kill_unrecorded(pid: u32, mut child: tokio::process::Child) {
     });
 }
 
-/// Copies the log aside and truncates it in place: writers hold it open
-/// with O_APPEND, so they go on writing at the new end.
+/// Moves the head of a console log aside to `console.log.1` without losing
+/// a byte. Writers (QEMU's serial chardev, a runner's stdout) hold the log
+/// open with O_APPEND for their whole life, so a rename would leave them
+/// writing into the rotated file; and copy-then-truncate loses whatever
+/// they write between the copy and the truncation. Instead the head, up to
+/// a block boundary, is copied aside and then collapsed out of the file in
+/// place (`FALLOC_FL_COLLAPSE_RANGE`): bytes written meanwhile stay, and
+/// writers go on at the new end. Where the filesystem cannot collapse
+/// (tmpfs, btrfs), it falls back to copy-then-truncate and says so. The log
+/// is opened with O_NOFOLLOW: a symlink put in its place is refused, not
+/// followed.
 fn rotate(log: &Path) -> std::io::Result<()> {
-    std::fs::copy(log, log.with_extension("log.1"))?;
-    std::fs::OpenOptions::new()
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
-        .open(log)?
-        .set_len(0)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(log)?;
+    let meta = file.metadata()?;
+    let block = meta.blksize().max(1);
+    // Collapsing must end before the end of the file.
+    let cut = meta.len().saturating_sub(1) / block * block;
+    if cut == 0 {
+        return Ok(());
+    }
+    copy_head_aside(&file, cut, &log.with_extension("log.1"))?;
+    let len = i64::try_from(cut).map_err(std::io::Error::other)?;
+    // SAFETY: fallocate(2) on a descriptor we own, with plain integers.
+    let collapsed = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::FALLOC_FL_COLLAPSE_RANGE,
+            0,
+            len,
+        )
+    };
+    if collapsed == 0 {
+        return add_to_log_base(log, cut);
+    }
+    let err = std::io::Error::last_os_error();
+    if !matches!(
+        err.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+    ) {
+        return Err(err);
+    }
+    tracing::warn!(path = %log.display(), "this filesystem cannot collapse a file: rotating by copy and truncate (a few bytes written meanwhile may be lost)");
+    let len = file.metadata()?.len();
+    copy_head_aside(&file, len, &log.with_extension("log.1"))?;
+    file.set_len(0)?;
+    add_to_log_base(log, len)
+}
+
+/// The file beside a console log that counts the bytes rotation removed
+/// from its head, so a follower can map its position to the file's.
+fn log_base_path(log: &Path) -> PathBuf {
+    log.with_extension("log.base")
+}
+
+/// How many bytes rotation has removed from the head of `log` so far: a
+/// byte at position `p` of the file was byte `base + p` of the whole log.
+pub fn log_base(log: &Path) -> u64 {
+    std::fs::read_to_string(log_base_path(log))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn add_to_log_base(log: &Path, removed: u64) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let base = log_base(log).saturating_add(removed);
+    let path = log_base_path(log);
+    let tmp = path.with_extension("base.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    writeln!(f, "{base}")?;
+    drop(f);
+    std::fs::rename(&tmp, &path)
+}
+
+/// Writes the first `len` bytes of `file` to `aside` (replacing it whole,
+/// through a temporary file, never through a symlink).
+fn copy_head_aside(file: &std::fs::File, len: u64, aside: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = aside.with_extension("1.tmp");
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0))?;
+    std::io::copy(&mut reader.take(len), &mut out)?;
+    drop(out);
+    std::fs::rename(&tmp, aside)
 }
 
 #[cfg(test)]
@@ -448,6 +542,55 @@ mod tests {
         cmd.args(["-c", script]);
         let inst = sup.spawn(name, 3, cmd).unwrap();
         (tmp, sup, inst)
+    }
+
+    /// Rotation loses no byte of a writer that keeps appending meanwhile
+    /// (copy-then-truncate lost what came between the copy and the cut).
+    #[test]
+    fn rotation_under_a_busy_writer_loses_and_repeats_nothing() {
+        use std::io::Write as _;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("console.log");
+        let mut writer = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writing = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    writeln!(writer, "line {n:012}").unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut rotated = Vec::new();
+        for _ in 0..20 {
+            while std::fs::metadata(&log).unwrap().len() < 64 * 1024 {
+                std::thread::yield_now();
+            }
+            rotate(&log).unwrap();
+            rotated.extend(std::fs::read(log.with_extension("log.1")).unwrap());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let written = writing.join().unwrap();
+        rotated.extend(std::fs::read(&log).unwrap());
+        let text = String::from_utf8(rotated).unwrap();
+        let mut expected = 0u64;
+        for line in text.lines() {
+            assert_eq!(
+                line,
+                format!("line {expected:012}"),
+                "a line lost or repeated"
+            );
+            expected += 1;
+        }
+        assert_eq!(expected, written);
     }
 
     /// A failure after the spawn (here `meta.json` cannot be written: a
