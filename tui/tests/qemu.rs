@@ -144,7 +144,9 @@ fn follow_logs_until(endpoint: &str, name: &str, needle: &str) -> String {
 }
 
 /// Kills every VM process whose command line names this dir, even when the
-/// test fails half-way (VMs outlive their daemons by design).
+/// test fails half-way (VMs outlive their daemons by design). The fence
+/// watchdog is left to fail closed once the dir is gone: it removes the
+/// VM cgroups on its way out.
 struct KillVmsUnder(PathBuf);
 
 impl Drop for KillVmsUnder {
@@ -155,7 +157,8 @@ impl Drop for KillVmsUnder {
                 continue;
             };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains(&needle) && !cmdline.contains("blixard-fence") {
                 // SAFETY: kill(2) with plain integers.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }

@@ -84,6 +84,7 @@ impl VmBackend for ProcessBackend {
         }
         self.sup.signal(name, libc::SIGTERM);
         if self.sup.wait_gone(name, timeout).await {
+            self.sup.kill_leftovers(name);
             return Ok(());
         }
         tracing::warn!(vm = %name, ?timeout, "process did not stop on SIGTERM; killing it");

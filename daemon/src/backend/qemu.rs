@@ -363,6 +363,7 @@ impl VmBackend for QemuBackend {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if self.sup.wait_gone(name, left.min(POWERDOWN_REPEAT)).await {
                 tracing::info!(vm = %name, "vm powered off");
+                self.sup.kill_leftovers(name);
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -374,6 +375,7 @@ impl VmBackend for QemuBackend {
         if qmp::execute(&qmp, "quit", None).await.is_ok()
             && self.sup.wait_gone(name, Duration::from_secs(2)).await
         {
+            self.sup.kill_leftovers(name);
             return Ok(());
         }
         self.sup.kill(name).await

@@ -10,6 +10,7 @@
 
 use super::meta::Meta;
 use super::{BackendError, Instance, InstanceState};
+use crate::host::cgroup;
 use crate::host::procfs::{proc_start, proc_vm_dir, send_signal};
 
 use std::collections::HashMap;
@@ -41,6 +42,9 @@ pub struct Supervisor {
     /// The data dir whose fencing lease every start must be within (see
     /// `fence`); `None` in unit tests of the supervisor itself.
     lease_dir: Option<PathBuf>,
+    /// Where this node's VM cgroups live (see `host::cgroup`); `None`
+    /// without a usable cgroup v2 hierarchy.
+    cgroups: Option<PathBuf>,
 }
 
 /// Describes how a process ended.
@@ -60,12 +64,22 @@ impl Supervisor {
     /// A supervisor for instances under `root`, started by `backend`.
     pub fn new(root: PathBuf, backend: &'static str) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
+        let cgroups = cgroup::node_parent(&root);
+        match &cgroups {
+            Some(parent) => {
+                tracing::info!(cgroups = %parent.display(), "each vm runs in a cgroup of its own")
+            }
+            None => tracing::warn!(
+                "no cgroup v2 hierarchy with cgroup.kill: vms run without cgroups, and fencing finds their processes by scanning /proc"
+            ),
+        }
         Ok(Self {
             root,
             backend,
             exits: Arc::default(),
             metas: Mutex::default(),
             lease_dir: None,
+            cgroups,
         })
     }
 
@@ -180,6 +194,7 @@ impl Supervisor {
                 });
             }
         }
+        self.join_cgroup_at_exec(name, &mut cmd);
         let mut child = tokio::process::Command::from(cmd)
             .kill_on_drop(false)
             .spawn()
@@ -228,6 +243,44 @@ impl Supervisor {
             pid,
             started_at_ms,
         })
+    }
+
+    /// Makes the child join VM `name`'s cgroup between fork and exec, so
+    /// nothing it ever forks is outside it. Where the cgroup cannot be made
+    /// the VM runs without one (and fencing falls back to its scan).
+    fn join_cgroup_at_exec(&self, name: &str, cmd: &mut Command) {
+        let Some(parent) = &self.cgroups else {
+            return;
+        };
+        let procs = match cgroup::prepare_vm(parent, name) {
+            Ok(procs) => procs,
+            Err(e) => {
+                tracing::warn!(vm = %name, error = %e, "cannot make the vm's cgroup: it runs without one");
+                return;
+            }
+        };
+        let Ok(procs) = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes()) else {
+            return;
+        };
+        // SAFETY: the hook runs between fork and exec and calls only
+        // open(2), write(2) and close(2), all async-signal-safe, on a path
+        // allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if written == 1 {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            });
+        }
     }
 
     /// Whether the process `meta` records is still this instance: alive,
@@ -305,6 +358,12 @@ impl Supervisor {
     /// Kills the instance and its process group (SIGKILL) and waits briefly
     /// for it to go.
     pub async fn kill(&self, name: &str) -> Result<(), BackendError> {
+        // Everything in its cgroup, however it forked.
+        if let Some(parent) = &self.cgroups {
+            if let Err(e) = cgroup::kill_vm(parent, name) {
+                tracing::warn!(vm = %name, error = %e, "killing the vm's cgroup failed");
+            }
+        }
         // The whole group only when the start time recorded at spawn proves
         // the pid is still ours: a group of a reused pid is someone else's.
         let group = self
@@ -352,6 +411,13 @@ impl Supervisor {
     /// Removes the runtime dir of `name`.
     pub fn cleanup(&self, name: &str) -> Result<(), BackendError> {
         self.forget_meta(name);
+        if let Some(parent) = &self.cgroups {
+            // Nothing of a removed VM may live on, whatever it forked.
+            if let Err(e) = cgroup::kill_vm(parent, name) {
+                tracing::warn!(vm = %name, error = %e, "killing the vm's cgroup failed");
+            }
+            cgroup::remove_vm(parent, name);
+        }
         let dir = self.dir(name);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {
@@ -366,8 +432,43 @@ impl Supervisor {
         }
     }
 
-    /// Rotates every console log over [`CONSOLE_LOG_MAX_BYTES`].
+    /// Kills what is left in VM `name`'s cgroup once its main process is
+    /// gone (children that outlived a graceful stop).
+    pub fn kill_leftovers(&self, name: &str) {
+        if let Some(parent) = &self.cgroups {
+            if cgroup::population(parent, name) > 0 {
+                tracing::warn!(vm = %name, "processes outlived the vm's stop: killing its cgroup");
+                if let Err(e) = cgroup::kill_vm(parent, name) {
+                    tracing::warn!(vm = %name, error = %e, "killing the vm's cgroup failed");
+                }
+            }
+        }
+    }
+
+    /// Removes the cgroups of VMs whose runtime dir is gone, killing what
+    /// they still hold: a cleanup that found a cgroup still busy left it.
+    pub fn sweep_cgroups(&self) {
+        let Some(parent) = &self.cgroups else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_dir() && !self.dir(&name).exists() {
+                if cgroup::population(parent, &name) > 0 {
+                    let _ = cgroup::kill_vm(parent, &name);
+                }
+                cgroup::remove_vm(parent, &name);
+            }
+        }
+    }
+
+    /// Rotates every console log over [`CONSOLE_LOG_MAX_BYTES`], and sweeps
+    /// the cgroups of removed VMs (both are periodic housekeeping).
     pub fn rotate_logs(&self) {
+        self.sweep_cgroups();
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return;
         };

@@ -203,7 +203,10 @@ impl TestCluster {
     }
 
     /// Stops every node, then kills the VM processes they left (VMs outlive
-    /// their daemons by design; a test must not).
+    /// their daemons by design; a test must not). The fence watchdogs are
+    /// left to end on their own: once the temp dir is gone they fail closed,
+    /// kill whatever is left in the nodes' VM cgroups, remove those cgroups
+    /// and exit.
     pub async fn shutdown(mut self) {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
@@ -217,7 +220,8 @@ impl TestCluster {
                 continue;
             }
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains(&needle) && !cmdline.contains("blixard-fence") {
                 // SAFETY: kill(2) with plain integers.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }

@@ -6,6 +6,7 @@
 
 use super::lease_file::{lease_clock_ms, read_lease};
 use crate::backend::meta::Meta;
+use crate::host::cgroup;
 use crate::host::procfs::{proc_start, proc_vm_dir, send_signal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -110,15 +111,30 @@ fn vm_processes(vm_root: &Path) -> Vec<VmProcess> {
     found.into_values().collect()
 }
 
-/// Kills every live VM process of this host (see [`vm_processes`]) and
-/// marks their VMs fenced; returns how many were alive. Pids in `reported`
-/// are not logged again (a process stuck in the kernel survives SIGKILL
-/// for a while).
+/// Kills every VM of this host: each VM cgroup (`cgroup.kill`, which
+/// reaches children that left the VM's process group and environment),
+/// then every live VM process the scan finds (see [`vm_processes`]: the
+/// fallback where there are no cgroups, and the net for processes started
+/// outside one). Marks their VMs fenced; returns how many processes were
+/// alive. Pids in `reported` are not logged again (a process stuck in the
+/// kernel survives SIGKILL for a while).
 pub fn kill_vms(
     vm_root: &Path,
     lease_dir: Option<&Path>,
     reported: &mut std::collections::HashSet<u32>,
 ) -> usize {
+    let still_leased = || lease_dir.is_some_and(|d| lease_clock_ms() < read_lease(d));
+    let mut in_cgroups = 0;
+    if let Some(parent) = cgroup::node_parent(vm_root) {
+        if still_leased() {
+            return 0;
+        }
+        for name in cgroup::kill_all(&parent) {
+            in_cgroups += 1;
+            mark_fenced(&vm_root.join(&name), &name);
+            tracing::warn!(vm = %name, "lease ran out: killed the vm's cgroup");
+        }
+    }
     let live = vm_processes(vm_root);
     // The scan takes a while: a renewal meanwhile cancels the kills.
     if lease_dir.is_some_and(|d| lease_clock_ms() < read_lease(d)) {
@@ -127,9 +143,7 @@ pub fn kill_vms(
     for p in &live {
         let first = reported.insert(p.pid);
         if first {
-            if let Err(e) = std::fs::write(p.dir.join(FENCED_MARKER), b"") {
-                tracing::warn!(vm = %p.name, error = %e, "cannot mark the vm fenced");
-            }
+            mark_fenced(&p.dir, &p.name);
         }
         if p.leader {
             if let Ok(pgid) = i32::try_from(p.pid) {
@@ -141,7 +155,18 @@ pub fn kill_vms(
             tracing::warn!(vm = %p.name, pid = p.pid, "lease ran out: killed vm process");
         }
     }
-    live.len()
+    live.len() + in_cgroups
+}
+
+/// Leaves the marker that tells a daemon coming back that the fence, not a
+/// failure, ended the VM (its dir may be gone: then there is nobody to tell).
+fn mark_fenced(dir: &Path, name: &str) {
+    if !dir.is_dir() {
+        return;
+    }
+    if let Err(e) = std::fs::write(dir.join(FENCED_MARKER), b"") {
+        tracing::warn!(vm = %name, error = %e, "cannot mark the vm fenced");
+    }
 }
 
 /// Writes `text` to `path` atomically (write, rename), through a temporary
@@ -166,33 +191,29 @@ fn write_own_pid_file(data_dir: &Path) {
 }
 
 /// The watchdog's loop: kills the VMs under `vm_root` whenever the lease in
-/// `data_dir` has run out. Returns when the data dir is gone, or when the
-/// lease has run out and no VM is left to guard.
+/// `data_dir` has run out. Fails closed: when the data dir disappears (the
+/// lease with it), it kills the VMs too. Returns when the lease has run out
+/// (or the data dir is gone) and no VM is left to guard.
 pub fn run_watchdog(data_dir: &Path, vm_root: &Path) {
     tracing::info!(data_dir = %data_dir.display(), "fence watchdog started");
+    protect_from_oom_killer();
+    match cgroup::node_parent(vm_root) {
+        Some(parent) => tracing::info!(cgroups = %parent.display(), "fencing kills each vm's cgroup"),
+        None => tracing::warn!(
+            "no cgroup v2 hierarchy with cgroup.kill: fencing finds vm processes by scanning /proc only (a child that leaves its process group and clears its environment is missed)"
+        ),
+    }
     write_own_pid_file(data_dir);
     let mut idle = 0;
     let mut reported = std::collections::HashSet::new();
-    while data_dir.is_dir() {
-        if lease_clock_ms() >= read_lease(data_dir) {
-            if kill_vms(vm_root, Some(data_dir), &mut reported) == 0 {
+    loop {
+        let dir_gone = !data_dir.is_dir();
+        if dir_gone || lease_clock_ms() >= read_lease(data_dir) {
+            let lease_dir = (!dir_gone).then_some(data_dir);
+            if kill_vms(vm_root, lease_dir, &mut reported) == 0 {
                 idle += 1;
-                if idle >= IDLE_POLLS_BEFORE_EXIT {
-                    // Unregister first, then look once more: the daemon
-                    // checks the pid file after each VM start, so a VM
-                    // started meanwhile is either seen here (and guarded)
-                    // or finds no watchdog registered (and starts one).
-                    let pid_file = data_dir.join(PID_FILE);
-                    let own = format!("{} ", std::process::id());
-                    if std::fs::read_to_string(&pid_file).is_ok_and(|t| t.starts_with(&own)) {
-                        let _ = std::fs::remove_file(&pid_file);
-                    }
-                    if vm_processes(vm_root).is_empty() {
-                        tracing::info!("lease expired and no vm left: fence watchdog exits");
-                        return;
-                    }
-                    write_own_pid_file(data_dir);
-                    idle = 0;
+                if idle >= IDLE_POLLS_BEFORE_EXIT && ready_to_exit(data_dir, vm_root, dir_gone) {
+                    return;
                 }
             } else {
                 idle = 0;
@@ -205,10 +226,108 @@ pub fn run_watchdog(data_dir: &Path, vm_root: &Path) {
     }
 }
 
+/// Whether the watchdog may exit after a quiet spell. Unregisters first,
+/// then looks once more: the daemon checks the pid file after each VM
+/// start, so a VM started meanwhile is either seen here (and guarded) or
+/// finds no watchdog registered (and starts one).
+fn ready_to_exit(data_dir: &Path, vm_root: &Path, dir_gone: bool) -> bool {
+    if dir_gone {
+        tracing::warn!("data dir gone and no vm left: fence watchdog exits");
+        remove_empty_cgroups(vm_root);
+        return true;
+    }
+    let pid_file = data_dir.join(PID_FILE);
+    let own = format!("{} ", std::process::id());
+    if std::fs::read_to_string(&pid_file).is_ok_and(|t| t.starts_with(&own)) {
+        let _ = std::fs::remove_file(&pid_file);
+    }
+    if vm_processes(vm_root).is_empty() {
+        tracing::info!("lease expired and no vm left: fence watchdog exits");
+        remove_empty_cgroups(vm_root);
+        return true;
+    }
+    write_own_pid_file(data_dir);
+    false
+}
+
+/// Leaves no empty VM cgroups behind a watchdog that has nothing to guard.
+fn remove_empty_cgroups(vm_root: &Path) {
+    if let Some(parent) = cgroup::node_parent(vm_root) {
+        cgroup::remove_empty(&parent);
+    }
+}
+
+/// The kernel's OOM killer must not pick the process that stops VMs when
+/// their host has lost its lease: `oom_score_adj` -1000 (root may set it).
+fn protect_from_oom_killer() {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", b"-1000\n") {
+        tracing::warn!(error = %e, "cannot protect the watchdog from the OOM killer");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    /// A runner child that calls setsid() and clears its environment is
+    /// invisible to the process scan; its cgroup still holds it.
+    #[tokio::test]
+    async fn kill_vms_reaches_a_child_that_left_its_group_and_environment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vm_root = tmp.path().join("vms");
+        std::fs::create_dir_all(&vm_root).unwrap();
+        if cgroup::node_parent(&vm_root).is_none() {
+            assert!(
+                !cgroup::required_by_tests(),
+                "BLIXARD_REQUIRE_CGROUP=1 but there is no cgroup v2 hierarchy with cgroup.kill"
+            );
+            eprintln!("SKIPPED: no cgroup v2 hierarchy with cgroup.kill on this host");
+            return;
+        }
+        let sup = crate::backend::supervisor::Supervisor::new(vm_root.clone(), "process").unwrap();
+        sup.prepare("esc").unwrap();
+        let pid_file = tmp.path().join("escapee");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            &format!(
+                "setsid env -i /bin/sleep 1000 & echo $! > {}; exec sleep 1000",
+                pid_file.display()
+            ),
+        ]);
+        let leader = sup.spawn("esc", 1, cmd).unwrap().pid;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let escapee: u32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no escapee");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // It really hides from the scan: no VM dir in its environment.
+        let hidden = || proc_vm_dir(escapee).is_none();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !hidden() {
+            assert!(std::time::Instant::now() < deadline, "env never cleared");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut reported = std::collections::HashSet::new();
+        assert!(kill_vms(&vm_root, None, &mut reported) >= 1);
+        let dead = |pid| proc_start(pid).is_none_or(|(_, zombie)| zombie);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(dead(escapee) && dead(leader)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the escapee {escapee} survived the fence"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sup.cleanup("esc").unwrap();
+    }
 
     #[test]
     fn kill_vms_kills_recorded_live_processes_only() {
