@@ -81,8 +81,19 @@ impl Core {
     /// Proposes a change and waits until it is applied, forwarding to the
     /// leader when this node is not it.
     pub async fn propose(&self, action: Action) -> Result<CommandOutcome, Status> {
+        self.propose_as(action, None).await
+    }
+
+    /// [`Core::propose`] for a client's write carrying `request_id`: a
+    /// retry with the same id is answered with the first outcome.
+    pub async fn propose_as(
+        &self,
+        action: Action,
+        request_id: Option<String>,
+    ) -> Result<CommandOutcome, Status> {
         let cmd = Command {
             time_ms: blixard_shared::time::now_ms(),
+            request_id,
             action,
         };
         match self.write_local(cmd.clone()).await {
@@ -95,7 +106,9 @@ impl Core {
     /// Proposes on this node only (the leader side of a forwarded write).
     pub async fn propose_local(&self, cmd: Command) -> Result<CommandOutcome, Status> {
         match self.write_local(cmd).await {
-            Err(WriteError::NotLeader) => Err(self.unavailable("this node is not the leader")),
+            Err(WriteError::NotLeader) => {
+                Err(not_applied(self.unavailable("this node is not the leader")))
+            }
             Err(WriteError::Status(s)) => Err(s),
             Ok(outcome) => Ok(outcome),
         }
@@ -133,7 +146,10 @@ impl Core {
         })?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(FORWARD_TIMEOUT);
-        let resp = client.forward(req).await?;
+        let resp = client
+            .forward(req)
+            .await
+            .map_err(|status| after_sending(status, cmd.request_id.is_some()))?;
         serde_json::from_slice(&resp.into_inner().data)
             .map_err(|e| Status::internal(format!("decoding the leader's reply: {e}")))
     }
@@ -202,6 +218,47 @@ impl Core {
     }
 }
 
+/// Metadata a leader sets on a refusal that guarantees the write was not
+/// applied (so a retry is safe with or without a request id).
+const NOT_APPLIED_KEY: &str = "x-blixard-not-applied";
+
+/// `status`, marked as a refusal before anything was applied.
+fn not_applied(mut status: Status) -> Status {
+    status.metadata_mut().insert(
+        NOT_APPLIED_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
+/// What a client hears when a forwarded write failed after it was sent: the
+/// leader may have applied it. `Unavailable` (retry) only when that is safe:
+/// the leader said it applied nothing, or the write carries a request id
+/// (a retry is answered with the first outcome); otherwise `Unknown`, so a
+/// retrying client does not apply it twice.
+fn after_sending(status: Status, has_request_id: bool) -> Status {
+    let ambiguous = matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+    );
+    if !ambiguous || status.metadata().contains_key(NOT_APPLIED_KEY) {
+        return status;
+    }
+    if has_request_id {
+        return Status::unavailable(format!(
+            "the leader did not answer ({}); retry with the same request id",
+            status.message()
+        ));
+    }
+    Status::unknown(format!(
+        "the write reached the leader but its answer was lost ({}); it may have been applied: read before retrying, or send writes with a request id",
+        status.message()
+    ))
+}
+
 enum WriteError {
     NotLeader,
     Status(Status),
@@ -221,5 +278,32 @@ impl Core {
         self.pool.channel(&hint.address).map(Some).map_err(|e| {
             self.unavailable(format!("leader address {} is invalid: {e}", hint.address))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_answer_is_unknown_unless_a_retry_is_safe() {
+        let lost = || Status::unavailable("connection reset");
+        assert_eq!(after_sending(lost(), false).code(), tonic::Code::Unknown);
+        assert_eq!(
+            after_sending(lost(), true).code(),
+            tonic::Code::Unavailable,
+            "a request id makes the retry safe"
+        );
+        let refused = not_applied(Status::unavailable("this node is not the leader"));
+        assert_eq!(
+            after_sending(refused, false).code(),
+            tonic::Code::Unavailable,
+            "nothing was applied"
+        );
+        let answered = Status::already_exists("vm exists");
+        assert_eq!(
+            after_sending(answered, false).code(),
+            tonic::Code::AlreadyExists
+        );
     }
 }

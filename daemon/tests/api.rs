@@ -431,3 +431,36 @@ async fn a_watch_from_a_revision_ahead_of_the_cluster_is_out_of_range() {
     assert!(err.message().starts_with("from_revision:"), "{err:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_retried_with_its_request_id_is_applied_once() {
+    use blixard_shared::request_id::{attach, REQUEST_ID_KEY};
+    let cluster = TestCluster::start(3).await;
+    let follower = cluster.follower().await;
+    let mut vms = cluster.vm_client(follower);
+    let send = |id: &str| {
+        let mut req = tonic::Request::new(create_req("once"));
+        attach(&mut req, id);
+        req
+    };
+    let first = vms.create_vm(send("test:1")).await.expect("create");
+    let again = vms
+        .create_vm(send("test:1"))
+        .await
+        .expect("a retry gets the first answer, not AlreadyExists");
+    assert_eq!(first.into_inner().vm, again.into_inner().vm);
+    let err = vms
+        .create_vm(send("test:2"))
+        .await
+        .expect_err("a new id is a new write");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    let mut bad = tonic::Request::new(create_req("bad-id"));
+    bad.metadata_mut().insert(
+        REQUEST_ID_KEY,
+        tonic::metadata::MetadataValue::from_static("has space"),
+    );
+    let err = vms.create_vm(bad).await.expect_err("invalid id");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with(REQUEST_ID_KEY), "{err:?}");
+    cluster.shutdown().await;
+}

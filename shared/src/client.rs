@@ -3,11 +3,13 @@
 //! when a member answers `Unavailable` naming the leader, it goes there.
 //!
 //! Retries are bounded ([`MAX_ATTEMPTS`] and [`RETRY_DEADLINE`]) and only
-//! happen on `Unavailable`, which the daemons return before acting on a
-//! request (no leader yet, or the node is not reachable), so a retried write
-//! is not applied twice.
+//! happen on `Unavailable`. A daemon answers `Unavailable` to a write only
+//! before acting on it, or when the write carries a request id (every write
+//! this client's typed operations send does: [`crate::request_id`]), so a
+//! retried write is not applied twice.
 
 use crate::leader_hint;
+use crate::request_id::RequestIds;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
@@ -91,6 +93,8 @@ pub struct BlixardClient {
     current: usize,
     channels: HashMap<String, Channel>,
     request_timeout: Option<Duration>,
+    /// Ids for this client's writes, so their retries are safe.
+    ids: std::sync::Arc<RequestIds>,
 }
 
 impl BlixardClient {
@@ -125,6 +129,7 @@ impl BlixardClient {
             current: 0,
             channels: HashMap::new(),
             request_timeout: Some(Duration::from_secs(30)),
+            ids: std::sync::Arc::default(),
         })
     }
 
@@ -173,6 +178,12 @@ impl BlixardClient {
     pub fn current_channel(&mut self) -> Result<Channel, ClientError> {
         let address = self.endpoints[self.current].clone();
         self.channel(&address)
+    }
+
+    /// A fresh request id for one write; send it with every retry of that
+    /// write (see [`crate::request_id`]).
+    pub fn next_request_id(&self) -> String {
+        self.ids.next_id()
     }
 
     /// Runs `op` against the cluster, moving between endpoints and following

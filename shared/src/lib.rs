@@ -8,6 +8,7 @@ pub mod leader_hint;
 pub mod limits;
 pub mod ops;
 pub mod paging;
+pub mod request_id;
 pub mod text;
 pub mod time;
 pub mod validate;

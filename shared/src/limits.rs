@@ -70,5 +70,12 @@ pub const MAX_TAIL_LINES: u32 = 100_000;
 pub const MAX_EVENT_MESSAGE_LEN: usize = 512;
 /// Concurrent Watch streams per node; more fail with `ResourceExhausted`.
 pub const MAX_WATCHERS_PER_NODE: usize = 1024;
+/// Request ids remembered per client (the newest); a retry of an older one
+/// is applied again rather than answered from memory.
+pub const MAX_REQUEST_IDS_PER_CLIENT: usize = 16;
+/// Clients whose request ids are remembered; past it the client heard from
+/// least recently is forgotten.
+pub const MAX_REQUEST_CLIENTS: usize = 1024;
+
 /// Most voters in the Raft membership; further nodes join as non-voting members.
 pub const DEFAULT_MAX_VOTERS: usize = 5;

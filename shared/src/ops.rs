@@ -11,6 +11,13 @@ use crate::proto::v1::{
     vm_service_client::VmServiceClient,
 };
 
+/// `msg` as a request carrying the write's id, the same on every retry.
+fn with_id<T>(msg: T, id: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    crate::request_id::attach(&mut req, id);
+    req
+}
+
 fn missing(what: &str) -> ClientError {
     ClientError::Status(tonic::Status::internal(format!(
         "the server returned no {what}"
@@ -20,8 +27,9 @@ fn missing(what: &str) -> ClientError {
 impl BlixardClient {
     /// Creates a VM.
     pub async fn create_vm(&mut self, req: pb::CreateVmRequest) -> Result<pb::Vm, ClientError> {
+        let id = self.next_request_id();
         self.call(|ch| {
-            let req = req.clone();
+            let req = with_id(req.clone(), &id);
             async move { VmServiceClient::new(ch).create_vm(req).await }
         })
         .await?
@@ -51,13 +59,10 @@ impl BlixardClient {
     /// Sets a VM's desired state to running.
     pub async fn start_vm(&mut self, name: &str) -> Result<pb::Vm, ClientError> {
         let name = name.to_string();
+        let id = self.next_request_id();
         self.call(|ch| {
-            let name = name.clone();
-            async move {
-                VmServiceClient::new(ch)
-                    .start_vm(pb::StartVmRequest { name })
-                    .await
-            }
+            let req = with_id(pb::StartVmRequest { name: name.clone() }, &id);
+            async move { VmServiceClient::new(ch).start_vm(req).await }
         })
         .await?
         .vm
@@ -67,13 +72,10 @@ impl BlixardClient {
     /// Sets a VM's desired state to stopped.
     pub async fn stop_vm(&mut self, name: &str) -> Result<pb::Vm, ClientError> {
         let name = name.to_string();
+        let id = self.next_request_id();
         self.call(|ch| {
-            let name = name.clone();
-            async move {
-                VmServiceClient::new(ch)
-                    .stop_vm(pb::StopVmRequest { name })
-                    .await
-            }
+            let req = with_id(pb::StopVmRequest { name: name.clone() }, &id);
+            async move { VmServiceClient::new(ch).stop_vm(req).await }
         })
         .await?
         .vm
@@ -83,13 +85,10 @@ impl BlixardClient {
     /// Restarts a running VM.
     pub async fn restart_vm(&mut self, name: &str) -> Result<pb::Vm, ClientError> {
         let name = name.to_string();
+        let id = self.next_request_id();
         self.call(|ch| {
-            let name = name.clone();
-            async move {
-                VmServiceClient::new(ch)
-                    .restart_vm(pb::RestartVmRequest { name })
-                    .await
-            }
+            let req = with_id(pb::RestartVmRequest { name: name.clone() }, &id);
+            async move { VmServiceClient::new(ch).restart_vm(req).await }
         })
         .await?
         .vm
@@ -99,13 +98,16 @@ impl BlixardClient {
     /// Deletes a VM (`force` even if it runs).
     pub async fn delete_vm(&mut self, name: &str, force: bool) -> Result<(), ClientError> {
         let name = name.to_string();
+        let id = self.next_request_id();
         self.call(|ch| {
-            let name = name.clone();
-            async move {
-                VmServiceClient::new(ch)
-                    .delete_vm(pb::DeleteVmRequest { name, force })
-                    .await
-            }
+            let req = with_id(
+                pb::DeleteVmRequest {
+                    name: name.clone(),
+                    force,
+                },
+                &id,
+            );
+            async move { VmServiceClient::new(ch).delete_vm(req).await }
         })
         .await
         .map(|_| ())
@@ -180,10 +182,10 @@ impl BlixardClient {
 
     /// Stops placing new VMs on a node.
     pub async fn cordon_node(&mut self, node_id: u64) -> Result<pb::Node, ClientError> {
-        self.call(|ch| async move {
-            NodeServiceClient::new(ch)
-                .cordon_node(pb::CordonNodeRequest { node_id })
-                .await
+        let id = self.next_request_id();
+        self.call(|ch| {
+            let req = with_id(pb::CordonNodeRequest { node_id }, &id);
+            async move { NodeServiceClient::new(ch).cordon_node(req).await }
         })
         .await?
         .node
@@ -192,10 +194,10 @@ impl BlixardClient {
 
     /// Allows placing VMs on a node again.
     pub async fn uncordon_node(&mut self, node_id: u64) -> Result<pb::Node, ClientError> {
-        self.call(|ch| async move {
-            NodeServiceClient::new(ch)
-                .uncordon_node(pb::UncordonNodeRequest { node_id })
-                .await
+        let id = self.next_request_id();
+        self.call(|ch| {
+            let req = with_id(pb::UncordonNodeRequest { node_id }, &id);
+            async move { NodeServiceClient::new(ch).uncordon_node(req).await }
         })
         .await?
         .node
@@ -232,10 +234,10 @@ impl BlixardClient {
 
     /// Removes a node from the cluster.
     pub async fn remove_node(&mut self, node_id: u64) -> Result<(), ClientError> {
-        self.call(|ch| async move {
-            ClusterServiceClient::new(ch)
-                .remove_node(pb::RemoveNodeRequest { node_id })
-                .await
+        let id = self.next_request_id();
+        self.call(|ch| {
+            let req = with_id(pb::RemoveNodeRequest { node_id }, &id);
+            async move { ClusterServiceClient::new(ch).remove_node(req).await }
         })
         .await
         .map(|_| ())

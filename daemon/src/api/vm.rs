@@ -6,6 +6,7 @@ use crate::core::Core;
 use crate::state::{model, Action, CommandOutcome};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::vm_service_server::VmService;
+use blixard_shared::request_id;
 use blixard_shared::validate;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -25,14 +26,18 @@ impl VmApi {
         &self,
         name: &str,
         desired: model::DesiredState,
+        request_id: Option<String>,
     ) -> Result<pb::Vm, Status> {
         validate::vm_name(name)?;
         let outcome = self
             .core
-            .propose(Action::SetDesired {
-                name: name.to_string(),
-                desired,
-            })
+            .propose_as(
+                Action::SetDesired {
+                    name: name.to_string(),
+                    desired,
+                },
+                request_id,
+            )
             .await?;
         vm_of(outcome)
     }
@@ -56,9 +61,10 @@ impl VmService for VmApi {
         self.core
             .metrics
             .observe("RestartVm", async {
+                let id = request_id::from_request(&req)?;
                 let name = req.into_inner().name;
                 validate::vm_name(&name)?;
-                let outcome = self.core.propose(Action::RestartVm { name }).await?;
+                let outcome = self.core.propose_as(Action::RestartVm { name }, id).await?;
                 Ok(Response::new(pb::RestartVmResponse {
                     vm: Some(vm_of(outcome)?),
                 }))
@@ -86,6 +92,7 @@ impl VmService for VmApi {
         self.core
             .metrics
             .observe("CreateVm", async {
+                let id = request_id::from_request(&req)?;
                 let req = req.into_inner();
                 validate::create_vm(&req)?;
                 let spec = req
@@ -98,14 +105,12 @@ impl VmService for VmApi {
                 } else {
                     model::DesiredState::Running
                 };
-                let outcome = self
-                    .core
-                    .propose(Action::CreateVm {
-                        name: req.name,
-                        spec,
-                        desired,
-                    })
-                    .await?;
+                let create = Action::CreateVm {
+                    name: req.name,
+                    spec,
+                    desired,
+                };
+                let outcome = self.core.propose_as(create, id).await?;
                 Ok(Response::new(pb::CreateVmResponse {
                     vm: Some(vm_of(outcome)?),
                 }))
@@ -198,7 +203,11 @@ impl VmService for VmApi {
             .metrics
             .observe("StartVm", async {
                 let vm = self
-                    .set_desired(&req.into_inner().name, model::DesiredState::Running)
+                    .set_desired(
+                        &req.get_ref().name,
+                        model::DesiredState::Running,
+                        request_id::from_request(&req)?,
+                    )
                     .await?;
                 Ok(Response::new(pb::StartVmResponse { vm: Some(vm) }))
             })
@@ -213,7 +222,11 @@ impl VmService for VmApi {
             .metrics
             .observe("StopVm", async {
                 let vm = self
-                    .set_desired(&req.into_inner().name, model::DesiredState::Stopped)
+                    .set_desired(
+                        &req.get_ref().name,
+                        model::DesiredState::Stopped,
+                        request_id::from_request(&req)?,
+                    )
                     .await?;
                 Ok(Response::new(pb::StopVmResponse { vm: Some(vm) }))
             })
@@ -227,14 +240,14 @@ impl VmService for VmApi {
         self.core
             .metrics
             .observe("DeleteVm", async {
+                let id = request_id::from_request(&req)?;
                 let req = req.into_inner();
                 validate::vm_name(&req.name)?;
-                self.core
-                    .propose(Action::DeleteVm {
-                        name: req.name,
-                        force: req.force,
-                    })
-                    .await?;
+                let delete = Action::DeleteVm {
+                    name: req.name,
+                    force: req.force,
+                };
+                self.core.propose_as(delete, id).await?;
                 Ok(Response::new(pb::DeleteVmResponse {}))
             })
             .await

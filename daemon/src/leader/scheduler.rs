@@ -183,6 +183,7 @@ async fn reschedule_lost(core: &Core, lost: &BTreeMap<u64, u64>) {
         let (name, node_id) = (name.clone(), *node_id);
         let cmd = Command {
             time_ms: now_ms(),
+            request_id: None,
             action,
         };
         match core.propose_local(cmd).await {
@@ -271,6 +272,7 @@ async fn forget_departed(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeMa
     for action in forget {
         let cmd = Command {
             time_ms: now_ms(),
+            request_id: None,
             action,
         };
         match core.propose_local(cmd).await {
@@ -318,6 +320,7 @@ async fn place_pending(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeSet<
     for (name, node_id, expected_epoch) in decisions {
         let cmd = Command {
             time_ms: now_ms(),
+            request_id: None,
             action: Action::PlaceVm {
                 name: name.clone(),
                 node_id,
@@ -344,6 +347,7 @@ mod tests {
     fn node(f: &mut Fleet, rev: u64, id: u64, mem: u64, backend: &str) {
         let cmd = Command {
             time_ms: 0,
+            request_id: None,
             action: Action::RegisterNode(NodeRegistration {
                 id,
                 address: format!("n{id}"),
@@ -435,6 +439,7 @@ mod tests {
             2,
             &Command {
                 time_ms: 0,
+                request_id: None,
                 action: Action::SetSchedulability {
                     id: 1,
                     value: Schedulability::Cordoned,
@@ -464,6 +469,7 @@ mod tests {
                 rev,
                 &Command {
                     time_ms: 0,
+                    request_id: None,
                     action: Action::RenewLease {
                         id: 2,
                         lease_ms: 1000,

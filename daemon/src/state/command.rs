@@ -13,6 +13,11 @@ pub struct Command {
     pub time_ms: u64,
     /// What to change.
     pub action: Action,
+    /// The client's id for this write (see `blixard_shared::request_id`):
+    /// a second command with the same id is answered with the first one's
+    /// outcome instead of being applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// What a node tells the cluster about itself when it registers.

@@ -45,6 +45,7 @@ impl Run {
                 self.revision,
                 &Command {
                     time_ms: self.revision,
+                    request_id: None,
                     action,
                 },
             )

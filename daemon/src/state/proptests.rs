@@ -150,7 +150,11 @@ fn action() -> impl Strategy<Value = Action> {
 fn commands() -> impl Strategy<Value = Vec<Command>> {
     prop::collection::vec((0u64..1_000_000, action()), 0..120).prop_map(|v| {
         v.into_iter()
-            .map(|(time_ms, action)| Command { time_ms, action })
+            .map(|(time_ms, action)| Command {
+                time_ms,
+                action,
+                request_id: None,
+            })
             .collect()
     })
 }
@@ -250,6 +254,7 @@ fn event_ring_is_bounded_and_tracks_pruning() {
         };
         let cmd = Command {
             time_ms: i,
+            request_id: None,
             action: if i == 1 {
                 Action::CreateVm {
                     name: "a".into(),
@@ -285,7 +290,11 @@ fn delete_of_a_running_vm_needs_force() {
         image: "default".into(),
         ..Default::default()
     };
-    let cmd = |action| Command { time_ms: 1, action };
+    let cmd = |action| Command {
+        time_ms: 1,
+        action,
+        request_id: None,
+    };
     let steps = [
         cmd(Action::RegisterNode(NodeRegistration {
             id: 1,
@@ -338,6 +347,7 @@ fn delete_of_a_running_vm_needs_force() {
     );
     let delete = |force| Command {
         time_ms: 3,
+        request_id: None,
         action: Action::DeleteVm {
             name: "web".into(),
             force,
@@ -354,7 +364,11 @@ fn delete_of_a_running_vm_needs_force() {
 #[test]
 fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
     let mut f = Fleet::default();
-    let cmd = |action| Command { time_ms: 1, action };
+    let cmd = |action| Command {
+        time_ms: 1,
+        action,
+        request_id: None,
+    };
     let node = |id| {
         cmd(Action::RegisterNode(NodeRegistration {
             id,
@@ -448,6 +462,7 @@ fn the_invariant_check_sees_a_broken_state() {
     let mut f = Fleet::default();
     let node = Command {
         time_ms: 1,
+        request_id: None,
         action: Action::RegisterNode(NodeRegistration {
             id: 1,
             address: "127.0.0.1:1".into(),
@@ -472,5 +487,48 @@ fn the_invariant_check_sees_a_broken_state() {
     assert!(
         broken.check_invariants().is_err(),
         "an event from the future"
+    );
+}
+
+#[test]
+fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
+    let mut f = Fleet::default();
+    let create = Command {
+        time_ms: 1,
+        action: Action::CreateVm {
+            name: "web".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 64,
+                image: "default".into(),
+                ..Default::default()
+            },
+            desired: DesiredState::Running,
+        },
+        request_id: Some("cli-1:1".into()),
+    };
+    let first = f.apply(1, &create);
+    assert!(first.is_ok());
+    assert_eq!(
+        f.apply(2, &create),
+        first,
+        "the retry gets the first outcome"
+    );
+    let restart = Command {
+        time_ms: 2,
+        action: Action::RestartVm { name: "web".into() },
+        request_id: Some("cli-1:2".into()),
+    };
+    assert!(f.apply(3, &restart).is_ok());
+    assert!(f.apply(4, &restart).is_ok());
+    assert_eq!(f.vms["web"].restart_nonce, 1, "restarted once, not twice");
+    let without_id = Command {
+        request_id: None,
+        ..create.clone()
+    };
+    assert_eq!(
+        f.apply(5, &without_id).unwrap_err().code,
+        super::RejectionCode::AlreadyExists,
+        "without an id a repeat is a new write"
     );
 }

@@ -4,7 +4,9 @@
 //! from the property tests to the multi-node runs, checks it too.
 
 use super::Fleet;
-use blixard_shared::limits::{EVENT_RING_LEN, MAX_VMS};
+use blixard_shared::limits::{
+    EVENT_RING_LEN, MAX_REQUEST_CLIENTS, MAX_REQUEST_IDS_PER_CLIENT, MAX_VMS,
+};
 
 /// An invariant of the fleet that does not hold: a bug in apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +43,15 @@ impl Fleet {
             return broken(format!(
                 "{} departed names, more than {MAX_VMS}",
                 self.departed.len()
+            ));
+        }
+        let (clients, ids) = self.requests.sizes();
+        if clients > MAX_REQUEST_CLIENTS
+            || ids > MAX_REQUEST_IDS_PER_CLIENT
+            || !self.requests.consistent()
+        {
+            return broken(format!(
+                "request memory out of bounds or inconsistent ({clients} clients, {ids} ids)"
             ));
         }
         if self.nodes.contains_key(&0) {

@@ -6,6 +6,7 @@
 
 mod invariants;
 mod nodes;
+mod requests;
 mod vms;
 
 use super::command::*;
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 pub use invariants::InvariantViolation;
+pub use requests::RecentRequests;
 
 /// The replicated state. Compared whole in tests, serialized whole into
 /// snapshots.
@@ -47,6 +49,10 @@ pub struct Fleet {
     /// most `MAX_VMS` entries; past that a delete of a placed VM is refused.
     #[serde(default)]
     pub departed: BTreeMap<String, u64>,
+    /// Recent request ids and their outcomes, so a retried write is
+    /// answered, not applied twice.
+    #[serde(default)]
+    pub requests: RecentRequests,
 }
 
 /// When a command is applied: its log index (the revision every record and
@@ -70,7 +76,18 @@ impl Fleet {
             revision,
             time_ms: cmd.time_ms,
         };
+        if let Some(first) = cmd
+            .request_id
+            .as_deref()
+            .and_then(|id| self.requests.outcome(id))
+        {
+            tracing::debug!(revision, "a retried write: answered with its first outcome");
+            return first.clone();
+        }
         let result = self.apply_action(at, &cmd.action);
+        if let Some(id) = &cmd.request_id {
+            self.requests.remember(id, revision, result.clone());
+        }
         if let Err(rejection) = &result {
             tracing::debug!(revision, code = ?rejection.code, reason = %rejection.message, "command rejected");
         }
