@@ -633,6 +633,24 @@ mod tests {
         assert!(!zombie);
     }
 
+    /// Cleans `name` up until its cgroup is gone too (killed processes take
+    /// a moment to leave it), so tests leave no cgroups behind.
+    async fn cleanup_fully(sup: &Supervisor, name: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            sup.cleanup(name).unwrap();
+            let gone = sup.cgroups.as_ref().is_none_or(|p| !p.join(name).exists());
+            if gone {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cgroup of {name} stays"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// A supervisor in a temp dir with instance `name` running `script`
     /// under `/bin/sh`.
     fn start_shell(name: &str, script: &str) -> (tempfile::TempDir, Supervisor, Instance) {
@@ -704,38 +722,34 @@ mod tests {
         let sup = Supervisor::new(tmp.path().join("vms"), "process").unwrap();
         let dir = sup.prepare("t3").unwrap();
         std::fs::create_dir_all(dir.join("meta.json").join("in-the-way")).unwrap();
-        let pid_file = tmp.path().join("pid");
         let mut cmd = Command::new("/bin/sh");
-        cmd.args([
-            "-c",
-            &format!("echo $$ > {}; exec sleep 60", pid_file.display()),
-        ]);
+        cmd.args(["-c", "exec sleep 60"]);
         assert!(
             sup.spawn("t3", 1, cmd).is_err(),
             "meta.json cannot be written"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let pid: u32 = loop {
-            if let Some(pid) = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-            {
-                break pid;
-            }
-            assert!(std::time::Instant::now() < deadline, "the child never ran");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // Whether or not it got to run, no process of this VM may be left
+        // (every VM process carries its dir in its environment).
+        let vm_dir = sup.dir("t3");
+        let survivors = || {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| proc_start(*pid).is_some_and(|(_, zombie)| !zombie))
+                .filter(|pid| proc_vm_dir(*pid).as_deref() == Some(vm_dir.as_path()))
+                .count()
         };
-        loop {
-            let gone = proc_start(pid).is_none_or(|(_, zombie)| zombie);
-            if gone {
-                break;
-            }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while survivors() > 0 {
             assert!(
                 std::time::Instant::now() < deadline,
-                "process {pid} still runs after a failed start"
+                "a process of the vm still runs after a failed start"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        cleanup_fully(&sup, "t3").await;
     }
 
     /// Without a recorded start time (it could not be read at spawn), a
@@ -760,6 +774,7 @@ mod tests {
         assert!(!sup.signal("t2", 0));
 
         assert!(send_signal(inst.pid, libc::SIGKILL));
+        cleanup_fully(&sup, "t2").await;
     }
 
     #[tokio::test]
@@ -794,7 +809,7 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "no exit record");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        sup.cleanup("t1").unwrap();
+        cleanup_fully(&sup, "t1").await;
         assert_eq!(sup.state("t1"), InstanceState::Missing);
         assert!(sup.adopt().is_empty());
     }
