@@ -20,6 +20,11 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a SIGKILLed VM may take to be gone.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How often a kill looks whether the VM's cgroup emptied.
+const KILL_POLL: Duration = Duration::from_millis(10);
+
 /// Console logs larger than this are rotated (copied to `console.log.1`,
 /// then truncated); one rotated file is kept.
 pub const CONSOLE_LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
@@ -376,11 +381,23 @@ impl Supervisor {
             unsafe { libc::killpg(pid, libc::SIGKILL) };
         }
         self.signal(name, libc::SIGKILL);
-        if self.wait_gone(name, Duration::from_secs(5)).await {
-            Ok(())
-        } else {
-            Err(BackendError::Failed(format!("vm {name} survived SIGKILL")))
+        let deadline = tokio::time::Instant::now() + KILL_GRACE;
+        if !self.wait_gone(name, KILL_GRACE).await {
+            return Err(BackendError::Failed(format!("vm {name} survived SIGKILL")));
         }
+        // Its cgroup empty too: a child that outlives the kill for a moment
+        // must not overlap with the VM started elsewhere after this returns.
+        if let Some(parent) = &self.cgroups {
+            while cgroup::population(parent, name) > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(BackendError::Failed(format!(
+                        "processes of vm {name} survived SIGKILL"
+                    )));
+                }
+                tokio::time::sleep(KILL_POLL).await;
+            }
+        }
+        Ok(())
     }
 
     /// Live instances found in the runtime root that this backend started.

@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 const PORT: u16 = 7000;
 /// Fencing lease of every daemon in the lab, ms.
 const FENCE_LEASE_MS: u64 = 2000;
+/// Size of each node's data dir: a tmpfs of its own, so the nemesis can
+/// fill one node's disk without touching the others.
+const NODE_DISK: &str = "256m";
+/// Where Debian's libfaketime lives (package `faketime`): LD_PRELOADed into
+/// the daemons so the nemesis can step one node's wall clock.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -75,6 +81,10 @@ pub struct Lab {
     pub root: PathBuf,
     pub nodes: Vec<Node>,
     cuts: BTreeSet<(usize, usize)>,
+    /// The fsync-delay shim, when it could be built (slow-disk faults).
+    pub fsync_shim: Result<PathBuf, String>,
+    /// libfaketime, when installed (clock-step faults).
+    pub faketime: Result<PathBuf, String>,
 }
 
 impl Lab {
@@ -96,6 +106,11 @@ impl Lab {
             root: root.to_path_buf(),
             nodes: Vec::new(),
             cuts: BTreeSet::new(),
+            fsync_shim: build_fsync_shim(root),
+            faketime: Path::new(FAKETIME_LIB)
+                .exists()
+                .then(|| PathBuf::from(FAKETIME_LIB))
+                .ok_or_else(|| format!("{FAKETIME_LIB} is missing (Debian package faketime)")),
         };
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("{subnet}.254/24"), "dev", &bridge])?;
@@ -105,11 +120,15 @@ impl Lab {
             let host_end = format!("{tag}h{i}");
             let addr = format!("{subnet}.{}", i + 1);
             ip(&["netns", "add", &ns])?;
+            let dir = root.join(format!("n{}", i + 1));
+            mount_disk(&dir)?;
+            std::fs::write(lab.fsync_delay_file(i as u64 + 1), "0").map_err(|e| e.to_string())?;
+            std::fs::write(lab.faketime_file(i as u64 + 1), "+0").map_err(|e| e.to_string())?;
             lab.nodes.push(Node {
                 id: i as u64 + 1,
                 ns: ns.clone(),
                 ip: addr.clone(),
-                dir: root.join(format!("n{}", i + 1)),
+                dir,
                 child: None,
                 paused: false,
             });
@@ -136,6 +155,7 @@ impl Lab {
     /// later starts reuse the data dir) and waits until it serves.
     pub fn start(&mut self, i: usize) -> Result<(), String> {
         let join = self.nodes[0].ip.clone();
+        let env = self.preload_env(self.nodes[i].id);
         let node = &mut self.nodes[i];
         std::fs::create_dir_all(&node.dir).map_err(|e| e.to_string())?;
         let ready = node.dir.join("ready.json");
@@ -168,6 +188,7 @@ impl Lab {
         } else {
             cmd.args(["--join", &format!("{join}:{PORT}")]);
         }
+        cmd.envs(env);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(log)
@@ -188,6 +209,90 @@ impl Lab {
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// The node's slow-disk control file (milliseconds of delay per fsync).
+    fn fsync_delay_file(&self, id: u64) -> PathBuf {
+        self.root.join(format!("n{id}.fsync-delay"))
+    }
+
+    /// The node's libfaketime control file (an offset such as `+3600`).
+    fn faketime_file(&self, id: u64) -> PathBuf {
+        self.root.join(format!("n{id}.faketime"))
+    }
+
+    /// The environment that lets the nemesis slow a node's disk and step
+    /// its wall clock (monotonic clocks stay true).
+    fn preload_env(&self, id: u64) -> Vec<(String, String)> {
+        let mut libs = Vec::new();
+        let mut env = Vec::new();
+        if let Ok(shim) = &self.fsync_shim {
+            libs.push(shim.display().to_string());
+            let file = self.fsync_delay_file(id).display().to_string();
+            env.push(("BLIXARD_TEST_FSYNC_DELAY_FILE".to_string(), file));
+        }
+        if let Ok(lib) = &self.faketime {
+            libs.push(lib.display().to_string());
+            let file = self.faketime_file(id).display().to_string();
+            env.push(("FAKETIME_TIMESTAMP_FILE".to_string(), file));
+            env.push(("FAKETIME_CACHE_DURATION".to_string(), "1".to_string()));
+            env.push(("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()));
+            env.push(("DONT_FAKE_MONOTONIC".to_string(), "1".to_string()));
+        }
+        if !libs.is_empty() {
+            env.push(("LD_PRELOAD".to_string(), libs.join(" ")));
+        }
+        env
+    }
+
+    /// A full disk: fills the node's data dir to the last byte.
+    pub fn fill_disk(&mut self, i: usize) -> Result<(), String> {
+        let dir = &self.nodes[i].dir;
+        let free = free_bytes(dir)?;
+        let filler = std::fs::File::create(dir.join("filler")).map_err(|e| e.to_string())?;
+        let len = i64::try_from(free).map_err(|e| e.to_string())?;
+        // SAFETY: fallocate(2) on a file we just created.
+        let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&filler), 0, 0, len) };
+        if r != 0 {
+            return Err(format!(
+                "filling {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Frees the node's disk again; a daemon that stopped for good while
+    /// its disk was full (a fatal storage error) is started again, as its
+    /// service manager would.
+    pub fn free_disk(&mut self, i: usize) -> Result<bool, String> {
+        let _ = std::fs::remove_file(self.nodes[i].dir.join("filler"));
+        self.restart_if_exited(i)
+    }
+
+    /// Delays every fsync of node `i` by `ms` (0: none).
+    pub fn slow_disk(&mut self, i: usize, ms: u64) -> Result<(), String> {
+        std::fs::write(self.fsync_delay_file(self.nodes[i].id), ms.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Steps node `i`'s wall clock by `offset` (`+3600`, `-600`; `+0` heals).
+    pub fn step_clock(&mut self, i: usize, offset: &str) -> Result<(), String> {
+        std::fs::write(self.faketime_file(self.nodes[i].id), offset).map_err(|e| e.to_string())
+    }
+
+    /// Starts node `i` again if its daemon has exited; whether it had.
+    pub fn restart_if_exited(&mut self, i: usize) -> Result<bool, String> {
+        let exited = matches!(
+            self.nodes[i].child.as_mut().map(|c| c.try_wait()),
+            Some(Ok(Some(_)))
+        );
+        if exited {
+            self.nodes[i].child = None;
+            self.start(i)?;
+        }
+        Ok(exited)
     }
 
     /// `kill -9` (a crash: no shutdown, VMs are left running).
@@ -292,9 +397,67 @@ impl Drop for Lab {
         kill_runners(&self.root);
         for node in &self.nodes {
             let _ = ip(&["netns", "del", &node.ns]);
+            // Lazily: a VM process may still hold a file open in it.
+            let _ = Command::new("umount").arg("-l").arg(&node.dir).status();
         }
         let _ = ip(&["link", "del", &self.bridge]);
     }
+}
+
+/// Mounts a tmpfs of [`NODE_DISK`] at `dir`: the node's own disk.
+fn mount_disk(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={NODE_DISK}"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("running mount: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mount tmpfs at {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes free on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Result<u64, String> {
+    let path =
+        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: statvfs(3) fills the struct we own from a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(format!(
+            "statvfs {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Builds the slow-disk shim (`fsync_delay.c`, beside this file) with the
+/// system's C compiler into `root`.
+fn build_fsync_shim(root: &Path) -> Result<PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faults/fsync_delay.c");
+    let out = root.join("fsync_delay.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .map_err(|e| format!("running cc: {e}"))?;
+    if !built.status.success() {
+        return Err(format!(
+            "cc {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&built.stderr).trim()
+        ));
+    }
+    Ok(out)
 }
 
 /// Kills every VM process started under `root` (they outlive their daemons

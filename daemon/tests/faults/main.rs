@@ -104,9 +104,21 @@ fn run_or_skip(cfg: RunConfig) {
     }
 }
 
+/// The VMs' runner: a double-forked child that calls setsid() and clears
+/// its environment (named `blixard-escapee` so the sampler can tell it),
+/// and a graceful stop that takes 1-2 s.
+const RUNNER: &str = "#!/bin/sh
+setsid env -i /bin/sh -c 'exec -a blixard-escapee /bin/sleep 1000000' &
+trap 'sleep 1; exit 0' TERM
+while :; do sleep 1; done
+";
+
 fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(), String> {
     let runner = root.join("runner.sh");
-    std::fs::write(&runner, "#!/bin/sh\nexec sleep 1000000\n").map_err(|e| e.to_string())?;
+    // Each VM leaves a child outside its process group and environment
+    // (only its cgroup holds it), and takes a second or two to stop, so the
+    // nemesis finds stops in flight.
+    std::fs::write(&runner, RUNNER).map_err(|e| e.to_string())?;
     std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
     let runner = runner.display().to_string();
@@ -173,11 +185,22 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
         let rng = seed.fork(1);
         let until = Instant::now() + Duration::from_secs(cfg.seconds);
         let stop = Arc::new(AtomicBool::new(false));
+        let storm = {
+            let (handle, chans, keys, history, runner) = (
+                rt.handle().clone(),
+                chans.clone(),
+                keys.clone(),
+                history.clone(),
+                runner.clone(),
+            );
+            move || handle.block_on(workload::stop_every_vm(&chans, &keys, &runner, &history))
+        };
         std::thread::spawn(move || {
             nemesis::run(
                 rng,
                 lab,
                 move || handle.block_on(workload::leader(&leader_chans)),
+                storm,
                 history,
                 until,
                 stop,

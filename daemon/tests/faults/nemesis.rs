@@ -27,9 +27,19 @@ enum Fault {
     Split,
     /// Two halves that cannot talk, and one node that talks to both.
     Bridge,
+    /// One node's data dir fills up to the last byte (its daemon may stop
+    /// for good: it is started again when the disk is freed).
+    DiskFull,
+    /// Every fsync of one node takes 50-800 ms longer.
+    SlowDisk,
+    /// One node's wall clock jumps (up to an hour either way).
+    ClockStep,
+    /// Every VM is asked to stop (runners take 1-2 s to stop), then the
+    /// node running the most VMs is killed with its stops in flight.
+    CrashDuringStops,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 11] = [
     Fault::Crash,
     Fault::BounceLeader,
     Fault::PauseLeader,
@@ -37,6 +47,10 @@ const FAULTS: [Fault; 7] = [
     Fault::IsolateLeader,
     Fault::Split,
     Fault::Bridge,
+    Fault::DiskFull,
+    Fault::SlowDisk,
+    Fault::ClockStep,
+    Fault::CrashDuringStops,
 ];
 
 fn hold(ms: u64, stop: &AtomicBool) {
@@ -48,11 +62,27 @@ fn hold(ms: u64, stop: &AtomicBool) {
     }
 }
 
+/// The node whose data dir holds the most live VM processes.
+fn busiest_node(root: &std::path::Path, n: usize) -> Option<usize> {
+    let mut counts = vec![0usize; n];
+    for r in super::placement::runners(root) {
+        if let Some(c) = usize::try_from(r.node)
+            .ok()
+            .and_then(|id| counts.get_mut(id - 1))
+        {
+            *c += 1;
+        }
+    }
+    let (i, most) = counts.iter().enumerate().max_by_key(|(_, c)| **c)?;
+    (*most > 0).then_some(i)
+}
+
 /// Runs faults until `until`; leaves the lab healed, every node running.
 pub fn run(
     mut rng: Rng,
     lab: Arc<Mutex<Lab>>,
     leader: impl Fn() -> Option<usize>,
+    stop_every_vm: impl Fn(),
     history: Arc<History>,
     until: Instant,
     stop: Arc<AtomicBool>,
@@ -76,12 +106,26 @@ pub fn run(
             }
             v
         };
+        let slow_ms = rng.between(50, 800);
+        let step = format!(
+            "{}{}",
+            if rng.below(2) == 0 { "+" } else { "-" },
+            rng.between(60, 3600)
+        );
         let target = match fault {
             Fault::PauseLeader | Fault::IsolateLeader | Fault::BounceLeader => {
                 leader().unwrap_or(random_node)
             }
+            Fault::CrashDuringStops => {
+                let root = lab.lock().map_err(|e| e.to_string())?.root.clone();
+                busiest_node(&root, n).unwrap_or(random_node)
+            }
             _ => random_node,
         };
+        if matches!(fault, Fault::CrashDuringStops) {
+            history.nemesis("stop every vm".into());
+            stop_every_vm();
+        }
         faults += 1;
         {
             let mut lab = lab.lock().map_err(|e| e.to_string())?;
@@ -130,6 +174,37 @@ pub fn run(
                         }
                     }
                 }
+                Fault::DiskFull => {
+                    history.nemesis(format!("fill node {}'s disk for {duration} ms", target + 1));
+                    lab.fill_disk(target)?;
+                }
+                Fault::SlowDisk => match &lab.fsync_shim {
+                    Ok(_) => {
+                        history.nemesis(format!(
+                            "slow node {}'s fsyncs by {slow_ms} ms for {duration} ms",
+                            target + 1
+                        ));
+                        lab.slow_disk(target, slow_ms)?;
+                    }
+                    Err(why) => history.nemesis(format!("no slow disk: {why}")),
+                },
+                Fault::ClockStep => match &lab.faketime {
+                    Ok(_) => {
+                        history.nemesis(format!(
+                            "step node {}'s wall clock by {step} s for {duration} ms",
+                            target + 1
+                        ));
+                        lab.step_clock(target, &step)?;
+                    }
+                    Err(why) => history.nemesis(format!("no clock step: {why}")),
+                },
+                Fault::CrashDuringStops => {
+                    history.nemesis(format!(
+                        "kill -9 node {} with its stops in flight, for {duration} ms",
+                        target + 1
+                    ));
+                    lab.kill9(target);
+                }
             }
         }
         if matches!(fault, Fault::BounceLeader) {
@@ -138,9 +213,29 @@ pub fn run(
         hold(duration, &stop);
         let mut lab = lab.lock().map_err(|e| e.to_string())?;
         match fault {
-            Fault::Crash => {
+            Fault::Crash | Fault::CrashDuringStops => {
                 history.nemesis(format!("restart node {}", target + 1));
                 lab.start(target)?;
+            }
+            Fault::DiskFull => {
+                let restarted = lab.free_disk(target)?;
+                history.nemesis(format!(
+                    "free node {}'s disk{}",
+                    target + 1,
+                    if restarted {
+                        "; its daemon had stopped: restarted"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            Fault::SlowDisk => {
+                history.nemesis(format!("node {}'s disk fast again", target + 1));
+                lab.slow_disk(target, 0)?;
+            }
+            Fault::ClockStep => {
+                history.nemesis(format!("node {}'s wall clock back", target + 1));
+                lab.step_clock(target, "+0")?;
             }
             Fault::Pause | Fault::PauseLeader => {
                 history.nemesis(format!("SIGCONT node {}", target + 1));

@@ -1,8 +1,11 @@
 //! Host-side record of what runs where: the VM processes themselves, found
-//! in `/proc` by the environment their daemon gave them. Sampled while the
-//! run goes on; a VM incarnation (name + creation time) seen alive under two
-//! nodes' data dirs in the same sample breaks "a VM never runs on two hosts
-//! at once".
+//! in `/proc` by the VM cgroup that holds them (which also holds a runner's
+//! child that left its process group and cleared its environment) or, for
+//! a process in no VM cgroup, by the environment its daemon gave it.
+//! Sampled while the run goes on; a VM name seen alive under two nodes in
+//! the same sample breaks "a VM never runs on two hosts at once" (across
+//! incarnations too: a VM deleted and created again under its name must
+//! not overlap with its predecessor).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,11 +19,36 @@ pub struct Runner {
     pub pid: i32,
     pub node: u64,
     pub name: String,
-    pub created_at_ms: String,
 }
 
-/// Every live (not zombie) VM process whose VM dir lies under `root`.
+/// Each node's VM cgroup folder (relative to the cgroup2 mount), by node id.
+fn node_cgroups(root: &Path) -> Vec<(u64, String)> {
+    let Some(mount) = blixard_daemon::host::cgroup::v2_mount() else {
+        return Vec::new();
+    };
+    (1..=9)
+        .filter_map(|id| {
+            let vm_root = root.join(format!("n{id}")).join("vms");
+            let parent = blixard_daemon::host::cgroup::node_parent(&vm_root)?;
+            let relative = parent.strip_prefix(&mount).ok()?;
+            Some((id, format!("/{}/", relative.display())))
+        })
+        .collect()
+}
+
+/// The node and VM whose cgroup holds `pid`, if any.
+fn by_cgroup(pid: i32, cgroups: &[(u64, String)]) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    cgroups.iter().find_map(|(id, prefix)| {
+        let name = path.strip_prefix(prefix.as_str())?;
+        (!name.is_empty() && !name.contains('/')).then(|| (*id, name.to_string()))
+    })
+}
+
+/// Every live (not zombie) VM process of the nodes under `root`.
 pub fn runners(root: &Path) -> Vec<Runner> {
+    let cgroups = node_cgroups(root);
     let root = root.display().to_string();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -34,20 +62,28 @@ pub fn runners(root: &Path) -> Vec<Runner> {
         else {
             continue;
         };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, t)| t.starts_with('Z')))
+            .unwrap_or(true);
+        if zombie {
+            continue;
+        }
+        if let Some((node, name)) = by_cgroup(pid, &cgroups) {
+            out.push(Runner { pid, node, name });
+            continue;
+        }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
         let mut vm_dir = None;
         let mut name = None;
-        let mut created = String::new();
         for var in env.split(|b| *b == 0) {
             let var = String::from_utf8_lossy(var);
             if let Some(v) = var.strip_prefix("BLIXARD_VM_DIR=") {
                 vm_dir = Some(v.to_string());
             } else if let Some(v) = var.strip_prefix("BLIXARD_VM_NAME=") {
                 name = Some(v.to_string());
-            } else if let Some(v) = var.strip_prefix("BLIXARD_VM_CREATED_AT_MS=") {
-                created = v.to_string();
             }
         }
         let (Some(vm_dir), Some(name)) = (vm_dir, name) else {
@@ -60,18 +96,7 @@ pub fn runners(root: &Path) -> Vec<Runner> {
         let Some(node) = rest.split('/').next().and_then(|s| s.parse().ok()) else {
             continue;
         };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, t)| t.starts_with('Z')))
-            .unwrap_or(true);
-        if !zombie {
-            out.push(Runner {
-                pid,
-                node,
-                name,
-                created_at_ms: created,
-            });
-        }
+        out.push(Runner { pid, node, name });
     }
     out
 }
@@ -91,20 +116,17 @@ impl Sampler {
             let mut samples = 0;
             let mut violations = Vec::new();
             while !flag.load(Ordering::SeqCst) {
-                let mut homes: BTreeMap<(String, String), Vec<(u64, i32)>> = BTreeMap::new();
+                let mut homes: BTreeMap<String, Vec<(u64, i32)>> = BTreeMap::new();
                 for r in runners(&root) {
-                    homes
-                        .entry((r.name, r.created_at_ms))
-                        .or_default()
-                        .push((r.node, r.pid));
+                    homes.entry(r.name).or_default().push((r.node, r.pid));
                 }
-                for ((name, created), at) in homes {
+                for (name, at) in homes {
                     let mut nodes: Vec<u64> = at.iter().map(|(n, _)| *n).collect();
                     nodes.sort_unstable();
                     nodes.dedup();
                     if nodes.len() > 1 {
                         let msg = format!(
-                            "[{:.3}s] vm {name} (created {created}) runs on nodes {at:?}",
+                            "[{:.3}s] vm {name} runs on nodes {at:?}",
                             history.now_us() as f64 / 1e6
                         );
                         violations.push(msg);

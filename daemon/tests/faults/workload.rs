@@ -100,6 +100,47 @@ pub async fn invoke(ch: Channel, key: &str, call: Call, runner: &str) -> (Outcom
     }
 }
 
+/// Asks every VM to stop at once, one recorded client each (the nemesis
+/// then kills a node while the stops are in flight).
+pub async fn stop_every_vm(
+    chans: &[Channel],
+    keys: &[String],
+    runner: &str,
+    history: &Arc<History>,
+) {
+    let mut asks = Vec::new();
+    let chans_len = chans.len();
+    for (k, key) in keys.iter().enumerate() {
+        let (ch, key, runner, history) = (
+            chans[k % chans.len()].clone(),
+            key.clone(),
+            runner.to_string(),
+            history.clone(),
+        );
+        asks.push(tokio::spawn(async move {
+            let invoked_us = history.now_us();
+            let (outcome, revision) = invoke(ch, &key, Call::Stop, &runner).await;
+            let returned_us = (!matches!(outcome, Outcome::Unknown(_))).then(|| history.now_us());
+            history.record(Op {
+                client: STORM_CLIENTS + k,
+                node: k % chans_len,
+                key,
+                call: Call::Stop,
+                outcome,
+                invoked_us,
+                returned_us,
+                revision,
+            });
+        }));
+    }
+    for ask in asks {
+        let _ = ask.await;
+    }
+}
+
+/// Client ids of the nemesis's stops (far above the workload's clients).
+const STORM_CLIENTS: usize = 1_000;
+
 /// A client: random operations on random keys through random nodes until
 /// `stop`, each recorded with its times.
 pub async fn client(
