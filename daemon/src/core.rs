@@ -91,9 +91,15 @@ impl Core {
         action: Action,
         request_id: Option<String>,
     ) -> Result<CommandOutcome, Status> {
+        let action = match request_id {
+            Some(request_id) => Action::Retryable {
+                request_id,
+                action: Box::new(action),
+            },
+            None => action,
+        };
         let cmd = Command {
             time_ms: blixard_shared::time::now_ms(),
-            request_id,
             action,
         };
         match self.write_local(cmd.clone()).await {
@@ -146,10 +152,10 @@ impl Core {
         })?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(FORWARD_TIMEOUT);
-        let resp = client
-            .forward(req)
-            .await
-            .map_err(|status| after_sending(status, cmd.request_id.is_some()))?;
+        let resp = client.forward(req).await.map_err(|status| {
+            let retryable = matches!(cmd.action, Action::Retryable { .. });
+            after_sending(status, retryable)
+        })?;
         serde_json::from_slice(&resp.into_inner().data)
             .map_err(|e| Status::internal(format!("decoding the leader's reply: {e}")))
     }

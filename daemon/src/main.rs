@@ -11,6 +11,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Longest a clean stop may take (systemd's TimeoutStopSec is 30 s).
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
+
 #[tokio::main]
 async fn main() -> Result<()> {
     color_eyre::install()?;
@@ -33,7 +36,19 @@ async fn main() -> Result<()> {
         why = node.fatal() => Some(why),
     };
     tracing::info!("stopping");
-    node.shutdown().await;
+    // A stop that hangs (a peer that never closes its calls) must not keep
+    // a failed node alive: past the deadline it exits anyway.
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, node.shutdown())
+        .await
+        .is_err()
+    {
+        return Err(eyre!(
+            "the node did not stop within {SHUTDOWN_DEADLINE:?}{}",
+            fatal
+                .map(|why| format!(" after it failed: {why}"))
+                .unwrap_or_default()
+        ));
+    }
     match fatal {
         None => Ok(()),
         Some(why) => Err(eyre!("the node failed: {why}")),

@@ -216,7 +216,12 @@ pub async fn stream(
         .stream_vm_logs(relay)
         .await?
         .into_inner();
-    Ok(Box::pin(upstream))
+    // Ends when this node stops, like a local stream: a relay the owner
+    // keeps feeding would otherwise hold up this node's shutdown for ever.
+    let stopping = core.shutdown.signal();
+    Ok(Box::pin(futures_util::StreamExt::take_until(
+        upstream, stopping,
+    )))
 }
 
 #[cfg(test)]

@@ -92,9 +92,7 @@ impl VmBackend for ProcessBackend {
     }
 
     async fn kill(&self, name: &str) -> Result<(), BackendError> {
-        if !matches!(self.sup.state(name), InstanceState::Running { .. }) {
-            return Ok(());
-        }
+        // Even when its main process has ended: what it left in its cgroup.
         self.sup.kill(name).await
     }
 

@@ -224,7 +224,13 @@ impl Supervisor {
         });
         if let Err(e) = recorded {
             // Unrecorded, the process would run on unseen and the agent's
-            // retry would start a second one: it goes before the error does.
+            // retry would start a second one: it goes before the error does,
+            // with whatever it forked.
+            if let Some(parent) = &self.cgroups {
+                if let Err(e) = cgroup::kill_vm(parent, name) {
+                    tracing::warn!(vm = %name, error = %e, "killing the vm's cgroup failed");
+                }
+            }
             kill_unrecorded(pid, child);
             return Err(e);
         }

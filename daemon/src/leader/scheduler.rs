@@ -10,7 +10,7 @@ use crate::core::Core;
 use crate::host::fence::HEAL_MARGIN;
 use crate::shutdown::Shutdown;
 use crate::state::{
-    Action, Command, DesiredState, Fleet, NodeHealth, Resources, Schedulability, VmRecord, VmState,
+    Action, Command, DesiredState, Fleet, NodeHealth, Resources, Schedulability, VmRecord,
 };
 use blixard_shared::time::now_ms;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -81,8 +81,6 @@ pub struct LeaseTracker {
     term: u64,
     /// Node -> (lease_seq, when this leader first saw it).
     seen: HashMap<u64, (u64, Instant)>,
-    /// VM -> when this leader first saw it `lost` (its node removed).
-    lost_vms: HashMap<String, Instant>,
     /// Deleted VM name -> when this leader first saw it departed from a
     /// node that is no longer a member.
     departed_removed: HashMap<String, Instant>,
@@ -102,7 +100,6 @@ impl LeaseTracker {
         if term != self.term {
             self.term = term;
             self.seen.clear();
-            self.lost_vms.clear();
             self.departed_removed.clear();
         }
         self.seen.retain(|id, _| fleet.nodes.contains_key(id));
@@ -139,7 +136,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
             reschedule_lost(&core, &lost).await;
             forget_departed(&core, &mut tracker, &lost).await;
             let lost: BTreeSet<u64> = lost.into_keys().collect();
-            place_pending(&core, &mut tracker, &lost).await;
+            place_pending(&core, &lost).await;
         }
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
@@ -183,7 +180,6 @@ async fn reschedule_lost(core: &Core, lost: &BTreeMap<u64, u64>) {
         let (name, node_id) = (name.clone(), *node_id);
         let cmd = Command {
             time_ms: now_ms(),
-            request_id: None,
             action,
         };
         match core.propose_local(cmd).await {
@@ -196,23 +192,6 @@ async fn reschedule_lost(core: &Core, lost: &BTreeMap<u64, u64>) {
                 tracing::debug!(vm = %name, node_id, error = %e.message(), "rescheduling refused")
             }
         }
-    }
-}
-
-impl LeaseTracker {
-    /// Whether a VM `lost` with its removed node may be placed again: the
-    /// removed node's agent can no longer renew, so its lease runs out,
-    /// but the VM may still run there until then. Waits the longest lease
-    /// any node ever renewed with (at least the default) plus the margin,
-    /// counted from when this leader first saw the VM lost.
-    pub fn may_place_lost(&mut self, fleet: &Fleet, vm: &VmRecord, now: Instant) -> bool {
-        if vm.state != VmState::Lost {
-            self.lost_vms.remove(&vm.name);
-            return true;
-        }
-        let longest = Duration::from_millis(fleet.max_lease_ms).max(DEFAULT_LEASE);
-        let since = *self.lost_vms.entry(vm.name.clone()).or_insert(now);
-        now.saturating_duration_since(since) > longest + HEAL_MARGIN
     }
 }
 
@@ -272,7 +251,6 @@ async fn forget_departed(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeMa
     for action in forget {
         let cmd = Command {
             time_ms: now_ms(),
-            request_id: None,
             action,
         };
         match core.propose_local(cmd).await {
@@ -283,16 +261,9 @@ async fn forget_departed(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeMa
     }
 }
 
-async fn place_pending(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeSet<u64>) {
-    let now = Instant::now();
+async fn place_pending(core: &Core, lost: &BTreeSet<u64>) {
     let decisions: Vec<(String, u64, u64)> = {
         let fleet = core.view.read();
-        tracker.lost_vms.retain(|name, _| {
-            fleet
-                .vms
-                .get(name)
-                .is_some_and(|vm| vm.state == VmState::Lost)
-        });
         // Usage is counted once per pass and grows with each decision, so
         // one pass never plans more onto a node than it holds.
         let mut usage = fleet.allocations();
@@ -305,7 +276,9 @@ async fn place_pending(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeSet<
             if decisions.len() == MAX_PLACEMENTS_PER_PASS {
                 break;
             }
-            if !tracker.may_place_lost(&fleet, vm, now) || fleet.departed.contains_key(&vm.name) {
+            // A departed name (deleted or lost while placed) waits until its
+            // old host confirmed it gone or surely lost its lease.
+            if fleet.departed.contains_key(&vm.name) {
                 continue;
             }
             if let Some(node) = choose_node(&fleet, &usage, lost, vm) {
@@ -320,7 +293,6 @@ async fn place_pending(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeSet<
     for (name, node_id, expected_epoch) in decisions {
         let cmd = Command {
             time_ms: now_ms(),
-            request_id: None,
             action: Action::PlaceVm {
                 name: name.clone(),
                 node_id,
@@ -347,7 +319,6 @@ mod tests {
     fn node(f: &mut Fleet, rev: u64, id: u64, mem: u64, backend: &str) {
         let cmd = Command {
             time_ms: 0,
-            request_id: None,
             action: Action::RegisterNode(NodeRegistration {
                 id,
                 address: format!("n{id}"),
@@ -439,7 +410,6 @@ mod tests {
             2,
             &Command {
                 time_ms: 0,
-                request_id: None,
                 action: Action::SetSchedulability {
                     id: 1,
                     value: Schedulability::Cordoned,
@@ -469,7 +439,6 @@ mod tests {
                 rev,
                 &Command {
                     time_ms: 0,
-                    request_id: None,
                     action: Action::RenewLease {
                         id: 2,
                         lease_ms: 1000,
@@ -518,20 +487,36 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_lost_with_its_removed_node_waits_out_the_longest_lease() {
+    fn a_name_departed_from_a_removed_node_waits_out_the_longest_lease() {
         let mut f = Fleet::default();
         node(&mut f, 1, 1, 4096, "qemu");
-        let mut lost = vm(128, "", 0);
-        lost.state = crate::state::VmState::Lost;
+        f.departed.insert("gone-with-node-9".into(), 9);
+        f.departed.insert("on-live-node".into(), 1);
         let mut t = LeaseTracker::default();
         let t0 = Instant::now();
         let wait = DEFAULT_LEASE + HEAL_MARGIN;
-        assert!(!t.may_place_lost(&f, &lost, t0));
-        assert!(!t.may_place_lost(&f, &lost, t0 + wait));
-        assert!(t.may_place_lost(&f, &lost, t0 + wait + Duration::from_millis(1)));
-        assert!(
-            t.may_place_lost(&f, &vm(128, "", 0), t0),
-            "pending VMs wait for nothing"
+        let none = BTreeMap::new();
+        assert!(t.departed_to_forget(&f, &none, t0).is_empty());
+        assert!(t.departed_to_forget(&f, &none, t0 + wait).is_empty());
+        let later = t0 + wait + Duration::from_millis(1);
+        assert_eq!(
+            t.departed_to_forget(&f, &none, later),
+            vec![Action::ForgetDeparted {
+                name: "gone-with-node-9".into(),
+                node_id: 9,
+                expected_lease_seq: 0,
+            }],
+            "only the removed node's name, and only after the wait"
+        );
+        let lost = BTreeMap::from([(1, 4)]);
+        assert_eq!(
+            t.departed_to_forget(&f, &lost, t0),
+            vec![Action::ForgetDeparted {
+                name: "on-live-node".into(),
+                node_id: 1,
+                expected_lease_seq: 4,
+            }],
+            "a member whose lease surely ran out frees its names at once"
         );
     }
 }

@@ -13,11 +13,6 @@ pub struct Command {
     pub time_ms: u64,
     /// What to change.
     pub action: Action,
-    /// The client's id for this write (see `blixard_shared::request_id`):
-    /// a second command with the same id is answered with the first one's
-    /// outcome instead of being applied again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
 }
 
 /// What a node tells the cluster about itself when it registers.
@@ -161,6 +156,18 @@ pub enum Action {
         name: String,
         /// Delete even if it is running or wanted running.
         force: bool,
+    },
+    /// A client's write carrying its request id (see
+    /// `blixard_shared::request_id`): a second one with the same id and the
+    /// same write is answered with the first one's outcome instead of being
+    /// applied again; the same id with a different write is refused. A
+    /// variant of its own, not a field, so a daemon from before it cannot
+    /// decode it and stops loudly instead of applying retries twice.
+    Retryable {
+        /// The client's id for this write.
+        request_id: String,
+        /// The write (never itself `Retryable`).
+        action: Box<Action>,
     },
 }
 

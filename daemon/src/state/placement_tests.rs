@@ -45,7 +45,6 @@ impl Run {
                 self.revision,
                 &Command {
                     time_ms: self.revision,
-                    request_id: None,
                     action,
                 },
             )

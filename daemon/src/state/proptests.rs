@@ -147,23 +147,34 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// An action, sometimes wrapped with a request id from a small set (so
+/// repeats and reuses of ids happen).
+fn maybe_retryable() -> impl Strategy<Value = Action> {
+    (action(), prop::option::of(0u8..4)).prop_map(|(action, id)| match id {
+        Some(n) => Action::Retryable {
+            request_id: format!("prop:{n}"),
+            action: Box::new(action),
+        },
+        None => action,
+    })
+}
+
 fn commands() -> impl Strategy<Value = Vec<Command>> {
-    prop::collection::vec((0u64..1_000_000, action()), 0..120).prop_map(|v| {
+    prop::collection::vec((0u64..1_000_000, maybe_retryable()), 0..120).prop_map(|v| {
         v.into_iter()
-            .map(|(time_ms, action)| Command {
-                time_ms,
-                action,
-                request_id: None,
-            })
+            .map(|(time_ms, action)| Command { time_ms, action })
             .collect()
     })
 }
 
-/// The fleet without the revision counter, which every command advances.
+/// The fleet without the revision counter, which every command advances,
+/// and without the memory of request ids, which a refused retryable write
+/// also updates (so its retry gets the same refusal).
 fn content(f: &Fleet) -> (Fleet, u64) {
     let mut c = f.clone();
     let rev = c.revision;
     c.revision = 0;
+    c.requests = Default::default();
     (c, rev)
 }
 
@@ -254,7 +265,6 @@ fn event_ring_is_bounded_and_tracks_pruning() {
         };
         let cmd = Command {
             time_ms: i,
-            request_id: None,
             action: if i == 1 {
                 Action::CreateVm {
                     name: "a".into(),
@@ -290,11 +300,7 @@ fn delete_of_a_running_vm_needs_force() {
         image: "default".into(),
         ..Default::default()
     };
-    let cmd = |action| Command {
-        time_ms: 1,
-        action,
-        request_id: None,
-    };
+    let cmd = |action| Command { time_ms: 1, action };
     let steps = [
         cmd(Action::RegisterNode(NodeRegistration {
             id: 1,
@@ -347,7 +353,6 @@ fn delete_of_a_running_vm_needs_force() {
     );
     let delete = |force| Command {
         time_ms: 3,
-        request_id: None,
         action: Action::DeleteVm {
             name: "web".into(),
             force,
@@ -364,11 +369,7 @@ fn delete_of_a_running_vm_needs_force() {
 #[test]
 fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
     let mut f = Fleet::default();
-    let cmd = |action| Command {
-        time_ms: 1,
-        action,
-        request_id: None,
-    };
+    let cmd = |action| Command { time_ms: 1, action };
     let node = |id| {
         cmd(Action::RegisterNode(NodeRegistration {
             id,
@@ -462,7 +463,6 @@ fn the_invariant_check_sees_a_broken_state() {
     let mut f = Fleet::default();
     let node = Command {
         time_ms: 1,
-        request_id: None,
         action: Action::RegisterNode(NodeRegistration {
             id: 1,
             address: "127.0.0.1:1".into(),
@@ -493,20 +493,24 @@ fn the_invariant_check_sees_a_broken_state() {
 #[test]
 fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
     let mut f = Fleet::default();
-    let create = Command {
+    let retryable = |id: &str, action| Command {
         time_ms: 1,
-        action: Action::CreateVm {
-            name: "web".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-                image: "default".into(),
-                ..Default::default()
-            },
-            desired: DesiredState::Running,
+        action: Action::Retryable {
+            request_id: id.into(),
+            action: Box::new(action),
         },
-        request_id: Some("cli-1:1".into()),
     };
+    let create_web = Action::CreateVm {
+        name: "web".into(),
+        spec: VmSpec {
+            vcpus: 1,
+            memory_mib: 64,
+            image: "default".into(),
+            ..Default::default()
+        },
+        desired: DesiredState::Running,
+    };
+    let create = retryable("cli-1:1", create_web.clone());
     let first = f.apply(1, &create);
     assert!(first.is_ok());
     assert_eq!(
@@ -514,21 +518,23 @@ fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
         first,
         "the retry gets the first outcome"
     );
-    let restart = Command {
-        time_ms: 2,
-        action: Action::RestartVm { name: "web".into() },
-        request_id: Some("cli-1:2".into()),
-    };
+    let restart = retryable("cli-1:2", Action::RestartVm { name: "web".into() });
     assert!(f.apply(3, &restart).is_ok());
     assert!(f.apply(4, &restart).is_ok());
     assert_eq!(f.vms["web"].restart_nonce, 1, "restarted once, not twice");
     let without_id = Command {
-        request_id: None,
-        ..create.clone()
+        time_ms: 1,
+        action: create_web,
     };
     assert_eq!(
         f.apply(5, &without_id).unwrap_err().code,
         super::RejectionCode::AlreadyExists,
         "without an id a repeat is a new write"
+    );
+    let reused = retryable("cli-1:1", Action::RestartVm { name: "web".into() });
+    assert_eq!(
+        f.apply(6, &reused).unwrap_err().code,
+        super::RejectionCode::InvalidArgument,
+        "an id reused for another write is refused, not answered"
     );
 }

@@ -245,20 +245,27 @@ impl Lab {
         env
     }
 
-    /// A full disk: fills the node's data dir to the last byte.
+    /// A full disk: fills the node's data dir to the last page (the daemon
+    /// may be writing meanwhile, so it allocates in shrinking steps until
+    /// even a page does not fit).
     pub fn fill_disk(&mut self, i: usize) -> Result<(), String> {
         let dir = &self.nodes[i].dir;
-        let free = free_bytes(dir)?;
         let filler = std::fs::File::create(dir.join("filler")).map_err(|e| e.to_string())?;
-        let len = i64::try_from(free).map_err(|e| e.to_string())?;
-        // SAFETY: fallocate(2) on a file we just created.
-        let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&filler), 0, 0, len) };
-        if r != 0 {
-            return Err(format!(
-                "filling {}: {}",
-                dir.display(),
-                std::io::Error::last_os_error()
-            ));
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&filler);
+        let mut offset: i64 = 0;
+        for step in [64 << 20, 1 << 20, 4096] {
+            loop {
+                // SAFETY: fallocate(2) on a file we just created.
+                if unsafe { libc::fallocate(fd, 0, offset, step) } == 0 {
+                    offset += step;
+                    continue;
+                }
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::ENOSPC) {
+                    return Err(format!("filling {}: {err}", dir.display()));
+                }
+                break;
+            }
         }
         Ok(())
     }
@@ -420,22 +427,6 @@ fn mount_disk(dir: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Bytes free on the filesystem holding `dir`.
-fn free_bytes(dir: &Path) -> Result<u64, String> {
-    let path =
-        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: statvfs(3) fills the struct we own from a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return Err(format!(
-            "statvfs {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Builds the slow-disk shim (`fsync_delay.c`, beside this file) with the

@@ -30,6 +30,8 @@ use tokio::time::Instant;
 
 /// Shortest time between two reconcile passes.
 pub const MIN_PASS_INTERVAL: Duration = Duration::from_millis(100);
+/// Most names one status report says are gone; the rest go next pass.
+const MAX_GONE_PER_REPORT: usize = 1024;
 /// How often an agent waiting on a node that is not a member says so.
 const NOT_A_MEMBER_REPORT_EVERY: Duration = Duration::from_secs(30);
 /// Pause between attempts to catch up with the leader at start.
@@ -379,17 +381,28 @@ impl<B: VmBackend> Agent<B> {
     }
 
     /// Kills an instance that must not run here any more (see the module
-    /// doc), abandoning a graceful stop in flight.
-    async fn kill_instance(&mut self, name: &str, why: &str) {
+    /// doc), abandoning a graceful stop in flight; whether it is gone. One
+    /// that survives stays marked running and is tried again next pass.
+    async fn kill_instance(&mut self, name: &str, why: &str) -> bool {
         tracing::warn!(vm = %name, reason = why, "killing vm");
         self.stops.abandon(name);
-        if let Err(e) = self.backend.kill(name).await {
-            tracing::error!(vm = %name, error = %e, "killing vm failed (the watchdog kills it if the lease runs out)");
+        let killed = match self.backend.kill(name).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(vm = %name, error = %e, "killing vm failed; trying again next pass");
+                false
+            }
+        };
+        // A kill may take seconds: the lease keeper must not take the wait
+        // for a stuck agent.
+        self.heartbeat.beat();
+        if killed {
+            if let Some(l) = self.local.get_mut(name) {
+                l.running = false;
+                l.pid = 0;
+            }
         }
-        if let Some(l) = self.local.get_mut(name) {
-            l.running = false;
-            l.pid = 0;
-        }
+        killed
     }
 
     /// Starts a graceful stop (an operator's stop or restart) in the
@@ -401,10 +414,12 @@ impl<B: VmBackend> Agent<B> {
         self.stops.begin(&self.backend, name, self.stop_timeout);
     }
 
-    /// Marks the instances whose graceful stop ended as not running.
+    /// Marks the instances whose graceful stop ended as not running (a stop
+    /// that failed leaves the instance running; the next pass stops it
+    /// again).
     fn reap_stops(&mut self) {
-        for name in self.stops.finished() {
-            if let Some(l) = self.local.get_mut(&name) {
+        for (name, stopped) in self.stops.finished() {
+            if let Some(l) = self.local.get_mut(&name).filter(|_| stopped) {
                 l.running = false;
                 l.pid = 0;
             }
@@ -431,6 +446,7 @@ impl<B: VmBackend> Agent<B> {
             if let Err(e) = self.backend.kill(&name).await {
                 tracing::error!(vm = %name, error = %e, "fencing a vm failed (the watchdog kills it)");
             }
+            self.heartbeat.beat();
             if let Some(l) = self.local.get_mut(&name) {
                 l.running = false;
                 l.pid = 0;
@@ -538,11 +554,15 @@ impl<B: VmBackend> Agent<B> {
             };
             match mine.get(&name) {
                 None => {
-                    if local.running
-                        || !matches!(self.backend.state(&name).await, InstanceState::Missing)
+                    let present = local.running
+                        || !matches!(self.backend.state(&name).await, InstanceState::Missing);
+                    if present
+                        && !self
+                            .kill_instance(&name, "no longer assigned to this node")
+                            .await
                     {
-                        self.kill_instance(&name, "no longer assigned to this node")
-                            .await;
+                        // Not gone: no cleanup, no report; next pass again.
+                        continue;
                     }
                     if let Err(e) = self.backend.cleanup(&name).await {
                         tracing::warn!(vm = %name, error = %e, "cleanup failed");
@@ -784,25 +804,36 @@ impl<B: VmBackend> Agent<B> {
     }
 
     async fn flush(&mut self) {
+        // A name that runs here again is not gone (a stale entry must not
+        // free a later incarnation's name).
+        let local = &self.local;
+        self.gone.retain(|name| !local.contains_key(name));
         if self.pending.is_empty() && self.gone.is_empty() {
             return;
         }
         let reports: Vec<VmReport> = self.pending.values().cloned().collect();
         let count = reports.len();
-        let gone: Vec<String> = self.gone.iter().cloned().collect();
+        let gone: Vec<String> = self
+            .gone
+            .iter()
+            .take(MAX_GONE_PER_REPORT)
+            .cloned()
+            .collect();
         match self
             .core
             .propose(Action::ReportVmStatus {
                 node_id: self.core.id,
                 reports,
-                gone,
+                gone: gone.clone(),
             })
             .await
         {
             Ok(_) => {
                 tracing::debug!(count, "reported vm status");
                 self.pending.clear();
-                self.gone.clear();
+                for name in &gone {
+                    self.gone.remove(name);
+                }
             }
             Err(e) => {
                 // Keep them; the next pass sends the newest of each.

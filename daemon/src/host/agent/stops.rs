@@ -18,7 +18,7 @@ pub const MAX_CONCURRENT_STOPS: usize = 16;
 
 /// The graceful stops in flight, by VM name.
 pub struct Stops {
-    tasks: HashMap<String, JoinHandle<()>>,
+    tasks: HashMap<String, JoinHandle<bool>>,
     slots: Arc<Semaphore>,
     done: Arc<Notify>,
 }
@@ -44,10 +44,15 @@ impl Stops {
         let task = tokio::spawn(async move {
             // The semaphore is never closed; without a permit, stop anyway.
             let _permit = slots.acquire_owned().await.ok();
-            if let Err(e) = backend.stop(&vm, timeout).await {
-                tracing::error!(vm = %vm, error = %e, "stopping vm failed");
-            }
+            let stopped = match backend.stop(&vm, timeout).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(vm = %vm, error = %e, "stopping vm failed; trying again");
+                    false
+                }
+            };
             done.notify_one();
+            stopped
         });
         self.tasks.insert(name.to_string(), task);
     }
@@ -64,18 +69,26 @@ impl Stops {
         }
     }
 
-    /// The names whose stop has ended since the last call.
-    pub fn finished(&mut self) -> Vec<String> {
+    /// The names whose stop has ended since the last call, each with
+    /// whether the instance stopped (a failed stop is tried again).
+    pub fn finished(&mut self) -> Vec<(String, bool)> {
         let ended: Vec<String> = self
             .tasks
             .iter()
             .filter(|(_, t)| t.is_finished())
             .map(|(n, _)| n.clone())
             .collect();
-        for name in &ended {
-            self.tasks.remove(name);
-        }
         ended
+            .into_iter()
+            .filter_map(|name| {
+                let task = self.tasks.remove(&name)?;
+                // Finished: `now_or_never` cannot miss its result.
+                let stopped = futures_util::FutureExt::now_or_never(task)
+                    .and_then(Result::ok)
+                    .unwrap_or(false);
+                Some((name, stopped))
+            })
+            .collect()
     }
 
     /// Resolves when a stop ends (wakes the agent's loop).

@@ -5,7 +5,7 @@
 use super::lease_file::{lease_clock_ms, read_lease, write_lease};
 use super::RENEW_EVERY;
 use crate::core::Core;
-use crate::host::agent::Heartbeat;
+use crate::host::agent::{Heartbeat, AGENT_STALL_LIMIT};
 use crate::shutdown::Shutdown;
 use crate::state::{Action, CommandOutcome};
 use std::path::PathBuf;
@@ -70,6 +70,16 @@ pub async fn keep_lease(
         let next = Instant::now() + keeper.every;
         let sent_mono = lease_clock_ms();
         keeper.note_validity();
+        // An agent stuck past its lease is a broken daemon: end, so the
+        // node fails and its service manager restarts it (a leader would
+        // otherwise keep leading with its own VMs fenced, and nobody would
+        // heal them: the leader never reschedules its own).
+        if keeper.heartbeat.age() > AGENT_STALL_LIMIT + lease {
+            tracing::error!(
+                "the node agent has been stuck for longer than its lease: the node fails"
+            );
+            return;
+        }
         if keeper.may_renew().await {
             // A renewal that takes longer than half the lease is worth little.
             let renewed = tokio::select! {

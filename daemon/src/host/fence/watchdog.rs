@@ -24,7 +24,7 @@ pub const FENCED_MARKER: &str = "fenced";
 pub(super) const PID_FILE: &str = "fence.pid";
 /// Names the watchdog's behaviour (lease clock, how it finds VMs); a
 /// watchdog registered under another version is replaced, not trusted.
-pub(super) const WATCHDOG_VERSION: &str = "v2";
+pub(super) const WATCHDOG_VERSION: &str = "v3";
 
 /// A VM process on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]

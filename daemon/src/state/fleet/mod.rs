@@ -45,8 +45,9 @@ pub struct Fleet {
     /// still run: a VM of that name is not placed again until that node
     /// reports the instance gone (`ReportVmStatus::gone`) or the leader saw
     /// its lease surely run out (`ForgetDeparted`), so a delete followed by
-    /// a create under the same name never runs two instances at once. At
-    /// most `MAX_VMS` entries; past that a delete of a placed VM is refused.
+    /// a create under the same name never runs two instances at once. The
+    /// VMs of a removed node depart with it too. At most `MAX_VMS` deleted
+    /// ones; past that a delete of a placed VM is refused.
     #[serde(default)]
     pub departed: BTreeMap<String, u64>,
     /// Recent request ids and their outcomes, so a retried write is
@@ -76,18 +77,12 @@ impl Fleet {
             revision,
             time_ms: cmd.time_ms,
         };
-        if let Some(first) = cmd
-            .request_id
-            .as_deref()
-            .and_then(|id| self.requests.outcome(id))
-        {
-            tracing::debug!(revision, "a retried write: answered with its first outcome");
-            return first.clone();
-        }
-        let result = self.apply_action(at, &cmd.action);
-        if let Some(id) = &cmd.request_id {
-            self.requests.remember(id, revision, result.clone());
-        }
+        let result = match &cmd.action {
+            Action::Retryable { request_id, action } => {
+                self.apply_retryable(at, request_id, action)
+            }
+            action => self.apply_action(at, action),
+        };
         if let Err(rejection) = &result {
             tracing::debug!(revision, code = ?rejection.code, reason = %rejection.message, "command rejected");
         }
@@ -139,7 +134,34 @@ impl Fleet {
             } => self.forget_departed(name, *node_id, *expected_lease_seq),
             Action::RestartVm { name } => self.restart_vm(at, name),
             Action::DeleteVm { name, force } => self.delete_vm(at, name, *force),
+            Action::Retryable { .. } => Err(Rejection::new(
+                RejectionCode::InvalidArgument,
+                "a retryable write cannot wrap another",
+            )),
         }
+    }
+
+    /// A client's write with its request id: answered from memory when the
+    /// id was seen (see `requests.rs`), applied and remembered otherwise.
+    fn apply_retryable(&mut self, at: Stamp, request_id: &str, action: &Action) -> CommandResult {
+        if let Err(e) = blixard_shared::request_id::check(request_id) {
+            return Err(Rejection::new(
+                RejectionCode::InvalidArgument,
+                e.message().to_string(),
+            ));
+        }
+        let write = requests::fingerprint(action);
+        if let Some(answer) = self.requests.answer(self, request_id, write) {
+            tracing::debug!(
+                revision = at.revision,
+                "a retried write: answered, not applied"
+            );
+            return answer;
+        }
+        let result = self.apply_action(at, action);
+        self.requests
+            .remember(request_id, write, at.revision, &result);
+        result
     }
 
     /// The oldest revision still in the event ring.

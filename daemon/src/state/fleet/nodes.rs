@@ -89,6 +89,10 @@ impl Fleet {
             vm.reason = format!("node {id} was removed from the cluster");
             vm.updated_at_ms = at.time_ms;
             vm.revision = at.revision;
+            // The removed host may run it until its lease runs out: neither
+            // this record nor one created under its name after a delete is
+            // placed before the leader forgets the name (`ForgetDeparted`).
+            self.departed.insert(vm.name.clone(), id);
             lost += 1;
         }
         self.push_event(

@@ -1,13 +1,15 @@
-//! The newest request ids of each client and the outcome each got, so a
-//! retried write is answered with its first outcome instead of being
-//! applied twice (see `blixard_shared::request_id`). Part of the replicated
-//! state: every replica answers a repeat the same way, and a new leader
-//! remembers what the old one applied. Bounded: the newest
+//! The newest request ids of each client, with a fingerprint of the write
+//! each named and the outcome it got, so a retried write is answered
+//! instead of applied twice (see `blixard_shared::request_id`). Part of the
+//! replicated state: every replica answers a repeat the same way, and a new
+//! leader remembers what the old one applied. Bounded: the newest
 //! `MAX_REQUEST_IDS_PER_CLIENT` ids of each of the `MAX_REQUEST_CLIENTS`
 //! clients heard from most recently; a retry of a forgotten id is applied
-//! again.
+//! again. Outcomes are kept small (a record's key, not the record), and a
+//! repeat answers with the record as it is now.
 
-use crate::state::command::CommandResult;
+use crate::state::command::{Action, CommandOutcome, CommandResult, Rejection, RejectionCode};
+use crate::state::fleet::Fleet;
 use blixard_shared::limits::{MAX_REQUEST_CLIENTS, MAX_REQUEST_IDS_PER_CLIENT};
 use blixard_shared::request_id::client_of;
 use serde::{Deserialize, Serialize};
@@ -26,22 +28,98 @@ pub struct RecentRequests {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ClientRequests {
     last_used: u64,
-    recent: VecDeque<(String, CommandResult)>,
+    recent: VecDeque<Remembered>,
+}
+
+/// One remembered write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Remembered {
+    id: String,
+    /// Fingerprint of the write the id named.
+    write: u64,
+    outcome: Outcome,
+}
+
+/// An outcome, small: which record it returned, not the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Done,
+    Node(u64),
+    Vm(String),
+    Refused(Rejection),
+}
+
+impl Outcome {
+    fn of(result: &CommandResult) -> Self {
+        match result {
+            Ok(CommandOutcome::Done) => Self::Done,
+            Ok(CommandOutcome::Node(n)) => Self::Node(n.id),
+            Ok(CommandOutcome::Vm(vm)) => Self::Vm(vm.name.clone()),
+            Err(r) => Self::Refused(r.clone()),
+        }
+    }
+}
+
+/// A deterministic fingerprint of a write (FNV-1a over its JSON form, whose
+/// maps are ordered), so an id reused for another write is noticed.
+pub(super) fn fingerprint(action: &Action) -> u64 {
+    let bytes = serde_json::to_vec(action).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 impl RecentRequests {
-    /// The outcome the write with `id` got, if it is remembered.
-    pub fn outcome(&self, id: &str) -> Option<&CommandResult> {
-        self.clients
+    /// What a repeat of `id` for the write fingerprinted `write` is
+    /// answered with, if `id` is remembered: its first outcome, with the
+    /// records as `fleet` holds them now; a refusal if `id` named another
+    /// write.
+    pub fn answer(&self, fleet: &Fleet, id: &str, write: u64) -> Option<CommandResult> {
+        let seen = self
+            .clients
             .get(client_of(id))?
             .recent
             .iter()
-            .find(|(seen, _)| seen == id)
-            .map(|(_, result)| result)
+            .find(|r| r.id == id)?;
+        if seen.write != write {
+            return Some(Err(Rejection::new(
+                RejectionCode::InvalidArgument,
+                format!("x-blixard-request-id: {id:?} was already used for a different write"),
+            )));
+        }
+        Some(match &seen.outcome {
+            Outcome::Done => Ok(CommandOutcome::Done),
+            Outcome::Refused(r) => Err(r.clone()),
+            Outcome::Node(n) => fleet
+                .nodes
+                .get(n)
+                .map(|node| CommandOutcome::Node(node.clone()))
+                .ok_or_else(|| {
+                    Rejection::new(
+                        RejectionCode::NotFound,
+                        format!("node {n} was removed since"),
+                    )
+                }),
+            Outcome::Vm(name) => fleet
+                .vms
+                .get(name)
+                .map(|vm| CommandOutcome::Vm((**vm).clone()))
+                .ok_or_else(|| {
+                    Rejection::new(
+                        RejectionCode::NotFound,
+                        format!("vm {name:?} was deleted since"),
+                    )
+                }),
+        })
     }
 
-    /// Remembers that the write with `id` got `result` at `revision`.
-    pub fn remember(&mut self, id: &str, revision: u64, result: CommandResult) {
+    /// Remembers that the write fingerprinted `write` with `id` got `result`
+    /// at `revision`.
+    pub fn remember(&mut self, id: &str, write: u64, revision: u64, result: &CommandResult) {
         let client = client_of(id);
         if !self.clients.contains_key(client) && self.clients.len() >= MAX_REQUEST_CLIENTS {
             if let Some((_, stale)) = self.by_use.pop_first() {
@@ -55,10 +133,14 @@ impl RecentRequests {
         while entry.recent.len() >= MAX_REQUEST_IDS_PER_CLIENT {
             entry.recent.pop_front();
         }
-        entry.recent.push_back((id.to_string(), result));
+        entry.recent.push_back(Remembered {
+            id: id.to_string(),
+            write,
+            outcome: Outcome::of(result),
+        });
     }
 
-    /// How many clients and ids are remembered (for the invariant check).
+    /// How many clients are remembered, and the most ids of one.
     pub fn sizes(&self) -> (usize, usize) {
         let ids = self
             .clients
@@ -82,29 +164,32 @@ impl RecentRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::command::CommandOutcome;
 
     #[test]
     fn remembers_the_newest_ids_of_the_most_recent_clients() {
+        let fleet = Fleet::default();
         let mut r = RecentRequests::default();
         let mut revision = 0;
         for n in 0..MAX_REQUEST_IDS_PER_CLIENT + 1 {
             revision += 1;
-            r.remember(&format!("a:{n}"), revision, Ok(CommandOutcome::Done));
+            r.remember(&format!("a:{n}"), 7, revision, &Ok(CommandOutcome::Done));
         }
         assert!(
-            r.outcome("a:0").is_none(),
+            r.answer(&fleet, "a:0", 7).is_none(),
             "the oldest id of a client goes first"
         );
-        assert!(r
-            .outcome(&format!("a:{MAX_REQUEST_IDS_PER_CLIENT}"))
-            .is_some());
+        let newest = format!("a:{MAX_REQUEST_IDS_PER_CLIENT}");
+        assert_eq!(r.answer(&fleet, &newest, 7), Some(Ok(CommandOutcome::Done)));
+        assert!(
+            matches!(r.answer(&fleet, &newest, 8), Some(Err(e)) if e.code == RejectionCode::InvalidArgument),
+            "the same id for another write is refused"
+        );
         for c in 0..MAX_REQUEST_CLIENTS {
             revision += 1;
-            r.remember(&format!("c{c}:1"), revision, Ok(CommandOutcome::Done));
+            r.remember(&format!("c{c}:1"), 7, revision, &Ok(CommandOutcome::Done));
         }
         assert!(
-            r.outcome("a:5").is_none(),
+            r.answer(&fleet, "a:5", 7).is_none(),
             "the least recently heard client goes"
         );
         assert_eq!(r.sizes().0, MAX_REQUEST_CLIENTS);
