@@ -7,21 +7,17 @@ mod common;
 
 use blixard_shared::proto::v1 as pb;
 use common::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_stream::StreamExt;
 
 /// A runner that prints a readiness line, then idles until SIGTERM.
 fn write_runner(dir: &Path) -> PathBuf {
-    let path = dir.join("runner.sh");
-    std::fs::write(
-        &path,
-        "#!/bin/sh\ntrap 'echo \"runner: shutting down\"; exit 0' TERM\necho \"runner: ready $BLIXARD_VM_NAME\"\nwhile :; do sleep 0.1; done\n",
+    write_script(
+        dir,
+        "runner.sh",
+        "trap 'echo \"runner: shutting down\"; exit 0' TERM\necho \"runner: ready $BLIXARD_VM_NAME\"\nwhile :; do sleep 0.1; done\n",
     )
-    .expect("write runner");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
 }
 
 fn runner_vm(name: &str, runner: &Path, policy: pb::RestartPolicy) -> pb::CreateVmRequest {

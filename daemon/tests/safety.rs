@@ -7,7 +7,6 @@ mod common;
 
 use blixard_shared::proto::v1 as pb;
 use common::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,14 +15,11 @@ use std::time::Duration;
 /// A runner that ignores SIGTERM: a graceful stop of it takes the whole
 /// stop timeout, then a kill.
 fn stubborn_runner(dir: &Path) -> PathBuf {
-    let path = dir.join("stubborn.sh");
-    std::fs::write(
-        &path,
-        "#!/bin/sh\ntrap '' TERM\necho \"stubborn: up $BLIXARD_VM_NAME\"\nwhile :; do sleep 0.05; done\n",
+    write_script(
+        dir,
+        "stubborn.sh",
+        "trap '' TERM\necho \"stubborn: up $BLIXARD_VM_NAME\"\nwhile :; do sleep 0.05; done\n",
     )
-    .expect("write runner");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
 }
 
 fn runner_vm(name: &str, runner: &Path, pin: u64) -> pb::CreateVmRequest {

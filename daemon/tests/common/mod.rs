@@ -229,6 +229,16 @@ impl TestCluster {
     }
 }
 
+/// Writes an executable shell script `name` with `body` into `dir` (VM
+/// runners of the process backend).
+pub fn write_script(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
 /// A valid create request.
 pub fn create_req(name: &str) -> pb::CreateVmRequest {
     pb::CreateVmRequest {
@@ -244,24 +254,22 @@ pub fn create_req(name: &str) -> pb::CreateVmRequest {
 
 /// Names of the VMs node `i` holds, read locally (no leader involved).
 pub async fn local_vm_names(cluster: &TestCluster, i: usize) -> Option<Vec<String>> {
-    let mut names = Vec::new();
-    let mut token = String::new();
-    loop {
-        let resp = cluster
-            .vm_client(i)
-            .list_vms(pb::ListVmsRequest {
-                consistency: pb::Consistency::Local as i32,
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner();
-        names.extend(resp.vms.into_iter().map(|v| v.name));
-        if resp.next_page_token.is_empty() {
-            return Some(names);
+    let client = cluster.vm_client(i);
+    let (vms, _) = blixard_shared::paging::read_all_pages(|page_token| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_vms(pb::ListVmsRequest {
+                    consistency: pb::Consistency::Local as i32,
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map(tonic::Response::into_inner)
         }
-        token = resp.next_page_token;
-    }
+    })
+    .await
+    .ok()?;
+    Some(vms.into_iter().map(|v| v.name).collect())
 }

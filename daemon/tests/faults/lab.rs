@@ -60,6 +60,10 @@ pub struct Node {
     pub dir: PathBuf,
     child: Option<Child>,
     pub paused: bool,
+    /// When its disk was last filled: a daemon that stops for good on the
+    /// storage error (maybe only after the disk is freed) is expected to,
+    /// and is started again as its service manager would.
+    disk_filled_at: Option<Instant>,
 }
 
 impl Node {
@@ -131,6 +135,7 @@ impl Lab {
                 dir,
                 child: None,
                 paused: false,
+                disk_filled_at: None,
             });
             ip(&[
                 "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns,
@@ -156,6 +161,7 @@ impl Lab {
     pub fn start(&mut self, i: usize) -> Result<(), String> {
         let join = self.nodes[0].ip.clone();
         let env = self.preload_env(self.nodes[i].id);
+        let log_path = self.daemon_log(self.nodes[i].id);
         let node = &mut self.nodes[i];
         std::fs::create_dir_all(&node.dir).map_err(|e| e.to_string())?;
         let ready = node.dir.join("ready.json");
@@ -163,7 +169,7 @@ impl Lab {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(node.dir.join("daemon.log"))
+            .open(&log_path)
             .map_err(|e| e.to_string())?;
         let err_log = log.try_clone().map_err(|e| e.to_string())?;
         // A short fencing lease, so faults of a few seconds fence VMs and
@@ -211,6 +217,12 @@ impl Lab {
         Ok(())
     }
 
+    /// The node's daemon log: beside its data dir, not on its own tmpfs,
+    /// so a failed run keeps it.
+    fn daemon_log(&self, id: u64) -> PathBuf {
+        self.root.join(format!("n{id}.log"))
+    }
+
     /// The node's slow-disk control file (milliseconds of delay per fsync).
     fn fsync_delay_file(&self, id: u64) -> PathBuf {
         self.root.join(format!("n{id}.fsync-delay"))
@@ -249,6 +261,7 @@ impl Lab {
     /// may be writing meanwhile, so it allocates in shrinking steps until
     /// even a page does not fit).
     pub fn fill_disk(&mut self, i: usize) -> Result<(), String> {
+        self.nodes[i].disk_filled_at = Some(Instant::now());
         let dir = &self.nodes[i].dir;
         let filler = std::fs::File::create(dir.join("filler")).map_err(|e| e.to_string())?;
         let fd = std::os::fd::AsRawFd::as_raw_fd(&filler);
@@ -287,6 +300,22 @@ impl Lab {
     /// Steps node `i`'s wall clock by `offset` (`+3600`, `-600`; `+0` heals).
     pub fn step_clock(&mut self, i: usize, offset: &str) -> Result<(), String> {
         std::fs::write(self.faketime_file(self.nodes[i].id), offset).map_err(|e| e.to_string())
+    }
+
+    /// Starts again every daemon that stopped for good within a minute of
+    /// its disk filling up (as its service manager would); the nodes it
+    /// started.
+    pub fn revive_after_disk_faults(&mut self) -> Result<Vec<usize>, String> {
+        let mut revived = Vec::new();
+        for i in 0..self.nodes.len() {
+            let recent = self.nodes[i]
+                .disk_filled_at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+            if recent && self.restart_if_exited(i)? {
+                revived.push(i);
+            }
+        }
+        Ok(revived)
     }
 
     /// Starts node `i` again if its daemon has exited; whether it had.
@@ -382,9 +411,10 @@ impl Lab {
             if let Some(Ok(Some(status))) = node.child.as_mut().map(|c| c.try_wait()) {
                 out.push(format!("node {} exited: {status}", node.id));
             }
-            let log = std::fs::read_to_string(node.dir.join("daemon.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(self.root.join(format!("n{}.log", node.id)))
+                .unwrap_or_default();
             if log.contains("panicked at") {
-                out.push(format!("node {} panicked (see its daemon.log)", node.id));
+                out.push(format!("node {} panicked (see n{}.log)", node.id, node.id));
             }
         }
         out

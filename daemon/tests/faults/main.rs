@@ -217,11 +217,32 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
         }
     });
     history.nemesis("faults over; waiting for the cluster to converge".into());
-    rt.block_on(workload::converged(
-        &chans,
-        cfg.nodes,
-        Duration::from_secs(60),
-    ))?;
+    let converge = || {
+        rt.block_on(workload::converged(
+            &chans,
+            cfg.nodes,
+            Duration::from_secs(60),
+        ))
+    };
+    if let Err(first) = converge() {
+        // A daemon whose disk filled may stop for good only now: started
+        // again (as its service manager would), the cluster gets another go.
+        let revived = lab
+            .lock()
+            .map_err(|e| e.to_string())?
+            .revive_after_disk_faults()?;
+        if revived.is_empty() {
+            let exits = lab.lock().map_err(|e| e.to_string())?.unexpected_exits();
+            return Err(format!(
+                "{first}; daemons that ended on their own: {exits:?}"
+            ));
+        }
+        history.nemesis(format!("restarted {revived:?} after their full disks"));
+        if let Err(e) = converge() {
+            let exits = lab.lock().map_err(|e| e.to_string())?.unexpected_exits();
+            return Err(format!("{e}; daemons that ended on their own: {exits:?}"));
+        }
+    }
 
     // Final linearizable reads of every key, part of the checked history.
     rt.block_on(async {
@@ -297,10 +318,19 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
         ),
         Err(e) => failures.push(format!("watch: {e}")),
     }
-    let rescheduled = final_log
-        .values()
-        .filter(|e| e.kind == "vm.rescheduled")
-        .count();
+    // From what the watchers saw (the final log is a ring: a long run's
+    // early events are no longer in it). Watchers resume without gaps, so
+    // the one that saw the most events saw them all.
+    let rescheduled = watcher_logs
+        .iter()
+        .map(|w| {
+            w.events
+                .iter()
+                .filter(|e| e.kind == "vm.rescheduled")
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
     if doubles.is_empty() {
         eprintln!(
             "placement: {samples} host samples, no VM on two hosts; {rescheduled} VMs re-placed off nodes whose lease ran out"

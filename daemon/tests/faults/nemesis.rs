@@ -91,6 +91,7 @@ pub fn run(
     let mut faults = 0;
     while Instant::now() < until && !stop.load(Ordering::SeqCst) {
         hold(rng.between(1000, 3000), &stop);
+        revive(&lab, &history)?;
         if Instant::now() >= until {
             break;
         }
@@ -247,5 +248,21 @@ pub fn run(
             }
         }
     }
+    revive(&lab, &history)?;
     Ok(faults)
+}
+
+/// Starts again the daemons that stopped for good after a full disk.
+fn revive(lab: &Mutex<Lab>, history: &History) -> Result<(), String> {
+    let revived = lab
+        .lock()
+        .map_err(|e| e.to_string())?
+        .revive_after_disk_faults()?;
+    for i in revived {
+        history.nemesis(format!(
+            "node {}'s daemon had stopped after its disk filled: restarted",
+            i + 1
+        ));
+    }
+    Ok(())
 }

@@ -30,6 +30,9 @@ use tokio::time::Instant;
 
 /// Shortest time between two reconcile passes.
 pub const MIN_PASS_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest a pass waits for its status report to commit; an unanswered
+/// report is sent again next pass.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most names one status report says are gone; the rest go next pass.
 const MAX_GONE_PER_REPORT: usize = 1024;
 /// How often an agent waiting on a node that is not a member says so.
@@ -819,15 +822,21 @@ impl<B: VmBackend> Agent<B> {
             .take(MAX_GONE_PER_REPORT)
             .cloned()
             .collect();
-        match self
-            .core
-            .propose(Action::ReportVmStatus {
-                node_id: self.core.id,
-                reports,
-                gone: gone.clone(),
-            })
+        let report = self.core.propose(Action::ReportVmStatus {
+            node_id: self.core.id,
+            reports,
+            gone: gone.clone(),
+        });
+        // Bounded: without a quorum a proposal can wait a long time, and an
+        // agent waiting here neither passes nor beats its heartbeat.
+        let outcome = tokio::time::timeout(REPORT_TIMEOUT, report)
             .await
-        {
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(
+                    "report not committed in time",
+                ))
+            });
+        match outcome {
             Ok(_) => {
                 tracing::debug!(count, "reported vm status");
                 self.pending.clear();

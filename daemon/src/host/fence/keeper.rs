@@ -41,6 +41,10 @@ impl LeaseStatus {
     }
 }
 
+/// Turns a keeper's loop may miss before it takes the gap for a pause of
+/// the whole process rather than a slow turn.
+const PAUSE_TURNS: u32 = 4;
+
 /// Renews the lease until shutdown, publishing each renewal on `status`
 /// and (when `data_dir` is given: a backend that runs processes) writing
 /// it to the lease file for the watchdog. Renews only while the agent's
@@ -66,21 +70,32 @@ pub async fn keep_lease(
         stall_reported: false,
     };
     keeper.cap_earlier_deadline().await;
+    let mut last_turn = Instant::now();
+    let mut stale_turns: u32 = 0;
     loop {
         let next = Instant::now() + keeper.every;
+        // The whole process stood still (SIGSTOP, a paused host): the
+        // agent's heartbeat is as old as the pause, which says nothing of
+        // the agent itself. Judge it again from the next turn on.
+        let paused = last_turn.elapsed() > keeper.every * PAUSE_TURNS;
+        last_turn = Instant::now();
         let sent_mono = lease_clock_ms();
         keeper.note_validity();
-        // An agent stuck past its lease is a broken daemon: end, so the
-        // node fails and its service manager restarts it (a leader would
-        // otherwise keep leading with its own VMs fenced, and nobody would
-        // heal them: the leader never reschedules its own).
-        if keeper.heartbeat.age() > AGENT_STALL_LIMIT + lease {
+        stale_turns = match (paused, keeper.heartbeat.fresh()) {
+            (false, false) => stale_turns.saturating_add(1),
+            _ => 0,
+        };
+        // An agent stuck past its lease, while this keeper ran, is a broken
+        // daemon: end, so the node fails and its service manager restarts
+        // it (a leader would otherwise keep leading with its own VMs fenced,
+        // and nobody would heal them: the leader never reschedules its own).
+        if keeper.every * stale_turns > AGENT_STALL_LIMIT + lease {
             tracing::error!(
                 "the node agent has been stuck for longer than its lease: the node fails"
             );
             return;
         }
-        if keeper.may_renew().await {
+        if keeper.may_renew(paused).await {
             // A renewal that takes longer than half the lease is worth little.
             let renewed = tokio::select! {
                 r = tokio::time::timeout(lease / 2, renew(&keeper.core, keeper.lease_ms)) => r.ok().and_then(|r| r.ok()),
@@ -148,8 +163,9 @@ impl Keeper {
 
     /// Whether to renew now: the lease file is writable (a renewal the
     /// watchdog cannot see would keep the leader from healing while this
-    /// host's VMs stay fenced), and the agent is alive and passing.
-    async fn may_renew(&mut self) -> bool {
+    /// host's VMs stay fenced), and the agent is alive and passing (not
+    /// judged on the turn right after the whole process was paused).
+    async fn may_renew(&mut self, paused: bool) -> bool {
         if !self.file_ok {
             if let Some(dir) = &self.data_dir {
                 let current = read_lease(dir);
@@ -159,7 +175,7 @@ impl Keeper {
                 return false;
             }
         }
-        if !self.heartbeat.fresh() {
+        if !paused && !self.heartbeat.fresh() {
             if !self.stall_reported {
                 tracing::error!(
                     stalled_ms = u64::try_from(self.heartbeat.age().as_millis()).unwrap_or(u64::MAX),
