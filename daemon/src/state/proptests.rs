@@ -167,6 +167,17 @@ fn commands() -> impl Strategy<Value = Vec<Command>> {
     })
 }
 
+/// The smallest VM the example tests create: 1 vCPU, 64 MiB, the default
+/// image.
+fn small_spec() -> VmSpec {
+    VmSpec {
+        vcpus: 1,
+        memory_mib: 64,
+        image: "default".into(),
+        ..Default::default()
+    }
+}
+
 /// The fleet without the revision counter, which every command advances,
 /// and without the memory of request ids, which a refused retryable write
 /// also updates (so its retry gets the same refusal).
@@ -268,12 +279,7 @@ fn event_ring_is_bounded_and_tracks_pruning() {
             action: if i == 1 {
                 Action::CreateVm {
                     name: "a".into(),
-                    spec: VmSpec {
-                        vcpus: 1,
-                        memory_mib: 64,
-                        image: "default".into(),
-                        ..Default::default()
-                    },
+                    spec: small_spec(),
                     desired: DesiredState::Stopped,
                 }
             } else {
@@ -294,12 +300,7 @@ fn event_ring_is_bounded_and_tracks_pruning() {
 #[test]
 fn delete_of_a_running_vm_needs_force() {
     let mut f = Fleet::default();
-    let spec = VmSpec {
-        vcpus: 1,
-        memory_mib: 64,
-        image: "default".into(),
-        ..Default::default()
-    };
+    let spec = small_spec();
     let cmd = |action| Command { time_ms: 1, action };
     let steps = [
         cmd(Action::RegisterNode(NodeRegistration {
@@ -394,12 +395,7 @@ fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
         node(2),
         cmd(Action::CreateVm {
             name: "web".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: 64,
-                image: "default".into(),
-                ..Default::default()
-            },
+            spec: small_spec(),
             desired: DesiredState::Running,
         }),
         cmd(Action::PlaceVm {
@@ -502,12 +498,7 @@ fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
     };
     let create_web = Action::CreateVm {
         name: "web".into(),
-        spec: VmSpec {
-            vcpus: 1,
-            memory_mib: 64,
-            image: "default".into(),
-            ..Default::default()
-        },
+        spec: small_spec(),
         desired: DesiredState::Running,
     };
     let create = retryable("cli-1:1", create_web.clone());
