@@ -3,6 +3,7 @@
 //! (so the CLI can fail fast with the same words the daemon would use), and
 //! a client that follows the leader across a list of endpoints.
 
+pub mod auth;
 pub mod client;
 pub mod leader_hint;
 pub mod limits;
