@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "blixard/v1/vm.proto",
     "blixard/v1/watch.proto",
     "blixard/v1/raft.proto",
+    "blixard/v1/token.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

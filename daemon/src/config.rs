@@ -131,6 +131,16 @@ pub struct Flags {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "BLIXARD_LOG")]
     pub log: Option<String>,
+    /// One-time token from `blixard cluster join-token create`, for --join.
+    #[arg(long, env = "BLIXARD_JOIN_TOKEN")]
+    pub join_token: Option<blixard_shared::auth::Secret>,
+    /// SHA-256 fingerprint of the cluster CA (`cluster status` shows it), for --join.
+    #[arg(long, env = "BLIXARD_CA_FINGERPRINT")]
+    pub ca_fingerprint: Option<String>,
+    /// Serve plaintext gRPC and ask no caller for proof. For trying things
+    /// out on one machine only: anyone who reaches the port owns the cluster.
+    #[arg(long, env = "BLIXARD_INSECURE")]
+    pub insecure: bool,
     /// Write a JSON line with the bound addresses to this file once serving (for tools and tests).
     #[arg(long, env = "BLIXARD_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -147,6 +157,13 @@ pub struct FileConfig {
     metrics_listen: Option<SocketAddr>,
     init: Option<bool>,
     join: Option<String>,
+    join_token: Option<String>,
+    ca_fingerprint: Option<String>,
+    insecure: Option<bool>,
+    /// Extra host names or IPs this node's certificate names (besides the
+    /// advertised and listen addresses, localhost and 127.0.0.1).
+    #[serde(default)]
+    tls_hosts: Vec<String>,
     backend: Option<BackendKind>,
     log: Option<String>,
     image_dir: Option<PathBuf>,
@@ -197,6 +214,14 @@ pub struct Config {
     pub init: bool,
     /// Join through this member.
     pub join: Option<String>,
+    /// The join token proving this node may join (first start only).
+    pub join_token: Option<blixard_shared::auth::Secret>,
+    /// The cluster CA's fingerprint the joining node pins.
+    pub ca_fingerprint: Option<String>,
+    /// Plaintext, no credentials: `--insecure`.
+    pub insecure: bool,
+    /// Extra names in this node's certificate.
+    pub tls_hosts: Vec<String>,
     /// VM backend.
     pub backend: BackendKind,
     /// Log filter.
@@ -303,6 +328,11 @@ impl Config {
         if init && join.is_some() {
             return Err(invalid("--init", "cannot be combined with --join"));
         }
+        let insecure = flags.insecure || file.insecure.unwrap_or(false);
+        let join_token = flags
+            .join_token
+            .or_else(|| file.join_token.map(blixard_shared::auth::Secret::new));
+        let ca_fingerprint = flags.ca_fingerprint.or(file.ca_fingerprint);
         for (k, v) in &file.labels {
             if k.is_empty() || k.len() > MAX_LABEL_KEY_LEN || v.len() > MAX_LABEL_VALUE_LEN {
                 return Err(invalid(
@@ -363,6 +393,10 @@ impl Config {
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             init,
             join,
+            join_token,
+            ca_fingerprint,
+            insecure,
+            tls_hosts: file.tls_hosts,
             backend: flags.backend.or(file.backend).unwrap_or(BackendKind::Qemu),
             log: flags.log.or(file.log).unwrap_or_else(|| "info".into()),
             ready_file: flags.ready_file,
@@ -402,6 +436,10 @@ impl Config {
             metrics_listen: None,
             init: false,
             join: None,
+            join_token: None,
+            ca_fingerprint: None,
+            insecure: false,
+            tls_hosts: Vec::new(),
             backend: BackendKind::Process,
             log: "info".into(),
             ready_file: None,

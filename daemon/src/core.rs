@@ -46,6 +46,8 @@ pub struct Core {
     /// could be older than writes it acknowledged before the crash, so
     /// reads in that term wait for its whole log instead.
     pub startup_log: (u64, u64),
+    /// The node's TLS material; `None` only under `--insecure`.
+    pub tls: Option<crate::security::pki::TlsMaterial>,
 }
 
 /// The gRPC status for a rejected command.
@@ -71,6 +73,17 @@ impl Core {
     /// `Unavailable`, naming the leader when known.
     pub fn unavailable(&self, message: impl Into<String>) -> Status {
         leader_hint::unavailable(message, self.leader_hint().as_ref())
+    }
+
+    /// Whether node `id` may send this node daemon-to-daemon traffic: it is
+    /// a member (voter or learner) in this node's view, or this node has no
+    /// membership yet (a joining node, which hears first from the leader
+    /// adding it; its certificate still had to come from the cluster CA).
+    pub fn accepts_peer(&self, id: u64) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        membership.get_node(&id).is_some() || membership.nodes().next().is_none()
     }
 
     /// Whether this node is the leader right now.

@@ -31,6 +31,7 @@ pub mod host;
 pub mod leader;
 pub mod metrics;
 pub mod raft;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod state;

@@ -67,6 +67,37 @@ impl FromStr for Role {
     }
 }
 
+/// A secret (a token) that never shows in `Debug` output, so a config or
+/// request that is logged whole does not leak it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends or hashes it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.trim().to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +109,12 @@ mod tests {
         }
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn a_secret_does_not_debug_print() {
+        let s = Secret::new("blxt_hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.expose(), "blxt_hunter2");
     }
 }

@@ -8,12 +8,13 @@
 //! this client's typed operations send does: [`crate::request_id`]), so a
 //! retried write is not applied twice.
 
+use crate::credentials::{ApiChannel, Credentials};
 use crate::leader_hint;
 use crate::request_id::RequestIds;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Most tries of one call across all endpoints.
 pub const MAX_ATTEMPTS: usize = 12;
@@ -77,13 +78,15 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Normalises `host:port` or `http://host:port` into a URI.
-fn endpoint_uri(address: &str) -> String {
-    if address.starts_with("http://") || address.starts_with("https://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    }
+/// Normalises `host:port` or `scheme://host:port` into a URI with
+/// `scheme` (a scheme given with the address is replaced: TLS or not is
+/// the credentials' decision, not the address's).
+fn endpoint_uri(address: &str, scheme: &str) -> String {
+    let bare = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .unwrap_or(address);
+    format!("{scheme}://{bare}")
 }
 
 /// Cluster client over a list of endpoints, following leader hints.
@@ -91,8 +94,9 @@ fn endpoint_uri(address: &str) -> String {
 pub struct BlixardClient {
     endpoints: Vec<String>,
     current: usize,
-    channels: HashMap<String, Channel>,
+    channels: HashMap<String, ApiChannel>,
     request_timeout: Option<Duration>,
+    credentials: Credentials,
     /// Ids for this client's writes, so their retries are safe.
     ids: std::sync::Arc<RequestIds>,
 }
@@ -119,7 +123,7 @@ impl BlixardClient {
             return Err(ClientError::NoEndpoints);
         }
         for e in &endpoints {
-            Endpoint::from_shared(endpoint_uri(e)).map_err(|err| ClientError::BadEndpoint {
+            Endpoint::from_shared(endpoint_uri(e, "http")).map_err(|err| ClientError::BadEndpoint {
                 endpoint: e.clone(),
                 reason: err.to_string(),
             })?;
@@ -129,8 +133,21 @@ impl BlixardClient {
             current: 0,
             channels: HashMap::new(),
             request_timeout: Some(Duration::from_secs(30)),
+            credentials: Credentials::insecure(),
             ids: std::sync::Arc::default(),
         })
+    }
+
+    /// Uses `credentials` (TLS and token) for every call from now on.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self.channels.clear();
+        self
+    }
+
+    /// The credentials calls are made with.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// Sets the per-request deadline (`None` for long-lived streams).
@@ -154,28 +171,32 @@ impl BlixardClient {
         self.current = (self.current + 1) % self.endpoints.len();
     }
 
-    fn channel(&mut self, address: &str) -> Result<Channel, ClientError> {
+    fn channel(&mut self, address: &str) -> Result<ApiChannel, ClientError> {
         if let Some(ch) = self.channels.get(address) {
             return Ok(ch.clone());
         }
-        let mut endpoint = Endpoint::from_shared(endpoint_uri(address))
-            .map_err(|err| ClientError::BadEndpoint {
-                endpoint: address.to_string(),
-                reason: err.to_string(),
-            })?
+        let bad = |err: tonic::transport::Error| ClientError::BadEndpoint {
+            endpoint: address.to_string(),
+            reason: err.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(endpoint_uri(address, self.credentials.scheme()))
+            .map_err(bad)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
+        if let Some(tls) = self.credentials.tls() {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
+        }
         if let Some(t) = self.request_timeout {
             endpoint = endpoint.timeout(t);
         }
-        let ch = endpoint.connect_lazy();
+        let ch = self.credentials.wrap(endpoint.connect_lazy());
         self.channels.insert(address.to_string(), ch.clone());
         Ok(ch)
     }
 
     /// A channel to the current endpoint, for callers that manage their own
     /// retries (streams).
-    pub fn current_channel(&mut self) -> Result<Channel, ClientError> {
+    pub fn current_channel(&mut self) -> Result<ApiChannel, ClientError> {
         let address = self.endpoints[self.current].clone();
         self.channel(&address)
     }
@@ -190,7 +211,7 @@ impl BlixardClient {
     /// leader hints on `Unavailable`, up to the retry bounds.
     pub async fn call<T, F, Fut>(&mut self, mut op: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(ApiChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = tokio::time::Instant::now();

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod credentials;
 pub mod leader_hint;
 pub mod limits;
 pub mod ops;
@@ -30,3 +31,4 @@ pub mod proto {
 }
 
 pub use client::{BlixardClient, ClientError};
+pub use credentials::{ApiChannel, Credentials};

@@ -5,6 +5,7 @@
 
 use super::convert::health_to_pb;
 use crate::core::Core;
+use crate::security::Caller;
 use crate::state::Action;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
@@ -275,6 +276,13 @@ impl ClusterApi {
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
             purged_index: m.purged.map_or(0, |l| l.index),
             leader_address,
+            ca_fingerprint: self
+                .core
+                .tls
+                .as_ref()
+                .map(|t| t.ca_fingerprint.clone())
+                .unwrap_or_default(),
+            insecure: self.core.tls.is_none(),
         }
     }
 
@@ -358,7 +366,17 @@ impl ClusterService for ClusterApi {
         self.core
             .metrics
             .observe("Join", async {
+                let caller = Caller::of(&req);
                 let req = req.into_inner();
+                // A node joins itself; a member relays another's join.
+                if let Caller::Node(id) = caller {
+                    if id != req.node_id && !self.core.accepts_peer(id) {
+                        return Err(Status::permission_denied(format!(
+                            "node_id: node {id}'s certificate may not join node {}",
+                            req.node_id
+                        )));
+                    }
+                }
                 if req.node_id == 0 {
                     return Err(Status::invalid_argument(
                         "node_id: must be a positive node id",
@@ -436,6 +454,34 @@ impl ClusterService for ClusterApi {
                         }))
                     }
                 }
+            })
+            .await
+    }
+
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        self.core
+            .metrics
+            .observe("CreateJoinToken", async {
+                super::join::create_join_token(&self.core, req.into_inner())
+                    .await
+                    .map(Response::new)
+            })
+            .await
+    }
+
+    async fn issue_certificate(
+        &self,
+        req: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
+        self.core
+            .metrics
+            .observe("IssueCertificate", async {
+                super::join::issue_certificate(&self.core, req.into_inner())
+                    .await
+                    .map(Response::new)
             })
             .await
     }

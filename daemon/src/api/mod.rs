@@ -5,8 +5,10 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod join;
 pub mod logs;
 pub mod node;
 pub mod pagination;
+pub mod token;
 pub mod vm;
 pub mod watch;

@@ -25,13 +25,22 @@ async fn pause(backoff: &mut Duration, shutdown: &mut Shutdown) -> bool {
     }
 }
 
-/// Asks the cluster behind `seed` to add this node, until it does.
-pub async fn join(seed: String, node_id: u64, address: String, mut shutdown: Shutdown) {
+/// Asks the cluster behind `seed` to add this node, until it does; with
+/// TLS the node's certificate is its proof.
+pub async fn join(
+    seed: String,
+    node_id: u64,
+    address: String,
+    credentials: blixard_shared::Credentials,
+    mut shutdown: Shutdown,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         let result = match BlixardClient::new([seed.as_str()]) {
             Ok(client) => {
-                let mut client = client.with_request_timeout(Some(Duration::from_secs(150)));
+                let mut client = client
+                    .with_credentials(credentials.clone())
+                    .with_request_timeout(Some(Duration::from_secs(150)));
                 client
                     .call(|ch| {
                         let req = JoinRequest {

@@ -23,26 +23,41 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Time allowed to open a connection to a peer.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Pool of channels to peers, keyed by address. Shared by the Raft network
-/// and by the API's forwarding to the leader.
+/// and by the API's forwarding to the leader. With TLS every channel
+/// trusts only the cluster CA and presents this node's certificate.
 #[derive(Clone, Default)]
 pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerPool {
+    /// A pool whose channels use `tls` (`None`: plaintext, `--insecure`).
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        Self {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
     /// The channel to `address`, created (lazily connecting) on first use.
     pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(address) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{address}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        let ch = endpoint
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(crate::transport::HTTP2_KEEPALIVE_INTERVAL)

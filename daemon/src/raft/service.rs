@@ -5,6 +5,7 @@
 use super::network::Remote;
 use super::{Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::core::Core;
+use crate::security::{peer, Caller};
 use blixard_shared::limits::MAX_SNAPSHOT_BYTES;
 use blixard_shared::proto::v1::raft_service_server::RaftService;
 use blixard_shared::proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
@@ -64,21 +65,28 @@ type BrokenRequest = Arc<Mutex<Option<Status>>>;
 /// it is dropped, even when the leader on the other end has gone silent.
 fn append_requests(
     input: Streaming<RaftPayload>,
+    caller: Caller,
     broken: BrokenRequest,
     stopping: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static {
     futures_util::stream::unfold(Some(input), move |input| {
         let broken = broken.clone();
+        let caller = caller.clone();
         async move {
             let mut input = input?;
             let decoded = match input.next().await? {
-                Ok(payload) => serde_json::from_slice(&payload.data).map_err(|e| {
-                    let status = Status::invalid_argument(format!(
-                        "data: not a valid AppendEntries request: {e}"
-                    ));
-                    tracing::warn!(error = %status.message(), "StreamAppend request unreadable; ending the stream");
-                    status
-                }),
+                Ok(payload) => serde_json::from_slice(&payload.data)
+                    .map_err(|e| {
+                        Status::invalid_argument(format!(
+                            "data: not a valid AppendEntries request: {e}"
+                        ))
+                    })
+                    .and_then(|rpc: AppendEntriesRequest<TypeConfig>| {
+                        peer::check_append(&rpc, &caller).map(|()| rpc)
+                    })
+                    .inspect_err(|status| {
+                        tracing::warn!(error = %status.message(), "StreamAppend request refused; ending the stream");
+                    }),
                 Err(status) => {
                     // The leader ended the call (a reset after a timeout or
                     // a conflict): routine, not worth a warning.
@@ -107,7 +115,8 @@ impl RaftService for RaftServer {
         req: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         let broken = BrokenRequest::default();
-        let requests = append_requests(req.into_inner(), broken.clone(), self.stopping());
+        let caller = Caller::of(&req);
+        let requests = append_requests(req.into_inner(), caller, broken.clone(), self.stopping());
         let answers = self.raft().stream_append(requests).map(|result| {
             let remote: Remote<StreamAppendResult<TypeConfig>> =
                 result.map_err(|fatal| fatal.to_string());
@@ -128,17 +137,23 @@ impl RaftService for RaftServer {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let caller = Caller::of(&req);
         let rpc = decode(req)?;
+        peer::check_append(&rpc, &caller)?;
         reply(self.raft().append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let caller = Caller::of(&req);
         let rpc = decode(req)?;
+        peer::check_vote_request(&rpc, &caller)?;
         reply(self.raft().vote(rpc).await)
     }
 
     async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let caller = Caller::of(&req);
         let rpc = decode(req)?;
+        peer::check_vote_request(&rpc, &caller)?;
         reply(self.raft().pre_vote(rpc).await)
     }
 
@@ -146,7 +161,9 @@ impl RaftService for RaftServer {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let caller = Caller::of(&req);
         let rpc = decode(req)?;
+        peer::check_transfer(&rpc, &caller)?;
         reply(self.raft().handle_transfer_leader(rpc).await)
     }
 
@@ -154,6 +171,7 @@ impl RaftService for RaftServer {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let caller = Caller::of(&req);
         let mut stream = req.into_inner();
         let first = stream
             .next()
@@ -163,6 +181,7 @@ impl RaftService for RaftServer {
             serde_json::from_slice(&first.header).map_err(|e| {
                 Status::invalid_argument(format!("header: not a valid snapshot header: {e}"))
             })?;
+        peer::check_snapshot(&vote, &meta, &caller)?;
         let mut data = first.data;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
@@ -182,7 +201,9 @@ impl RaftService for RaftServer {
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let cmd = decode(req)?;
+        let caller = Caller::of(&req);
+        let cmd: crate::state::Command = decode(req)?;
+        peer::check_forward(&cmd.action, &caller)?;
         let outcome = self.core.propose_local(cmd).await?;
         let data = serde_json::to_vec(&outcome)
             .map_err(|e| Status::internal(format!("encoding reply: {e}")))?;

@@ -4,7 +4,10 @@
 
 use super::tasks::{Lifetime, Tasks};
 use super::StartError;
-use crate::api::{cluster::ClusterApi, node::NodeApi, vm::VmApi, watch::WatchApi};
+use crate::api::{
+    cluster::ClusterApi, node::NodeApi, token::TokenApi, vm::VmApi, watch::WatchApi,
+};
+use crate::security::gate::GateLayer;
 use crate::core::Core;
 use crate::raft::service::RaftServer;
 use crate::transport::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT};
@@ -33,6 +36,7 @@ pub(super) const SERVICES: &[&str] = &[
     <pb::node_service_server::NodeServiceServer<NodeApi> as NamedService>::NAME,
     <pb::vm_service_server::VmServiceServer<VmApi> as NamedService>::NAME,
     <pb::watch_service_server::WatchServiceServer<WatchApi> as NamedService>::NAME,
+    <pb::token_service_server::TokenServiceServer<TokenApi> as NamedService>::NAME,
 ];
 
 /// Serves the node's gRPC services on `listener` until the node stops; a
@@ -55,16 +59,26 @@ pub(super) fn serve(
 }
 
 /// Every service the node serves, with its message size limits.
-fn router(core: &Arc<Core>, health: HealthServer<impl Health>) -> Result<Router, StartError> {
+fn router(
+    core: &Arc<Core>,
+    health: HealthServer<impl Health>,
+) -> Result<Router<tower_layer::Stack<GateLayer, tower_layer::Identity>>, StartError> {
     let health_service = health;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Grpc(e.to_string()))?;
-    Ok(tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &core.tls {
+        server = server
+            .tls_config(crate::security::tls::server_config(tls))
+            .map_err(|e| StartError::Grpc(format!("TLS: {e}")))?;
+    }
+    Ok(server
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(GateLayer::new(core.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -81,6 +95,10 @@ fn router(core: &Arc<Core>, health: HealthServer<impl Health>) -> Result<Router,
         )
         .add_service(
             pb::watch_service_server::WatchServiceServer::new(WatchApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::token_service_server::TokenServiceServer::new(TokenApi::new(core.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(

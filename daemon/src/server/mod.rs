@@ -6,6 +6,7 @@
 //! its health judge (`health`). Every long-lived task is supervised
 //! (`tasks`): one that fails is fatal to the node.
 
+pub mod credentials;
 mod grpc;
 pub mod health;
 mod loops;
@@ -52,6 +53,9 @@ pub enum StartError {
     /// The gRPC server could not be built.
     #[error("grpc: {0}")]
     Grpc(String),
+    /// The node's TLS material or tokens could not be made or obtained.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// The VM backend cannot run on this host.
     #[error("backend: {0}")]
     Backend(String),
@@ -98,6 +102,7 @@ impl NodeHandle {
 pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     config.data_dir = storage::claim_data_dir(&config.data_dir)?;
     let backend = AnyBackend::open(&config)?;
+    let tls = credentials::prepare(&config, config.listen).await?;
     let storage = storage::open(&config).await?;
     let (listener, address) = grpc::bind(config.listen).await?;
     let advertise = config
@@ -106,7 +111,7 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
         .unwrap_or_else(|| address.to_string());
     let (trigger, shutdown) = shutdown::channel();
     let snapshot_bytes = storage.snapshot_bytes.clone();
-    let core = start_raft(config, advertise, storage, shutdown).await?;
+    let core = start_raft(config, advertise, storage, shutdown, tls).await?;
     let mut tasks = Tasks::new(core.shutdown.clone());
     let (ready_tx, ready) = watch::channel(Readiness::NotReady("starting".into()));
     let probes = Probes {
@@ -145,10 +150,11 @@ async fn start_raft(
     advertise: String,
     storage: storage::Storage,
     shutdown: shutdown::Shutdown,
+    tls: Option<crate::security::pki::TlsMaterial>,
 ) -> Result<Arc<Core>, StartError> {
     let settings =
         raft_config::raft_config(&config).map_err(|e| StartError::Raft(e.to_string()))?;
-    let pool = PeerPool::default();
+    let pool = PeerPool::new(tls.as_ref().map(crate::security::tls::peer_client_config));
     let raft = Raft::new(
         config.node_id,
         Arc::new(settings),
@@ -168,6 +174,7 @@ async fn start_raft(
         config,
         shutdown,
         startup_log: storage.startup_log,
+        tls,
     }))
 }
 

@@ -12,7 +12,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::Channel;
+use blixard_shared::auth::Secret;
+use blixard_shared::{ApiChannel, Credentials};
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
@@ -40,11 +41,27 @@ pub struct TestNode {
     pub handle: Option<NodeHandle>,
 }
 
-/// A cluster of in-process nodes.
+/// A cluster of in-process nodes. Secured like a real one (node 1 creates
+/// the CA and the admin token, the others join with join tokens) unless a
+/// tweak sets `insecure`; its clients use node 1's CA and admin token.
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     tweak: fn(&mut Config),
     _tmp: tempfile::TempDir,
+}
+
+/// The cluster CA and the admin token of a secured test cluster, read from
+/// node 1's data dir; plaintext for an `--insecure` one.
+pub fn admin_credentials(node1_dir: &std::path::Path) -> Credentials {
+    let ca = node1_dir.join("tls/ca.pem");
+    if !ca.exists() {
+        return Credentials::insecure();
+    }
+    let token = std::fs::read_to_string(node1_dir.join("admin.token")).expect("admin token");
+    Credentials::from_ca_file(&ca)
+        .expect("ca")
+        .token(&Secret::new(token.trim()))
+        .expect("token")
 }
 
 fn no_tweak(_: &mut Config) {}
@@ -80,6 +97,20 @@ impl TestCluster {
 
     /// Starts one more node (the first bootstraps, the others join node 1).
     pub async fn add_node(&mut self) -> usize {
+        self.add_node_with(|_| {}).await
+    }
+
+    /// Like [`TestCluster::add_node`] with `tweak` applied to this node's
+    /// config (a joining node without a join token gets a fresh one).
+    pub async fn add_node_with(&mut self, tweak: impl FnOnce(&mut Config)) -> usize {
+        self.try_add_node_with(tweak).await.expect("node starts")
+    }
+
+    /// Like [`TestCluster::add_node_with`], returning the start error.
+    pub async fn try_add_node_with(
+        &mut self,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<usize, blixard_daemon::server::StartError> {
         let id = self.nodes.len() as u64 + 1;
         let dir = self._tmp.path().join(format!("node-{id}"));
         let mut config = self.config(id, dir.clone(), "127.0.0.1:0".parse().expect("addr"));
@@ -88,7 +119,13 @@ impl TestCluster {
         } else {
             config.join = Some(self.nodes[0].addr.to_string());
         }
-        let handle = start(config).await.expect("node starts");
+        tweak(&mut config);
+        if id > 1 && !config.insecure && config.join_token.is_none() {
+            let (token, fingerprint) = self.join_token().await;
+            config.join_token = Some(Secret::new(token));
+            config.ca_fingerprint = Some(fingerprint);
+        }
+        let handle = start(config).await?;
         let addr = handle.address;
         self.nodes.push(TestNode {
             id,
@@ -96,7 +133,22 @@ impl TestCluster {
             addr,
             handle: Some(handle),
         });
-        self.nodes.len() - 1
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// A new join token and the CA fingerprint, from node 1 as admin.
+    pub async fn join_token(&self) -> (String, String) {
+        let resp = ClusterServiceClient::new(self.channel(0))
+            .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: 600 })
+            .await
+            .expect("join token")
+            .into_inner();
+        (resp.token, resp.ca_fingerprint)
+    }
+
+    /// The admin credentials of this cluster (see [`admin_credentials`]).
+    pub fn credentials(&self) -> Credentials {
+        admin_credentials(&self.nodes[0].dir)
     }
 
     /// Waits until the leader counts `n` voters and every node is registered.
@@ -114,17 +166,29 @@ impl TestCluster {
         .await;
     }
 
-    /// A channel to node `i` (index into `nodes`).
-    pub fn channel(&self, i: usize) -> Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.nodes[i].addr))
-            .expect("uri")
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(20))
-            .connect_lazy()
+    /// A channel to node `i` (index into `nodes`) with `credentials`.
+    pub fn channel_with(&self, i: usize, credentials: &Credentials) -> ApiChannel {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!(
+            "{}://{}",
+            credentials.scheme(),
+            self.nodes[i].addr
+        ))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(20));
+        if let Some(tls) = credentials.tls() {
+            endpoint = endpoint.tls_config(tls.clone()).expect("tls");
+        }
+        credentials.wrap(endpoint.connect_lazy())
+    }
+
+    /// An admin channel to node `i` (index into `nodes`).
+    pub fn channel(&self, i: usize) -> ApiChannel {
+        self.channel_with(i, &self.credentials())
     }
 
     /// A VM client bound to node `i` only.
-    pub fn vm_client(&self, i: usize) -> VmServiceClient<Channel> {
+    pub fn vm_client(&self, i: usize) -> VmServiceClient<ApiChannel> {
         VmServiceClient::new(self.channel(i))
     }
 
@@ -136,7 +200,9 @@ impl TestCluster {
             .filter(|n| n.handle.is_some())
             .map(|n| n.addr.to_string())
             .collect();
-        blixard_shared::BlixardClient::new(eps).expect("client")
+        blixard_shared::BlixardClient::new(eps)
+            .expect("client")
+            .with_credentials(self.credentials())
     }
 
     /// A local-read status from the first running node that answers.

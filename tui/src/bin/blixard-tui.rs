@@ -1,5 +1,6 @@
 //! `blixard-tui`: the live operations console for a Blixard cluster.
 
+use blixard_tui::connect::ConnectArgs;
 use clap::Parser;
 use color_eyre::eyre::{Result, WrapErr};
 use tracing_subscriber::prelude::*;
@@ -20,19 +21,33 @@ struct Args {
     /// Watch only: every action is removed.
     #[arg(long)]
     read_only: bool,
+    /// How calls prove themselves and check the cluster (TLS CA, token).
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     color_eyre::install()?;
     let args = Args::parse();
+    // Before the screen is taken over, so a bad file (or the plaintext
+    // warning) is readable.
+    let credentials = args
+        .connect
+        .credentials()
+        .wrap_err("loading the connection credentials")?;
     // The console's own logs go to its console view, never to the terminal.
     tui_logger::init_logger(tui_logger::LevelFilter::Info).wrap_err("starting the console log")?;
     tracing_subscriber::registry()
         .with(tui_logger::TuiTracingSubscriberLayer)
         .init();
-    tracing::info!(endpoints = ?args.endpoint, read_only = args.read_only, "console started");
-    blixard_tui::console::run(args.endpoint, args.read_only)
+    tracing::info!(
+        endpoints = ?args.endpoint,
+        read_only = args.read_only,
+        insecure = credentials.is_insecure(),
+        "console started"
+    );
+    blixard_tui::console::run(args.endpoint, args.read_only, credentials)
         .await
         .wrap_err("running the console")
 }

@@ -5,7 +5,11 @@
 //! `help = None` keeps one out; plain `//` comments are for readers only.
 
 use super::dev;
+use super::duration::parse_duration;
+use blixard_shared::auth::Role;
+use blixard_tui::connect::ConnectArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
 
 /// Lines of console history `vm logs` prints before following (the
 /// server's own default for a tail of 0).
@@ -17,7 +21,7 @@ const DEFAULT_TAIL_LINES: u32 = 100;
     name = "blixard",
     version,
     about,
-    after_help = "Exit codes: 0 ok, 1 other failure, 2 bad usage or invalid argument, 3 not found, 4 conflict (already exists / wrong state), 5 unavailable (retry), 6 limit reached."
+    after_help = "Exit codes: 0 ok, 1 other failure, 2 bad usage or invalid argument, 3 not found, 4 conflict (already exists / wrong state), 5 unavailable (retry), 6 limit reached, 7 not allowed (missing, invalid or too weak credentials)."
 )]
 pub struct Cli {
     /// Cluster members to talk to (host:port, comma-separated); tries each and follows the leader.
@@ -35,6 +39,9 @@ pub struct Cli {
     /// Serve reads from the contacted node's local state (fast, possibly stale).
     #[arg(long, global = true)]
     pub local: bool,
+    /// How calls prove themselves and check the cluster (TLS CA, token).
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// The command group to run.
     #[command(subcommand)]
     pub command: Command,
@@ -55,6 +62,9 @@ pub enum Command {
     /// The cluster event stream.
     #[command(subcommand)]
     Events(EventsCmd),
+    /// Client tokens: create (the secret is shown once), list, revoke (admin).
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Start a local 3-node cluster for trying things out; Ctrl-C stops it.
     Dev(dev::DevArgs),
 }
@@ -76,6 +86,69 @@ pub enum ClusterCmd {
     RemoveNode {
         /// Node id.
         id: u64,
+    },
+    /// One-time tokens that let a new node join (admin).
+    #[command(subcommand)]
+    JoinToken(JoinTokenCmd),
+}
+
+/// Lifetime of a join token unless `--ttl` says otherwise (the server's
+/// own default).
+const DEFAULT_JOIN_TOKEN_TTL: &str = "1h";
+
+/// `blixard cluster join-token ...` (run by `cluster.rs`).
+#[derive(Debug, Subcommand)]
+pub enum JoinTokenCmd {
+    /// Create a one-time join token and print the blixardd line that uses it.
+    Create {
+        /// How long the token may be used (30m, 1h, 7d, 3600s; at most 7d).
+        #[arg(long, default_value = DEFAULT_JOIN_TOKEN_TTL, value_parser = parse_duration)]
+        ttl: Duration,
+    },
+}
+
+/// `--role` of `token create`: what the token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Everything, including membership and tokens.
+    Admin,
+    /// Reads plus VM and node lifecycle.
+    Operator,
+    /// Reads, watches and logs only.
+    Viewer,
+}
+
+impl From<RoleArg> for Role {
+    fn from(arg: RoleArg) -> Self {
+        match arg {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Viewer => Role::Viewer,
+        }
+    }
+}
+
+/// `blixard token ...` (run by `token.rs`).
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a client token; its secret is printed once and never again.
+    Create {
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// How long the token is valid (30m, 1h, 7d, 3600s); without it the token never expires.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Unique name (DNS label; default: ROLE-UNIXSECONDS).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens: name, role, creation and expiry (never their secrets).
+    List,
+    /// Revoke a token; every node refuses it from then on.
+    Revoke {
+        /// The token's name.
+        name: String,
     },
 }
 
@@ -282,6 +355,51 @@ mod tests {
     }
 
     #[test]
+    fn the_connection_flags_are_global() {
+        let cli = Cli::try_parse_from([
+            "blixard",
+            "vm",
+            "list",
+            "--ca-cert",
+            "/tmp/ca.pem",
+            "--token-file",
+            "/tmp/t",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.connect.ca_cert.as_deref(),
+            Some(std::path::Path::new("/tmp/ca.pem"))
+        );
+        assert_eq!(
+            cli.connect.token_file.as_deref(),
+            Some(std::path::Path::new("/tmp/t"))
+        );
+    }
+
+    #[test]
+    fn token_and_join_token_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "blixard", "token", "create", "--role", "viewer", "--ttl", "7d",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenCmd::Create {
+                role: RoleArg::Viewer,
+                ttl: Some(t),
+                name: None,
+            }) if t == Duration::from_secs(7 * 86_400)
+        ));
+        assert!(Cli::try_parse_from(["blixard", "token", "create", "--role", "root"]).is_err());
+        let cli = Cli::try_parse_from(["blixard", "cluster", "join-token", "create"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(ClusterCmd::JoinToken(JoinTokenCmd::Create { ttl }))
+                if ttl == Duration::from_secs(3600)
+        ));
+    }
+
+    #[test]
     fn labels_split_at_the_first_equals_sign() {
         assert_eq!(
             parse_label("a=b=c"),
@@ -304,6 +422,7 @@ mod tests {
             ExitCode::Conflict,
             ExitCode::Unavailable,
             ExitCode::LimitReached,
+            ExitCode::NotAllowed,
         ] {
             let number = u8::from(code);
             assert!(help.contains(&format!(" {number} ")), "{code:?} in {help}");

@@ -1,13 +1,17 @@
-//! `blixard cluster status|members|transfer-leader|remove-node`: the Raft
-//! membership as the operator sees it, and the two changes to it the CLI
-//! offers.
+//! `blixard cluster status|members|transfer-leader|remove-node|join-token
+//! create`: the Raft membership as the operator sees it, the two changes to
+//! it the CLI offers, and the one-time tokens new nodes join with.
 
-use super::args::ClusterCmd;
+use super::args::{ClusterCmd, JoinTokenCmd};
+use super::duration::expiry_word;
 use super::output::{known_word, print_json, print_table, NO_NODE};
 use super::CliError;
 use blixard_shared::proto::v1 as pb;
+use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
+use blixard_shared::time::now_ms;
 use blixard_shared::BlixardClient;
 use serde::Serialize;
+use std::time::Duration;
 
 /// JSON view of a cluster member (an element of `cluster members --json`
 /// and of `members` in `cluster status --json`).
@@ -68,6 +72,12 @@ pub struct StatusView {
     pub purged_index: u64,
     /// The node that answered.
     pub node_id: u64,
+    /// SHA-256 of the cluster CA certificate (`sha256:…`), what a joining
+    /// node passes as `--ca-fingerprint`; empty when the cluster runs
+    /// `--insecure`.
+    pub ca_fingerprint: String,
+    /// Whether the answering node runs `--insecure` (plaintext, no tokens).
+    pub insecure: bool,
     /// Every member of the cluster.
     pub members: Vec<MemberView>,
 }
@@ -84,6 +94,8 @@ impl From<&pb::ClusterStatus> for StatusView {
             snapshot_index: s.snapshot_index,
             purged_index: s.purged_index,
             node_id: s.node_id,
+            ca_fingerprint: s.ca_fingerprint.clone(),
+            insecure: s.insecure,
             members: s.members.iter().map(MemberView::from).collect(),
         }
     }
@@ -117,7 +129,68 @@ pub async fn run(
             }
             Ok(())
         }
+        ClusterCmd::JoinToken(JoinTokenCmd::Create { ttl }) => {
+            create_join_token(client, ttl, json).await
+        }
     }
+}
+
+/// JSON view of a new join token (`cluster join-token create --json`).
+#[derive(Debug, Serialize)]
+pub struct JoinTokenView {
+    /// The one-time secret the joining node passes as `--join-token`.
+    pub token: String,
+    /// When it stops being accepted (ms since the Unix epoch).
+    pub expires_at_ms: u64,
+    /// What the joining node passes as `--ca-fingerprint`.
+    pub ca_fingerprint: String,
+}
+
+/// `cluster join-token create`: a one-time token, and how a new node uses
+/// it. The token is the point of the command, so it is printed; it works
+/// once and expires.
+async fn create_join_token(
+    client: &mut BlixardClient,
+    ttl: Duration,
+    json: bool,
+) -> Result<(), CliError> {
+    let req = pb::CreateJoinTokenRequest {
+        ttl_seconds: ttl.as_secs(),
+    };
+    let resp = client
+        .call(|ch| async move { ClusterServiceClient::new(ch).create_join_token(req).await })
+        .await?;
+    tracing::info!(expires_at_ms = resp.expires_at_ms, "join token created");
+    let view = JoinTokenView {
+        token: resp.token,
+        expires_at_ms: resp.expires_at_ms,
+        ca_fingerprint: resp.ca_fingerprint,
+    };
+    if json {
+        print_json(&view);
+        return Ok(());
+    }
+    // The member that answered is one the new node can join through too.
+    let seed = client.current_endpoint();
+    println!("join token:     {}", view.token);
+    println!(
+        "expires:        {} (used up by the first node that joins with it)",
+        expiry_word(view.expires_at_ms, now_ms())
+    );
+    println!("ca fingerprint: {}", view.ca_fingerprint);
+    println!();
+    println!("On the new node, run (with its own --node-id, --data-dir and --listen):");
+    println!("{}", join_command(seed, &view));
+    Ok(())
+}
+
+/// The `blixardd` line that joins a new node with `view`'s token through
+/// the member at `seed`.
+fn join_command(seed: &str, view: &JoinTokenView) -> String {
+    format!(
+        "  blixardd --join {seed} --join-token {} --ca-fingerprint {}",
+        view.token, view.ca_fingerprint
+    )
 }
 
 /// `cluster status`, or with `members_only` `cluster members`: the same
@@ -157,6 +230,19 @@ fn print_summary(view: &StatusView) {
         "leader: {} ({})  term: {}  commit: {}  applied: {}  answered by: node {}",
         leader, view.leader_address, view.term, view.commit_index, view.applied_index, view.node_id
     );
+    println!("{}", security_line(view));
+}
+
+/// The line of `cluster status` that says how the cluster is secured.
+fn security_line(view: &StatusView) -> String {
+    if view.insecure {
+        "security: INSECURE (--insecure: plaintext, no tokens)".to_string()
+    } else if view.ca_fingerprint.is_empty() {
+        // A server from before TLS says neither.
+        "ca fingerprint: unknown".to_string()
+    } else {
+        format!("ca fingerprint: {}", view.ca_fingerprint)
+    }
 }
 
 /// The member table of `cluster status` and `cluster members`.
@@ -178,4 +264,46 @@ fn print_members(members: &[MemberView]) {
         &["ID", "ADDRESS", "ROLE", "HEALTH", "MATCHED", "LAG"],
         &rows,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_has_the_security_keys() {
+        let status = pb::ClusterStatus {
+            ca_fingerprint: "sha256:ab".into(),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(StatusView::from(&status)).unwrap();
+        assert_eq!(v["ca_fingerprint"], "sha256:ab");
+        assert_eq!(v["insecure"], false);
+        assert_eq!(
+            security_line(&StatusView::from(&status)),
+            "ca fingerprint: sha256:ab"
+        );
+        let insecure = pb::ClusterStatus {
+            insecure: true,
+            ..Default::default()
+        };
+        assert!(security_line(&StatusView::from(&insecure)).contains("INSECURE"));
+    }
+
+    #[test]
+    fn the_join_line_is_the_one_to_run() {
+        let view = JoinTokenView {
+            token: "blxj_t".into(),
+            expires_at_ms: 1,
+            ca_fingerprint: "sha256:ab".into(),
+        };
+        assert_eq!(
+            join_command("10.0.0.1:7001", &view),
+            "  blixardd --join 10.0.0.1:7001 --join-token blxj_t --ca-fingerprint sha256:ab"
+        );
+        let v = serde_json::to_value(&view).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["ca_fingerprint", "expires_at_ms", "token"]);
+    }
 }

@@ -2,11 +2,20 @@
 //! 127.0.0.1 for trying Blixard out. Node 1 bootstraps, the others join it;
 //! Ctrl-C stops all of them (SIGTERM, then SIGKILL after a grace period).
 //! Run again on the same data dir and the nodes come back with their state.
+//!
+//! Secure by default, as a real cluster: node 1 starts with `--init`
+//! (creating the cluster CA and the bootstrap admin token in its data
+//! dir), and each new node joins with a one-time join token this command
+//! creates through node 1 with that admin token. The console it opens, and
+//! the commands it suggests, use node 1's CA and admin token (the global
+//! `--ca-cert`/`--token-file` are not used here). `--insecure` runs every
+//! node with `--insecure` instead: plaintext, no tokens.
 
 use super::exit::ExitCode;
 use super::CliError;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
+use blixard_shared::{BlixardClient, Credentials};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,6 +37,18 @@ const DEFAULT_NODES: u64 = 3;
 const MAX_DEV_NODES: u64 = 5;
 /// One past the highest TCP port.
 const PORT_LIMIT: u32 = 65_536;
+/// Time allowed to open a connection to a node while the cluster forms.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Lifetime of the join tokens `dev` makes: each is used at once.
+const JOIN_TOKEN_TTL: Duration = Duration::from_secs(10 * 60);
+/// The cluster CA certificate under a node's data dir (written by `--init`
+/// and by a first `--join`).
+const CA_CERT_FILE: &str = "tls/ca.pem";
+/// The bootstrap admin token under node 1's data dir (written by `--init`).
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// A node's Raft and state database under its data dir: there when the
+/// node has run before.
+const DB_FILE: &str = "blixard.redb";
 
 /// Options of `blixard dev`.
 #[derive(Debug, Args)]
@@ -50,6 +71,9 @@ pub struct DevArgs {
     /// Path of the blixardd binary (default: beside this binary, built through cargo when run by cargo).
     #[arg(long, env = "BLIXARDD")]
     blixardd: Option<PathBuf>,
+    /// Run every node with --insecure: plaintext gRPC and no tokens (anyone who reaches the ports owns the cluster).
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// The `blixardd` binary to run: given, or beside this executable. When run
@@ -191,18 +215,47 @@ fn choose_backend(data: &Path) -> BackendChoice {
     }
 }
 
-/// Starts node `id` on `port`: bootstrapping the cluster when `seed` is
-/// `None`, joining the node on port `seed` otherwise; its output goes to
-/// `node-ID.log` in the data dir.
+/// How a node starts.
+enum Start {
+    /// Bootstrap a new cluster (`--init`).
+    Init,
+    /// Join the member on port `seed` (`--join`), with a join token and the
+    /// CA fingerprint when the cluster is secured.
+    Join {
+        /// Port of the member to join through.
+        seed: u16,
+        /// Join token and CA fingerprint (secure clusters).
+        proof: Option<JoinProof>,
+    },
+    /// Come back on its data dir (neither flag: the node knows its cluster).
+    Restart,
+}
+
+/// What a new node of a secured cluster joins with.
+struct JoinProof {
+    /// The one-time join token (a secret: never printed).
+    token: String,
+    /// The cluster CA's fingerprint the node checks before trusting it.
+    ca_fingerprint: String,
+}
+
+/// A node's data dir under the dev data dir.
+fn node_dir(data: &Path, id: u64) -> PathBuf {
+    data.join(format!("node-{id}"))
+}
+
+/// Starts node `id` on `port` as `start` says (with `--insecure` when
+/// `insecure`); its output goes to `node-ID.log` in the data dir.
 fn spawn_node(
     bin: &Path,
     data: &Path,
     id: u64,
     port: u16,
-    seed: Option<u16>,
+    start: &Start,
     backend: &BackendChoice,
+    insecure: bool,
 ) -> Result<Child, CliError> {
-    let dir = data.join(format!("node-{id}"));
+    let dir = node_dir(data, id);
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))?;
     let log_path = data.join(format!("node-{id}.log"));
@@ -229,16 +282,39 @@ fn spawn_node(
     if let Some(images) = &backend.image_dir {
         cmd.arg("--image-dir").arg(images);
     }
-    match seed {
-        None => {
+    if insecure {
+        cmd.arg("--insecure");
+    }
+    match start {
+        Start::Init => {
             cmd.arg("--init");
         }
-        Some(seed) => {
+        Start::Join { seed, proof } => {
             cmd.arg("--join").arg(format!("127.0.0.1:{seed}"));
+            if let Some(p) = proof {
+                cmd.arg("--join-token")
+                    .arg(&p.token)
+                    .arg("--ca-fingerprint")
+                    .arg(&p.ca_fingerprint);
+            }
         }
+        Start::Restart => {}
     }
+    tracing::debug!(node = id, port, insecure, "starting a dev node");
     cmd.spawn()
         .map_err(|e| CliError::other(format!("cannot start {}: {e}", bin.display())))
+}
+
+/// Fails when a node has exited, naming it (its log says why).
+fn check_alive(nodes: &mut Nodes) -> Result<(), CliError> {
+    for (id, child) in &mut nodes.0 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(CliError::other(format!(
+                "node {id} exited ({status}); see its log in the data dir"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Waits until some node reports a leader and `want` voters, failing early
@@ -247,20 +323,14 @@ async fn wait_for_members(
     endpoints: &[String],
     want: usize,
     nodes: &mut Nodes,
+    credentials: &Credentials,
 ) -> Result<pb::ClusterStatus, CliError> {
     let deadline = Instant::now() + FORM_TIMEOUT;
     let mut last_err = String::new();
     loop {
-        for (id, child) in &mut nodes.0 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(CliError::other(format!(
-                    "node {id} exited ({status}); see its log in the data dir"
-                )));
-            }
-        }
+        check_alive(nodes)?;
         for ep in endpoints {
-            let Ok(ch) = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
-                .map(|e| e.connect_lazy())
+            let Ok(ch) = blixard_tui::connect::lazy_channel(ep, credentials, CONNECT_TIMEOUT)
             else {
                 continue;
             };
@@ -278,6 +348,8 @@ async fn wait_for_members(
                     }
                     last_err = format!("{voters} of {want} voters so far");
                 }
+                // Includes `Unauthenticated` while node 1 is still
+                // registering its admin token.
                 Err(e) => last_err = e.message().to_string(),
             }
         }
@@ -289,6 +361,120 @@ async fn wait_for_members(
         }
         tokio::time::sleep(FORM_POLL).await;
     }
+}
+
+/// Node 1's CA and admin token, once its `--init` has written them (or
+/// at once on a restart), failing early when a node exits.
+async fn admin_credentials(data: &Path, nodes: &mut Nodes) -> Result<Credentials, CliError> {
+    let dir = node_dir(data, 1);
+    let (ca, token_file) = (dir.join(CA_CERT_FILE), dir.join(ADMIN_TOKEN_FILE));
+    let deadline = Instant::now() + FORM_TIMEOUT;
+    loop {
+        check_alive(nodes)?;
+        // The token file is created, then written: wait for its line.
+        let written = ca.is_file()
+            && Credentials::read_token_file(&token_file).is_ok_and(|t| !t.expose().is_empty());
+        if written {
+            let token = Credentials::read_token_file(&token_file)?;
+            return Ok(Credentials::from_ca_file(&ca)?.token(&token)?);
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::new(
+                ExitCode::Unavailable,
+                format!(
+                    "node 1 did not write {} and {} within {FORM_TIMEOUT:?}; see its log in the data dir",
+                    ca.display(),
+                    token_file.display()
+                ),
+            ));
+        }
+        tokio::time::sleep(FORM_POLL).await;
+    }
+}
+
+/// A one-time join token for a new node, made through the started members
+/// with the admin token.
+async fn join_proof(
+    endpoints: &[String],
+    credentials: &Credentials,
+) -> Result<JoinProof, CliError> {
+    let mut client = BlixardClient::new(endpoints)?.with_credentials(credentials.clone());
+    let resp = client
+        .call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    ttl_seconds: JOIN_TOKEN_TTL.as_secs(),
+                })
+                .await
+        })
+        .await?;
+    Ok(JoinProof {
+        token: resp.token,
+        ca_fingerprint: resp.ca_fingerprint,
+    })
+}
+
+/// Refuses data dirs a secure start would get wrong: nodes made by
+/// `dev --insecure` (they have state but no CA, and would not get one), and
+/// a node 1 that is gone while others remain (it would make a new CA the
+/// others do not trust).
+fn check_secure_restart(data: &Path, nodes: u64) -> Result<(), CliError> {
+    let has_state = |id| node_dir(data, id).join(DB_FILE).exists();
+    let has_ca = |id| node_dir(data, id).join(CA_CERT_FILE).exists();
+    for id in 1..=nodes {
+        if has_state(id) && !has_ca(id) {
+            return Err(CliError::usage(format!(
+                "{} was made by `blixard dev --insecure` (it has no cluster CA): run with --insecure, or --fresh to start over",
+                node_dir(data, id).display()
+            )));
+        }
+    }
+    if !has_ca(1) {
+        if let Some(id) = (2..=nodes).find(|&id| has_ca(id)) {
+            return Err(CliError::usage(format!(
+                "node 1's data is gone but {} belongs to a cluster: run with --fresh to start over",
+                node_dir(data, id).display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `path` as a shell word: as is when it is plain, single-quoted otherwise.
+fn shell_word(path: &Path) -> String {
+    let s = path.display().to_string();
+    let plain = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c));
+    if plain && !s.is_empty() {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The lines that tell how to use the cluster from another shell (the
+/// token by the file that holds it, never the secret itself).
+fn usage_lines(endpoints: &[String], data: &Path, insecure: bool) -> Vec<String> {
+    let mut lines = vec![
+        "  use it from another shell:".to_string(),
+        format!("    export BLIXARD_ENDPOINT={}", endpoints.join(",")),
+    ];
+    if insecure {
+        lines.push("    unset BLIXARD_CA_CERT BLIXARD_TOKEN".to_string());
+    } else {
+        let node1 = node_dir(data, 1);
+        lines.push(format!(
+            "    export BLIXARD_CA_CERT={}",
+            shell_word(&node1.join(CA_CERT_FILE))
+        ));
+        lines.push(format!(
+            "    export BLIXARD_TOKEN=$(cat {})",
+            shell_word(&node1.join(ADMIN_TOKEN_FILE))
+        ));
+    }
+    lines.push("    blixard cluster status".to_string());
+    lines
 }
 
 /// Runs the local cluster until Ctrl-C.
@@ -304,33 +490,50 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| CliError::other(format!("cannot create {}: {e}", args.data_dir.display())))?;
-    let backend = choose_backend(&args.data_dir);
+    // The nodes get the dir as given (as before); what is printed is
+    // absolute, so it works from any directory.
+    let data = args.data_dir.clone();
+    let shown = data
+        .canonicalize()
+        .map_err(|e| CliError::other(format!("cannot resolve {}: {e}", data.display())))?;
+    if !args.insecure {
+        check_secure_restart(&data, args.nodes)?;
+    }
+    let backend = choose_backend(&data);
     println!("backend: {} ({})", backend.name, backend.why);
     let mut nodes = Nodes(Vec::new());
-    let mut endpoints = Vec::new();
-    for id in 1..=args.nodes {
-        let port = args.base_port + (id as u16 - 1);
-        let seed = (id > 1).then_some(args.base_port);
-        nodes.0.push((
-            id,
-            spawn_node(&bin, &args.data_dir, id, port, seed, &backend)?,
-        ));
-        endpoints.push(format!("127.0.0.1:{port}"));
-    }
-    let status = wait_for_members(&endpoints, args.nodes as usize, &mut nodes).await?;
+    let endpoints: Vec<String> = (1..=args.nodes)
+        .map(|id| format!("127.0.0.1:{}", port_of(args.base_port, id)))
+        .collect();
+    let credentials = if args.insecure {
+        start_insecure(&args, &bin, &data, &backend, &mut nodes)?;
+        Credentials::insecure()
+    } else {
+        start_secure(&args, &bin, &data, &backend, &mut nodes, &endpoints).await?
+    };
+    let status =
+        wait_for_members(&endpoints, args.nodes as usize, &mut nodes, &credentials).await?;
     println!(
         "Blixard dev cluster is up: {} nodes, leader node {}",
         args.nodes, status.leader_id
     );
     println!("  endpoints: {}", endpoints.join(","));
-    println!("  data and logs: {}", args.data_dir.display());
-    println!(
-        "  try: BLIXARD_ENDPOINT={} blixard cluster status",
-        endpoints.join(",")
-    );
+    println!("  data and logs: {}", shown.display());
+    if args.insecure {
+        println!("  security: INSECURE (--insecure): plaintext, no tokens");
+    } else {
+        println!(
+            "  security: TLS with the cluster CA ({}), admin token in {}",
+            status.ca_fingerprint,
+            node_dir(&shown, 1).join(ADMIN_TOKEN_FILE).display()
+        );
+    }
+    for line in usage_lines(&endpoints, &shown, args.insecure) {
+        println!("{line}");
+    }
     let result = if console_wanted(&args) {
         // The console runs until the operator quits it; then the cluster stops.
-        blixard_tui::console::run(endpoints.clone(), false)
+        blixard_tui::console::run(endpoints.clone(), false, credentials)
             .await
             .map_err(|e| CliError::other(format!("console: {e}")))
     } else {
@@ -341,11 +544,93 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     eprintln!("stopping the cluster ...");
     nodes.stop();
-    let stopped = stop_leftover_vms(&args.data_dir);
+    let stopped = stop_leftover_vms(&data);
     if stopped > 0 {
         eprintln!("stopped {stopped} VM processes (they start again with the cluster)");
     }
     result
+}
+
+/// The gRPC port of node `id`.
+fn port_of(base_port: u16, id: u64) -> u16 {
+    // `run` checked that every node's port fits.
+    base_port.saturating_add(u16::try_from(id - 1).unwrap_or(u16::MAX))
+}
+
+/// `--insecure`: every node at once, node 1 bootstrapping and the others
+/// joining it (both flags are ignored by a node that has run before).
+fn start_insecure(
+    args: &DevArgs,
+    bin: &Path,
+    data: &Path,
+    backend: &BackendChoice,
+    nodes: &mut Nodes,
+) -> Result<(), CliError> {
+    for id in 1..=args.nodes {
+        let start = if id == 1 {
+            Start::Init
+        } else {
+            Start::Join {
+                seed: args.base_port,
+                proof: None,
+            }
+        };
+        let port = port_of(args.base_port, id);
+        nodes
+            .0
+            .push((id, spawn_node(bin, data, id, port, &start, backend, true)?));
+    }
+    Ok(())
+}
+
+/// Secure: node 1 (bootstrapping when new) and every node that has run
+/// before start first; once there is a leader, each new node gets a join
+/// token made with node 1's admin token, and joins with it. Returns the
+/// admin credentials.
+async fn start_secure(
+    args: &DevArgs,
+    bin: &Path,
+    data: &Path,
+    backend: &BackendChoice,
+    nodes: &mut Nodes,
+    endpoints: &[String],
+) -> Result<Credentials, CliError> {
+    let has_ca = |id| node_dir(data, id).join(CA_CERT_FILE).exists();
+    let mut started = Vec::new();
+    let mut new_nodes = Vec::new();
+    for id in 1..=args.nodes {
+        let start = match (id, has_ca(id)) {
+            (_, true) => Start::Restart,
+            (1, false) => Start::Init,
+            (_, false) => {
+                new_nodes.push(id);
+                continue;
+            }
+        };
+        let port = port_of(args.base_port, id);
+        nodes
+            .0
+            .push((id, spawn_node(bin, data, id, port, &start, backend, false)?));
+        started.extend(endpoints.get(id as usize - 1).cloned());
+    }
+    let credentials = admin_credentials(data, nodes).await?;
+    if new_nodes.is_empty() {
+        return Ok(credentials);
+    }
+    // Join tokens are made by the leader.
+    wait_for_members(&started, 1, nodes, &credentials).await?;
+    for id in new_nodes {
+        let proof = join_proof(&started, &credentials).await?;
+        let start = Start::Join {
+            seed: args.base_port,
+            proof: Some(proof),
+        };
+        let port = port_of(args.base_port, id);
+        nodes
+            .0
+            .push((id, spawn_node(bin, data, id, port, &start, backend, false)?));
+    }
+    Ok(credentials)
 }
 
 /// VMs outlive their daemon by design; a dev cluster should not. Sends
@@ -393,4 +678,46 @@ fn stop_leftover_vms(data: &Path) -> usize {
 pub fn console_wanted(args: &DevArgs) -> bool {
     use std::io::IsTerminal;
     !args.no_console && std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_usage_lines_name_files_never_secrets() {
+        let eps = vec!["127.0.0.1:7001".to_string(), "127.0.0.1:7002".to_string()];
+        let lines = usage_lines(&eps, Path::new("/tmp/dev"), false).join("\n");
+        assert!(lines.contains("export BLIXARD_ENDPOINT=127.0.0.1:7001,127.0.0.1:7002"));
+        assert!(lines.contains("export BLIXARD_CA_CERT=/tmp/dev/node-1/tls/ca.pem"));
+        assert!(lines.contains("export BLIXARD_TOKEN=$(cat /tmp/dev/node-1/admin.token)"));
+        let insecure = usage_lines(&eps, Path::new("/tmp/dev"), true).join("\n");
+        assert!(!insecure.contains("BLIXARD_CA_CERT=") && insecure.contains("unset"));
+    }
+
+    #[test]
+    fn odd_paths_are_quoted_for_the_shell() {
+        assert_eq!(shell_word(Path::new("/a/b.pem")), "/a/b.pem");
+        assert_eq!(shell_word(Path::new("/my dir/x")), "'/my dir/x'");
+        assert_eq!(shell_word(Path::new("/it's")), "'/it'\\''s'");
+    }
+
+    #[test]
+    fn restarts_that_cannot_work_securely_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        // Fresh: fine.
+        assert!(check_secure_restart(data, 3).is_ok());
+        // Made by --insecure: state, no CA.
+        std::fs::create_dir_all(node_dir(data, 1)).unwrap();
+        std::fs::write(node_dir(data, 1).join(DB_FILE), "").unwrap();
+        let e = check_secure_restart(data, 3).unwrap_err();
+        assert!(e.to_string().contains("--insecure"), "{e}");
+        // Node 1 gone, node 2 secured.
+        std::fs::remove_dir_all(node_dir(data, 1)).unwrap();
+        std::fs::create_dir_all(node_dir(data, 2).join("tls")).unwrap();
+        std::fs::write(node_dir(data, 2).join(CA_CERT_FILE), "").unwrap();
+        let e = check_secure_restart(data, 3).unwrap_err();
+        assert!(e.to_string().contains("--fresh"), "{e}");
+    }
 }

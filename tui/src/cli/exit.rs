@@ -10,8 +10,11 @@
 //! | 4 | conflict: already exists, or not in a state that allows it |
 //! | 5 | unavailable: no leader, unreachable, timed out (retry later) |
 //! | 6 | a limit was reached (resource exhausted, out of range) |
+//! | 7 | not allowed: missing, invalid or too weak credentials (unauthenticated, permission denied) |
 
 use blixard_shared::client::{code_name, ClientError};
+use blixard_shared::credentials::CredentialsError;
+use blixard_tui::connect::{transport_failure, INSECURE_HINT};
 use std::fmt;
 
 /// The process exit codes of `blixard`, one per row of the table above, so
@@ -34,6 +37,9 @@ pub enum ExitCode {
     Unavailable = 5,
     /// 6: a limit was reached (resource exhausted, out of range).
     LimitReached = 6,
+    /// 7: not allowed: no token, a wrong, expired or revoked one, or a role
+    /// too weak for the command (also host paths outside the allowed dirs).
+    NotAllowed = 7,
 }
 
 impl ExitCode {
@@ -48,6 +54,7 @@ impl ExitCode {
             AlreadyExists | FailedPrecondition | Aborted => Self::Conflict,
             Unavailable | DeadlineExceeded | Cancelled => Self::Unavailable,
             ResourceExhausted | OutOfRange => Self::LimitReached,
+            Unauthenticated | PermissionDenied => Self::NotAllowed,
             _ => Self::Failure,
         }
     }
@@ -71,6 +78,10 @@ impl From<ExitCode> for std::process::ExitCode {
 pub struct CliError {
     code: ExitCode,
     message: String,
+    /// The failure was made on this side from a broken connection (see
+    /// [`transport_failure`]), so [`CliError::with_insecure_hint`] may
+    /// explain it.
+    transport: bool,
 }
 
 impl CliError {
@@ -80,6 +91,7 @@ impl CliError {
         Self {
             code,
             message: message.into(),
+            transport: false,
         }
     }
 
@@ -97,6 +109,18 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         self.code
     }
+
+    /// This error, with [`INSECURE_HINT`] added when the client talked
+    /// plaintext (`insecure`) and the call broke in transport: what a
+    /// plaintext client meeting a TLS server sees, which otherwise reads
+    /// like an outage.
+    pub fn with_insecure_hint(mut self, insecure: bool) -> Self {
+        if insecure && self.transport {
+            self.message = format!("{} {INSECURE_HINT}", self.message);
+            self.transport = false;
+        }
+        self
+    }
 }
 
 impl fmt::Display for CliError {
@@ -110,10 +134,13 @@ impl fmt::Display for CliError {
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         match &e {
-            ClientError::Status(s) => Self::new(
-                ExitCode::from_grpc(s.code()),
-                format!("{}: {}", code_name(s.code()), s.message()),
-            ),
+            ClientError::Status(s) => Self {
+                transport: transport_failure(s),
+                ..Self::new(
+                    ExitCode::from_grpc(s.code()),
+                    format!("{}: {}", code_name(s.code()), s.message()),
+                )
+            },
             ClientError::NoEndpoints | ClientError::BadEndpoint { .. } => {
                 Self::usage(e.to_string())
             }
@@ -124,6 +151,13 @@ impl From<ClientError> for CliError {
 impl From<tonic::Status> for CliError {
     fn from(s: tonic::Status) -> Self {
         ClientError::Status(s).into()
+    }
+}
+
+impl From<CredentialsError> for CliError {
+    fn from(e: CredentialsError) -> Self {
+        // A file that cannot be read or used: fix the command or the file.
+        Self::usage(e.to_string())
     }
 }
 
@@ -161,10 +195,11 @@ mod tests {
         assert_eq!(u8::from(ExitCode::Conflict), 4);
         assert_eq!(u8::from(ExitCode::Unavailable), 5);
         assert_eq!(u8::from(ExitCode::LimitReached), 6);
+        assert_eq!(u8::from(ExitCode::NotAllowed), 7);
     }
 
     #[test]
-    fn every_grpc_code_maps_as_before() {
+    fn every_grpc_code_maps_as_documented() {
         use tonic::Code::*;
         let table = [
             (Ok, 0),
@@ -174,7 +209,7 @@ mod tests {
             (DeadlineExceeded, 5),
             (NotFound, 3),
             (AlreadyExists, 4),
-            (PermissionDenied, 1),
+            (PermissionDenied, 7),
             (ResourceExhausted, 6),
             (FailedPrecondition, 4),
             (Aborted, 4),
@@ -183,11 +218,32 @@ mod tests {
             (Internal, 1),
             (Unavailable, 5),
             (DataLoss, 1),
-            (Unauthenticated, 1),
+            (Unauthenticated, 7),
         ];
         for (code, want) in table {
             assert_eq!(number(code), want, "{code:?}");
         }
+    }
+
+    #[test]
+    fn the_insecure_hint_is_added_to_transport_failures_only() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        let e = CliError::from(broken).with_insecure_hint(true);
+        assert!(e.to_string().ends_with(INSECURE_HINT), "{e}");
+        let secure = CliError::from(tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        ))))
+        .with_insecure_hint(false);
+        assert!(!secure.to_string().contains(INSECURE_HINT));
+        let answered =
+            CliError::from(tonic::Status::unavailable("no leader")).with_insecure_hint(true);
+        assert!(!answered.to_string().contains(INSECURE_HINT));
+        let denied = CliError::from(tonic::Status::permission_denied("needs admin"));
+        assert_eq!(denied.exit_code(), ExitCode::NotAllowed);
     }
 
     #[test]

@@ -2,22 +2,27 @@
 //! to its group's module. Each group lives in its own file, as mini-redis
 //! keeps one file per command:
 //!
-//! - [`cluster`]: `cluster status|members|transfer-leader|remove-node`
+//! - [`cluster`]: `cluster status|members|transfer-leader|remove-node|join-token create`
 //! - [`node`]: `node list|get|cordon|uncordon`
 //! - [`vm`]: `vm create|list|get|start|stop|restart|delete|logs`
 //! - [`events`]: `events watch`
+//! - [`token`]: `token create|list|revoke`
 //! - [`dev`]: `dev`, a local cluster
 //!
-//! [`output`] holds what printing they share and [`exit`] the errors and
-//! exit codes.
+//! [`output`] holds what printing they share, [`duration`] the durations
+//! operators type, and [`exit`] the errors and exit codes. How calls are
+//! secured (`--ca-cert`, `--token-file`, `BLIXARD_TOKEN`) is
+//! [`blixard_tui::connect`], shared with the console.
 
 mod args;
 mod cluster;
 mod dev;
+mod duration;
 mod events;
 pub mod exit;
 mod node;
 mod output;
+mod token;
 mod vm;
 
 pub use args::Cli;
@@ -49,12 +54,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         endpoint,
         json,
         local,
+        connect,
         command,
     } = cli;
     let cons = consistency(local);
-    // Every group but `dev` talks to the cluster given by --endpoint.
-    let client = || BlixardClient::new(&endpoint);
-    match command {
+    // Every group but `dev` (which starts its own cluster and makes its own
+    // credentials) talks to the cluster given by --endpoint, with the
+    // credentials the connection flags give.
+    let client = || -> Result<BlixardClient, CliError> {
+        Ok(BlixardClient::new(&endpoint)?.with_credentials(connect.credentials()?))
+    };
+    let result = match command {
         Command::Cluster(cmd) => cluster::run(&mut client()?, cmd, json, cons).await,
         Command::Node(cmd) => node::run(&mut client()?, cmd, json, cons).await,
         Command::Vm(cmd) => vm::run(&mut client()?, cmd, json, cons).await,
@@ -63,6 +73,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             oldest,
             count,
         }) => events::watch(client()?, from, oldest, count, json).await,
-        Command::Dev(args) => dev::run(args).await,
-    }
+        Command::Token(cmd) => token::run(&mut client()?, cmd, json).await,
+        // Its failures are not this command line's credentials' to explain.
+        Command::Dev(args) => return dev::run(args).await,
+    };
+    // Without a CA the client talked plaintext (see `connect`).
+    let insecure = connect.ca_cert.is_none();
+    result.map_err(|e| e.with_insecure_hint(insecure))
 }

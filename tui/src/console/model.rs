@@ -238,6 +238,9 @@ pub struct Model {
     pub previous: Vec<View>,
     /// No actions at all.
     pub read_only: bool,
+    /// Calls go in plaintext without a token (no CA was given): the header
+    /// says INSECURE, so nobody mistakes it for a secured session.
+    pub insecure: bool,
     /// Connection state.
     pub link: Link,
     /// Highest revision applied.
@@ -297,6 +300,7 @@ impl Model {
             view: View::Overview,
             previous: Vec::new(),
             read_only,
+            insecure: false,
             link: Link::Connecting {
                 endpoint: endpoint.to_string(),
             },

@@ -6,8 +6,12 @@
 //! When the member in use dies or the stream breaks, the watcher moves to the
 //! next endpoint and resumes from the last revision it saw; when that
 //! revision is no longer held (`OutOfRange`, `ResourceExhausted`) it reloads.
+//!
+//! Every channel uses the console's [`Credentials`]: TLS with the cluster CA
+//! and the token on every call, or plaintext for an `--insecure` cluster.
 
 use super::msg::{Action, Link, Msg};
+use crate::connect::{explain, lazy_channel};
 use blixard_shared::limits::MAX_PAGE_SIZE;
 use blixard_shared::paging::read_all_pages;
 use blixard_shared::proto::v1 as pb;
@@ -16,14 +20,13 @@ use blixard_shared::proto::v1::{
     vm_service_client::VmServiceClient, watch_service_client::WatchServiceClient,
 };
 use blixard_shared::time::now_ms;
-use blixard_shared::BlixardClient;
+use blixard_shared::{ApiChannel, BlixardClient, Credentials};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::Status;
 
 /// Messages buffered towards the UI; the network side waits when it is full.
@@ -48,20 +51,16 @@ const LIST_PAGE: u32 = MAX_PAGE_SIZE;
 /// Console lines replayed when a VM's logs are opened.
 const LOG_TAIL_LINES: u32 = 10_000;
 
-/// A lazy channel to `endpoint` (`host:port` or a URI); `None` if it is not
-/// a valid address.
-fn channel(endpoint: &str) -> Option<Channel> {
-    let uri = if endpoint.starts_with("http") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    Some(
-        tonic::transport::Endpoint::from_shared(uri)
-            .ok()?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_lazy(),
-    )
+/// A lazy channel to `endpoint` (`host:port` or a URI) with `credentials`;
+/// `None` if it is not a valid address (or the TLS settings are unusable).
+fn channel(endpoint: &str, credentials: &Credentials) -> Option<ApiChannel> {
+    match lazy_channel(endpoint, credentials, CONNECT_TIMEOUT) {
+        Ok(ch) => Some(ch),
+        Err(e) => {
+            tracing::debug!(%endpoint, error = %e, "cannot make a channel");
+            None
+        }
+    }
 }
 
 /// The index of the member in use, shared by the watcher (which moves it)
@@ -73,6 +72,7 @@ fn current_index(current: &Mutex<usize>, len: usize) -> usize {
 /// Handles to the console's background tasks.
 pub struct Net {
     endpoints: Vec<String>,
+    credentials: Credentials,
     current: Arc<Mutex<usize>>,
     tx: mpsc::Sender<Msg>,
     logs: Option<JoinHandle<()>>,
@@ -80,16 +80,28 @@ pub struct Net {
 }
 
 impl Net {
-    /// Starts watching the cluster behind `endpoints` (at least one).
-    pub fn start(endpoints: Vec<String>, tx: mpsc::Sender<Msg>) -> Self {
+    /// Starts watching the cluster behind `endpoints` (at least one), with
+    /// `credentials` on every call.
+    pub fn start(endpoints: Vec<String>, credentials: Credentials, tx: mpsc::Sender<Msg>) -> Self {
         let current = Arc::new(Mutex::new(0));
-        let watcher = Watcher::new(endpoints.clone(), current.clone(), tx.clone());
+        let watcher = Watcher::new(
+            endpoints.clone(),
+            credentials.clone(),
+            current.clone(),
+            tx.clone(),
+        );
         let tasks = vec![
             tokio::spawn(watcher.run()),
-            tokio::spawn(status_loop(endpoints.clone(), current.clone(), tx.clone())),
+            tokio::spawn(status_loop(
+                endpoints.clone(),
+                credentials.clone(),
+                current.clone(),
+                tx.clone(),
+            )),
         ];
         Self {
             endpoints,
+            credentials,
             current,
             tx,
             logs: None,
@@ -108,8 +120,9 @@ impl Net {
         let first = current_index(&self.current, eps.len());
         eps.rotate_left(first);
         let tx = self.tx.clone();
+        let credentials = self.credentials.clone();
         tokio::spawn(async move {
-            let result = execute(eps, action).await;
+            let result = execute(eps, credentials, action).await;
             let _ = tx.send(Msg::ActionDone(result)).await;
         });
     }
@@ -119,8 +132,9 @@ impl Net {
         self.close_logs();
         let tx = self.tx.clone();
         let endpoint = self.endpoint();
+        let credentials = self.credentials.clone();
         self.logs = Some(tokio::spawn(async move {
-            let reason = match stream_logs(&endpoint, &vm, &tx).await {
+            let reason = match stream_logs(&endpoint, &credentials, &vm, &tx).await {
                 Ok(()) => "the log ended".to_string(),
                 Err(s) => s,
             };
@@ -147,8 +161,13 @@ impl Drop for Net {
 
 /// Sends `vm`'s console output to the UI until the stream ends; `Err` says
 /// why it broke.
-async fn stream_logs(endpoint: &str, vm: &str, tx: &mpsc::Sender<Msg>) -> Result<(), String> {
-    let ch = channel(endpoint).ok_or("bad endpoint")?;
+async fn stream_logs(
+    endpoint: &str,
+    credentials: &Credentials,
+    vm: &str,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<(), String> {
+    let ch = channel(endpoint, credentials).ok_or("bad endpoint")?;
     let mut stream = VmServiceClient::new(ch)
         .stream_vm_logs(pb::StreamVmLogsRequest {
             name: vm.to_string(),
@@ -156,10 +175,10 @@ async fn stream_logs(endpoint: &str, vm: &str, tx: &mpsc::Sender<Msg>) -> Result
             tail_lines: LOG_TAIL_LINES,
         })
         .await
-        .map_err(|s| s.message().to_string())?
+        .map_err(|s| explain(&s, credentials))?
         .into_inner();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|s| s.message().to_string())?;
+        let chunk = chunk.map_err(|s| explain(&s, credentials))?;
         if tx
             .send(Msg::LogData {
                 vm: vm.to_string(),
@@ -174,9 +193,16 @@ async fn stream_logs(endpoint: &str, vm: &str, tx: &mpsc::Sender<Msg>) -> Result
     Ok(())
 }
 
-/// Runs `action` through a failover client; the status line's text.
-async fn execute(endpoints: Vec<String>, action: Action) -> Result<String, String> {
-    let mut client = BlixardClient::new(endpoints).map_err(|e| e.to_string())?;
+/// Runs `action` through a failover client with `credentials`; the status
+/// line's text.
+async fn execute(
+    endpoints: Vec<String>,
+    credentials: Credentials,
+    action: Action,
+) -> Result<String, String> {
+    let mut client = BlixardClient::new(endpoints)
+        .map_err(|e| e.to_string())?
+        .with_credentials(credentials);
     let done = action.describe();
     let r = match action {
         Action::CreateVm {
@@ -235,7 +261,7 @@ trait Records {
 /// Local reads: the member's own state, which the watch stream continues.
 const LOCAL: i32 = pb::Consistency::Local as i32;
 
-impl Records for Channel {
+impl Records for ApiChannel {
     async fn get_vm(&self, name: &str) -> Result<pb::GetVmResponse, Status> {
         let req = pb::GetVmRequest {
             name: name.to_string(),
@@ -361,6 +387,7 @@ fn position_lost(s: &Status) -> bool {
 /// bookkeeping across reconnections.
 struct Watcher {
     endpoints: Vec<String>,
+    credentials: Credentials,
     current: Arc<Mutex<usize>>,
     tx: mpsc::Sender<Msg>,
     /// Last revision applied; `None` until loaded, and after the position
@@ -375,10 +402,17 @@ struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher of `endpoints` (at least one), starting at `current`.
-    fn new(endpoints: Vec<String>, current: Arc<Mutex<usize>>, tx: mpsc::Sender<Msg>) -> Self {
+    /// A watcher of `endpoints` (at least one) with `credentials`, starting
+    /// at `current`.
+    fn new(
+        endpoints: Vec<String>,
+        credentials: Credentials,
+        current: Arc<Mutex<usize>>,
+        tx: mpsc::Sender<Msg>,
+    ) -> Self {
         Self {
             endpoints,
+            credentials,
             current,
             tx,
             revision: None,
@@ -428,7 +462,7 @@ impl Watcher {
     /// follow it until it breaks.
     async fn round(&mut self) -> ControlFlow<()> {
         let endpoint = self.endpoints[current_index(&self.current, self.endpoints.len())].clone();
-        let Some(ch) = channel(&endpoint) else {
+        let Some(ch) = channel(&endpoint, &self.credentials) else {
             return self.move_on(format!("bad endpoint {endpoint}")).await;
         };
         if self.revision.is_none() && !self.load(&ch, &endpoint).await? {
@@ -445,7 +479,7 @@ impl Watcher {
             }
             Err(s) => {
                 tracing::warn!(%endpoint, error = %s.message(), "watch failed");
-                self.move_on(s.message().to_string()).await?;
+                self.move_on(explain(&s, &self.credentials)).await?;
                 self.back_off().await;
                 return ControlFlow::Continue(());
             }
@@ -468,7 +502,7 @@ impl Watcher {
 
     /// Loads the whole state from `ch`; `false` when that failed (the link
     /// is then reported down and the next member is up).
-    async fn load(&mut self, ch: &Channel, endpoint: &str) -> ControlFlow<(), bool> {
+    async fn load(&mut self, ch: &ApiChannel, endpoint: &str) -> ControlFlow<(), bool> {
         if self.down_since.is_none() {
             self.send(Msg::Link(Link::Connecting {
                 endpoint: endpoint.to_string(),
@@ -489,7 +523,7 @@ impl Watcher {
             }
             Err(s) => {
                 tracing::warn!(%endpoint, error = %s.message(), "load failed");
-                self.move_on(s.message().to_string()).await?;
+                self.move_on(explain(&s, &self.credentials)).await?;
                 ControlFlow::Continue(false)
             }
         }
@@ -501,7 +535,7 @@ impl Watcher {
     /// that history is gone.
     async fn open(
         &mut self,
-        ch: &Channel,
+        ch: &ApiChannel,
         from: u64,
     ) -> Result<tonic::Streaming<pb::WatchResponse>, Status> {
         let backfill = std::mem::take(&mut self.first);
@@ -526,7 +560,7 @@ impl Watcher {
     /// to the next member, `None` to reload here.
     async fn follow(
         &mut self,
-        ch: &Channel,
+        ch: &ApiChannel,
         stream: &mut tonic::Streaming<pb::WatchResponse>,
     ) -> ControlFlow<(), Option<String>> {
         loop {
@@ -542,7 +576,7 @@ impl Watcher {
                     self.revision = None;
                     return ControlFlow::Continue(None);
                 }
-                Some(Err(s)) => return ControlFlow::Continue(Some(s.message().to_string())),
+                Some(Err(s)) => return ControlFlow::Continue(Some(explain(&s, &self.credentials))),
                 None => return ControlFlow::Continue(Some("stream closed".to_string())),
             }
         }
@@ -551,7 +585,7 @@ impl Watcher {
 
 /// Opens a watch stream from `from_revision` (or from the oldest event held).
 async fn watch(
-    ch: &Channel,
+    ch: &ApiChannel,
     from_revision: u64,
     from_oldest: bool,
 ) -> Result<tonic::Streaming<pb::WatchResponse>, Status> {
@@ -565,9 +599,15 @@ async fn watch(
 }
 
 /// Polls the cluster status of the member in use, every [`STATUS_POLL`].
-async fn status_loop(endpoints: Vec<String>, current: Arc<Mutex<usize>>, tx: mpsc::Sender<Msg>) {
+async fn status_loop(
+    endpoints: Vec<String>,
+    credentials: Credentials,
+    current: Arc<Mutex<usize>>,
+    tx: mpsc::Sender<Msg>,
+) {
     loop {
-        if let Some(ch) = channel(&endpoints[current_index(&current, endpoints.len())]) {
+        let endpoint = &endpoints[current_index(&current, endpoints.len())];
+        if let Some(ch) = channel(endpoint, &credentials) {
             if let Some(s) = status(ch).await {
                 if tx.send(Msg::Status(s)).await.is_err() {
                     return;
@@ -580,7 +620,7 @@ async fn status_loop(endpoints: Vec<String>, current: Arc<Mutex<usize>>, tx: mps
 
 /// The leader's view of the cluster (it has replication progress), or the
 /// member's own view when there is no leader to ask.
-async fn status(ch: Channel) -> Option<pb::ClusterStatus> {
+async fn status(ch: ApiChannel) -> Option<pb::ClusterStatus> {
     let mut client = ClusterServiceClient::new(ch);
     let request = |consistency: pb::Consistency, timeout: Duration| {
         let mut req = tonic::Request::new(pb::GetStatusRequest {

@@ -8,6 +8,7 @@ use super::net::{Net, MSG_BUFFER};
 use super::update::update;
 use super::view::view;
 use blixard_shared::time::now_ms;
+use blixard_shared::Credentials;
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event};
 use ratatui::crossterm::execute;
 use std::time::Duration;
@@ -21,16 +22,23 @@ const TICK: Duration = Duration::from_millis(250);
 /// whether the console has gone.
 const INPUT_POLL: Duration = Duration::from_millis(200);
 
-/// Runs the console against `endpoints` until the operator quits.
-pub async fn run(endpoints: Vec<String>, read_only: bool) -> std::io::Result<()> {
+/// Runs the console against `endpoints`, calling with `credentials`
+/// (TLS and token; plaintext is marked INSECURE in the header), until the
+/// operator quits.
+pub async fn run(
+    endpoints: Vec<String>,
+    read_only: bool,
+    credentials: Credentials,
+) -> std::io::Result<()> {
     let Some(first) = endpoints.first() else {
         return Err(std::io::Error::other(
             "no endpoint given: pass --endpoint HOST:PORT",
         ));
     };
     let (tx, rx) = mpsc::channel(MSG_BUFFER);
-    let net = Net::start(endpoints.clone(), tx.clone());
     let mut model = Model::new(first, read_only);
+    model.insecure = credentials.is_insecure();
+    let net = Net::start(endpoints.clone(), credentials, tx.clone());
     model.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     model.now_ms = now_ms();
 

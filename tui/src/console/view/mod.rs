@@ -53,8 +53,8 @@ pub fn view(frame: &mut Frame, model: &Model) {
     }
 }
 
-/// Line 1: endpoint, link state, read-only; line 2: leader, Raft indexes,
-/// revision and counts.
+/// Line 1: endpoint, link state, INSECURE, read-only; line 2: leader,
+/// Raft indexes, revision and counts.
 fn draw_header(frame: &mut Frame, area: Rect, model: &Model, t: &Theme) {
     let (endpoint, link_extra) = match &model.link {
         Link::Connecting { endpoint } | Link::Live { endpoint } => {
@@ -83,6 +83,11 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model, t: &Theme) {
         Span::styled(" blixard ", t.title()),
         Span::raw(format!(" {endpoint} ")),
         Span::styled(format!("[{word}{link_extra}]"), t.state(word)),
+        if model.insecure {
+            Span::styled("  INSECURE (plaintext, no token)", t.alarm())
+        } else {
+            Span::raw("")
+        },
         if model.read_only {
             Span::styled("  read-only", t.fg(Color::Yellow))
         } else {

@@ -35,6 +35,16 @@ impl Theme {
         }
     }
 
+    /// Something the operator must not overlook (the INSECURE marker):
+    /// bold red, or bold reversed without colour.
+    pub fn alarm(&self) -> Style {
+        if self.color {
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED)
+        }
+    }
+
     /// Secondary text.
     pub fn dim(&self) -> Style {
         self.fg(Color::DarkGray)

@@ -1,0 +1,164 @@
+//! The one place every call is authenticated: a tower layer in front of
+//! all of the node's gRPC services. It reads the caller's proof (a client
+//! token in `authorization: Bearer …`, or the node certificate the TLS
+//! handshake verified), decides with [`rules::need`] whether the method
+//! allows that caller, and hands the handlers a [`Caller`] in the request's
+//! extensions. A refusal is answered here; the service never sees it.
+
+use super::rules::{self, Need};
+use super::secrets::hash_token;
+use super::Caller;
+use crate::core::Core;
+use blixard_shared::auth::{Role, AUTHORIZATION_HEADER, BEARER_PREFIX};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::Status;
+
+/// The layer: wraps every service of the node's server in a [`Gate`].
+#[derive(Clone)]
+pub struct GateLayer {
+    core: Arc<Core>,
+}
+
+impl GateLayer {
+    /// A layer that judges callers against `core`'s tokens and membership.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Gate {
+            core: self.core.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service the layer makes (see the module doc).
+#[derive(Clone)]
+pub struct Gate<S> {
+    core: Arc<Core>,
+    inner: S,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower_service::Service<http::Request<B>> for Gate<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match judge(&self.core, &req) {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                // The clone that was made ready is the one that serves.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(inner.call(req))
+            }
+            Err(status) => {
+                let path = req.uri().path().to_string();
+                tracing::info!(%path, code = ?status.code(), reason = %status.message(), "call refused");
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+/// Who `req` comes from, or why it may not go on.
+fn judge<B>(core: &Core, req: &http::Request<B>) -> Result<Caller, Status> {
+    let path = req.uri().path();
+    let need = rules::need(path);
+    if core.config.insecure {
+        return Ok(Caller::Anonymous);
+    }
+    let node = peer_node(req);
+    match need {
+        Need::Open => Ok(node.map(Caller::Node).unwrap_or(Caller::Anonymous)),
+        Need::Member => match node {
+            Some(id) if core.accepts_peer(id) => Ok(Caller::Node(id)),
+            Some(id) => Err(Status::permission_denied(format!(
+                "node {id} is not a member of this cluster"
+            ))),
+            None => Err(Status::unauthenticated(
+                "this method is for cluster nodes: it needs a node certificate of the cluster CA",
+            )),
+        },
+        Need::AdminOrNode => match node {
+            Some(id) => Ok(Caller::Node(id)),
+            None => token_caller(core, req, Role::Admin, path),
+        },
+        Need::Role(role) => match node {
+            Some(id) if core.accepts_peer(id) => Ok(Caller::Node(id)),
+            _ => token_caller(core, req, role, path),
+        },
+    }
+}
+
+/// The node id in the verified client certificate of the connection, if
+/// the caller presented one (rustls has checked it against the CA).
+fn peer_node<B>(req: &http::Request<B>) -> Option<u64> {
+    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    super::pki::node_id_of_cert(certs.first()?)
+}
+
+/// The token's caller, if the token is valid and its role is `need` or more.
+fn token_caller<B>(
+    core: &Core,
+    req: &http::Request<B>,
+    need: Role,
+    path: &str,
+) -> Result<Caller, Status> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION_HEADER)
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "no token: send `authorization: Bearer TOKEN` (blixard: --token-file FILE or BLIXARD_TOKEN)",
+            )
+        })?;
+    let secret = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix(BEARER_PREFIX))
+        .map(str::trim)
+        .ok_or_else(|| Status::unauthenticated("authorization: expected `Bearer TOKEN`"))?;
+    let hash = hash_token(secret);
+    let now = blixard_shared::time::now_ms();
+    let (name, role) = {
+        let fleet = core.view.read();
+        let record = fleet
+            .token_by_hash(&hash, now)
+            .ok_or_else(|| Status::unauthenticated("token is not valid: unknown, expired or revoked"))?;
+        (record.name.clone(), record.role)
+    };
+    if role < need {
+        let method = path.trim_start_matches("/blixard.v1.");
+        return Err(Status::permission_denied(format!(
+            "token {name:?} has role {role}; {method} needs {need}"
+        )));
+    }
+    Ok(Caller::Token { name, role })
+}

@@ -1,0 +1,43 @@
+//! The trust boundary: the cluster PKI (`pki`), token secrets (`secrets`),
+//! what each method needs (`rules`), the layer that checks every call
+//! (`gate`), the rules for daemon-to-daemon messages (`peer`), the TLS
+//! configuration of servers and clients (`tls`) and a joining node's
+//! side (`join`). `docs/security.md` has the threat model.
+
+pub mod gate;
+pub mod join;
+pub mod peer;
+pub mod pki;
+pub mod rules;
+pub mod secrets;
+pub mod tls;
+
+use blixard_shared::auth::Role;
+
+/// Who made a call, as the gate established it; in each request's
+/// extensions for the handlers that need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A client token.
+    Token {
+        /// The token's name (never its secret).
+        name: String,
+        /// Its role.
+        role: Role,
+    },
+    /// A cluster node, by the id its certificate names.
+    Node(u64),
+    /// Nobody was asked: an open method, or an `--insecure` cluster.
+    Anonymous,
+}
+
+impl Caller {
+    /// The caller of `req` (Anonymous when the gate did not run, as in
+    /// unit tests of handlers).
+    pub fn of<T>(req: &tonic::Request<T>) -> Caller {
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous)
+    }
+}
