@@ -18,3 +18,5 @@ pub use model::*;
 mod placement_tests;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod validation_tests;

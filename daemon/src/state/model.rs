@@ -5,6 +5,7 @@
 //! as the CLI and the console (`blixard_shared::words`).
 
 use blixard_shared::proto::v1 as pb;
+use blixard_shared::validate::SpecFields;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -197,6 +198,31 @@ pub struct VmSpec {
     pub restart_policy: RestartPolicy,
     /// Pinned node (0: scheduler chooses).
     pub node_id: u64,
+}
+
+impl VmSpec {
+    /// The spec as plain values, for the rules the API holds the wire spec
+    /// to (`blixard_shared::validate::spec_fields`): apply re-checks them.
+    pub fn fields(&self) -> SpecFields<'_> {
+        SpecFields {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            image: &self.image,
+            kernel: &self.kernel,
+            initrd: &self.initrd,
+            cmdline: &self.cmdline,
+            runner: &self.runner,
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            constraints: &self.constraints,
+            group: &self.group,
+            max_per_node: self.max_per_node,
+            priority: self.priority,
+        }
+    }
 }
 
 /// A VM record.

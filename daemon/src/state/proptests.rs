@@ -305,7 +305,7 @@ fn delete_of_a_running_vm_needs_force() {
     let steps = [
         cmd(Action::RegisterNode(NodeRegistration {
             id: 1,
-            address: "n1".into(),
+            address: "n1:7000".into(),
             capacity: Resources {
                 vcpus: 4,
                 memory_mib: 1024,
@@ -374,7 +374,7 @@ fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
     let node = |id| {
         cmd(Action::RegisterNode(NodeRegistration {
             id,
-            address: format!("n{id}"),
+            address: format!("n{id}:7000"),
             capacity: Resources {
                 vcpus: 4,
                 memory_mib: 1024,
