@@ -19,4 +19,6 @@ mod placement_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod token_tests;
+#[cfg(test)]
 mod validation_tests;

@@ -6,6 +6,7 @@
 use super::command::{Action, Command, NodeRegistration, RejectionCode};
 use super::fleet::{validate_action, Fleet};
 use super::model::*;
+use blixard_shared::auth::Role;
 use blixard_shared::limits::{MAX_GONE_PER_REPORT, MAX_LABELS, MAX_REPORT_REASON_LEN};
 use blixard_shared::proto::v1 as pb;
 use std::collections::BTreeMap;
@@ -35,8 +36,12 @@ fn spec() -> VmSpec {
     }
 }
 
-/// A fleet with a node and a placed VM, so a malformed action has
-/// something it could wrongly change.
+fn hash() -> String {
+    "ab".repeat(32)
+}
+
+/// A fleet with a node, a placed VM, a token and a join token, so a
+/// malformed action has something it could wrongly change.
 fn populated() -> Fleet {
     let mut fleet = Fleet::default();
     let actions = [
@@ -50,6 +55,16 @@ fn populated() -> Fleet {
             name: "web".into(),
             node_id: 1,
             expected_epoch: 0,
+        },
+        Action::CreateToken {
+            name: "ci".into(),
+            role: Role::Viewer,
+            hash: hash(),
+            expires_ms: None,
+        },
+        Action::CreateJoinToken {
+            hash: hash(),
+            expires_ms: 10_000,
         },
     ];
     for (i, action) in actions.into_iter().enumerate() {
@@ -226,7 +241,7 @@ fn spec_cases() -> Vec<(&'static str, Action)> {
     ]
 }
 
-/// Malformed VM and retryable actions.
+/// Malformed VM, token and retryable actions.
 fn other_cases() -> Vec<(&'static str, Action)> {
     let bad = || "-web".to_string();
     vec![
@@ -307,6 +322,44 @@ fn other_cases() -> Vec<(&'static str, Action)> {
             Action::DeleteVm {
                 name: bad(),
                 force: true,
+            },
+        ),
+        (
+            "name",
+            Action::CreateToken {
+                name: "CI".into(),
+                role: Role::Admin,
+                hash: "cd".repeat(32),
+                expires_ms: None,
+            },
+        ),
+        (
+            "hash",
+            Action::CreateToken {
+                name: "ci2".into(),
+                role: Role::Admin,
+                hash: "CD".repeat(32),
+                expires_ms: None,
+            },
+        ),
+        (
+            "name",
+            Action::RevokeToken {
+                name: String::new(),
+            },
+        ),
+        (
+            "hash",
+            Action::CreateJoinToken {
+                hash: "cd".repeat(31),
+                expires_ms: 10_000,
+            },
+        ),
+        (
+            "hash",
+            Action::RedeemJoinToken {
+                hash: format!("{}z", "a".repeat(63)),
+                node_id: 2,
             },
         ),
         (

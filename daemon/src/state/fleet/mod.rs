@@ -1,14 +1,16 @@
-//! The fleet: every node, VM and recent event, and the deterministic apply
-//! function that changes them. [`Fleet::apply`] first checks every field of
-//! the command against the rules the API holds requests to
-//! (`validate.rs`), then dispatches each action to one named method
-//! (`nodes.rs` for node records, `vms.rs` for VM records) and, in debug
-//! builds, checks the state's invariants after every command
-//! (`invariants.rs`), so every test that applies a command checks them.
+//! The fleet: every node, VM, token and recent event, and the
+//! deterministic apply function that changes them. [`Fleet::apply`] first
+//! checks every field of the command against the rules the API holds
+//! requests to (`validate.rs`), then dispatches each action to one named
+//! method (`nodes.rs` for node records, `vms.rs` for VM records,
+//! `tokens.rs` for tokens) and, in debug builds, checks the state's
+//! invariants after every command (`invariants.rs`), so every test that
+//! applies a command checks them.
 
 mod invariants;
 mod nodes;
 mod requests;
+mod tokens;
 mod validate;
 mod vms;
 
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 pub use invariants::InvariantViolation;
 pub use requests::RecentRequests;
+pub use tokens::JOIN_TOKEN_INVALID;
 pub use validate::validate_action;
 
 /// The replicated state. Compared whole in tests, serialized whole into
@@ -58,6 +61,15 @@ pub struct Fleet {
     /// answered, not applied twice.
     #[serde(default)]
     pub requests: RecentRequests,
+    /// Client tokens by the SHA-256 of their secret (lowercase hex); the
+    /// secrets themselves never reach the state. At most `MAX_TOKENS`.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// One-time join tokens by the SHA-256 of their secret (lowercase
+    /// hex). Spent and expired ones are dropped by the next create; at
+    /// most `MAX_JOIN_TOKENS`.
+    #[serde(default)]
+    pub join_tokens: BTreeMap<String, JoinTokenRecord>,
 }
 
 /// When a command is applied: its log index (the revision every record and
@@ -146,6 +158,17 @@ impl Fleet {
             } => self.forget_departed(name, *node_id, *expected_lease_seq),
             Action::RestartVm { name } => self.restart_vm(at, name),
             Action::DeleteVm { name, force } => self.delete_vm(at, name, *force),
+            Action::CreateToken {
+                name,
+                role,
+                hash,
+                expires_ms,
+            } => self.create_token(at, name, *role, hash, *expires_ms),
+            Action::RevokeToken { name } => self.revoke_token(name),
+            Action::CreateJoinToken { hash, expires_ms } => {
+                self.create_join_token(at, hash, *expires_ms)
+            }
+            Action::RedeemJoinToken { hash, node_id } => self.redeem_join_token(at, hash, *node_id),
             Action::Retryable { .. } => Err(Rejection::new(
                 RejectionCode::InvalidArgument,
                 "a retryable write cannot wrap another",

@@ -4,7 +4,7 @@
 //! the same rules, the shared ones of `blixard_shared::validate`, so the
 //! state only ever holds what the API would have accepted. What depends on
 //! the state (existence, limits, epochs) is checked by each action's own
-//! method.
+//! method; what depends on the command's time (token expiry) too.
 
 use crate::state::command::{Action, NodeRegistration, Rejection, RejectionCode};
 use crate::state::model::VmReport;
@@ -46,6 +46,16 @@ fn check(action: &Action) -> Result<(), FieldError> {
             reports,
             gone,
         } => status_report(*node_id, reports, gone),
+        Action::CreateToken { name, hash, .. } => {
+            rules::dns_label("name", name)?;
+            rules::token_hash("hash", hash)
+        }
+        Action::RevokeToken { name } => rules::dns_label("name", name),
+        // A join token's node id 0 is refused by its apply (with the
+        // token judged first), not here.
+        Action::CreateJoinToken { hash, .. } | Action::RedeemJoinToken { hash, .. } => {
+            rules::token_hash("hash", hash)
+        }
         Action::Retryable { request_id, action } => retryable(request_id, action),
     }
 }
