@@ -2,7 +2,7 @@
 //! environment variable and a key in the optional TOML file. Precedence:
 //! flag, then environment, then file, then default.
 
-use blixard_shared::limits::{MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_LEN};
+use blixard_shared::validate;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -35,9 +35,6 @@ const VCPU_OVERCOMMIT_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
 pub const DEFAULT_VM_STOP_TIMEOUT_MS: u64 = 10_000;
 /// Range of `vm_stop_timeout_ms`.
 const VM_STOP_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
-/// Range of `fence_lease_ms`: under a second a renewal cannot keep up; over
-/// two minutes a lost host's VMs wait too long to heal.
-const FENCE_LEASE_RANGE_MS: std::ops::RangeInclusive<u64> = 1000..=120_000;
 /// Range of `max_voters`: an odd quorum up to 9 voters; more only slows writes.
 const MAX_VOTERS_RANGE: std::ops::RangeInclusive<usize> = 1..=9;
 /// Default memory kept back for the host itself [MiB].
@@ -333,13 +330,11 @@ impl Config {
             .join_token
             .or_else(|| file.join_token.map(blixard_shared::auth::Secret::new));
         let ca_fingerprint = flags.ca_fingerprint.or(file.ca_fingerprint);
-        for (k, v) in &file.labels {
-            if k.is_empty() || k.len() > MAX_LABEL_KEY_LEN || v.len() > MAX_LABEL_VALUE_LEN {
-                return Err(invalid(
-                    "labels",
-                    format!("label {k:?} is empty or too long"),
-                ));
-            }
+        check_registration_fields(&file.labels, &file.zone, &file.rack)?;
+        let advertise = flags.advertise.or(file.advertise);
+        if let Some(address) = &advertise {
+            validate::node_address("--advertise", address)
+                .map_err(|e| invalid("--advertise", e.message))?;
         }
         let max_voters = file
             .max_voters
@@ -376,9 +371,8 @@ impl Config {
         let fence_lease_ms = file
             .fence_lease_ms
             .unwrap_or(DEFAULT_LEASE.as_millis() as u64);
-        if !FENCE_LEASE_RANGE_MS.contains(&fence_lease_ms) {
-            return Err(invalid("fence_lease_ms", between(&FENCE_LEASE_RANGE_MS)));
-        }
+        validate::lease_ms("fence_lease_ms", fence_lease_ms)
+            .map_err(|e| invalid("fence_lease_ms", e.message))?;
         let snapshot_threshold = file
             .snapshot_threshold
             .unwrap_or(DEFAULT_SNAPSHOT_THRESHOLD);
@@ -389,7 +383,7 @@ impl Config {
             node_id,
             data_dir: data_dir.clone(),
             listen,
-            advertise: flags.advertise.or(file.advertise),
+            advertise,
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             init,
             join,
@@ -464,6 +458,24 @@ impl Config {
     }
 }
 
+/// What the node registers about itself from the file (labels, zone,
+/// rack), held to the rules the cluster applies to a registration, so a
+/// node that would be refused does not start.
+fn check_registration_fields(
+    labels: &BTreeMap<String, String>,
+    zone: &Option<String>,
+    rack: &Option<String>,
+) -> Result<(), ConfigError> {
+    let labels = labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    validate::label_pairs("labels", labels).map_err(|e| invalid("labels", e.to_string()))?;
+    for (setting, value) in [("zone", zone), ("rack", rack)] {
+        if let Some(value) = value {
+            validate::topology(setting, value).map_err(|e| invalid(setting, e.message))?;
+        }
+    }
+    Ok(())
+}
+
 /// "must be between A and B", the words every range check uses.
 fn between<T: std::fmt::Display>(range: &std::ops::RangeInclusive<T>) -> String {
     format!("must be between {} and {}", range.start(), range.end())
@@ -517,8 +529,25 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "nodeid = 7\n").unwrap();
         let mut f = base();
-        f.config = Some(path);
+        f.config = Some(path.clone());
         assert!(matches!(Config::resolve(f), Err(ConfigError::Parse { .. })));
+        for (text, setting) in [
+            ("[labels]\n\"bad key\" = \"v\"\n", "labels"),
+            ("zone = \"a\\tb\"\n", "zone"),
+            ("advertise = \"no-port\"\n", "--advertise"),
+            ("fence_lease_ms = 500\n", "fence_lease_ms"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let mut f = base();
+            f.config = Some(path.clone());
+            match Config::resolve(f) {
+                Err(ConfigError::Invalid { setting: s, .. }) => assert_eq!(s, setting, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for backend in [BackendKind::Qemu, BackendKind::Process] {
+            assert_eq!(validate::backend("backend", backend.as_str()), Ok(()));
+        }
         let mut f = base();
         f.node_id = Some(0);
         assert!(matches!(

@@ -58,6 +58,7 @@ pub fn rejection_status(r: Rejection) -> Status {
         RejectionCode::AlreadyExists => Status::already_exists(r.message),
         RejectionCode::FailedPrecondition => Status::failed_precondition(r.message),
         RejectionCode::ResourceExhausted => Status::resource_exhausted(r.message),
+        RejectionCode::Unauthenticated => Status::unauthenticated(r.message),
     }
 }
 

@@ -44,6 +44,17 @@ pub const MIN_PRIORITY: i32 = -1000;
 /// Priority range (inclusive).
 pub const MAX_PRIORITY: i32 = 1000;
 
+/// Length of a node's gRPC address (`host:port`).
+pub const MAX_ADDRESS_LEN: usize = 255;
+/// Length of a node's zone and rack names.
+pub const MAX_TOPOLOGY_LEN: usize = 253;
+/// The VM backends a node may run, by the name its record carries.
+pub const BACKENDS: [&str; 2] = ["qemu", "process"];
+/// Range of a fencing lease (`fence_lease_ms`, and every lease renewal) in
+/// ms: under a second a renewal cannot keep up; over two minutes a lost
+/// host's VMs wait too long to heal.
+pub const FENCE_LEASE_RANGE_MS: std::ops::RangeInclusive<u64> = 1000..=120_000;
+
 /// Default page size of list calls.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page a list call returns; larger requests are clamped.
@@ -63,6 +74,13 @@ pub const EVENT_RING_LEN: usize = 10_000;
 /// Longest status reason kept in a VM record (bytes); longer ones are cut
 /// at a character boundary when applied.
 pub const MAX_REASON_LEN: usize = 2048;
+/// Longest reason a status report may carry at all (bytes): far above what
+/// an agent sends (a message and a few console lines), so a report is only
+/// refused when it is not an agent's; apply keeps [`MAX_REASON_LEN`] of it.
+pub const MAX_REPORT_REASON_LEN: usize = 64 * 1024;
+/// Most names one status report says are gone; an agent sends the rest
+/// with its next report.
+pub const MAX_GONE_PER_REPORT: usize = 1024;
 /// Most console lines `StreamVmLogs` returns as a tail; more is
 /// `InvalidArgument` naming `tail_lines`.
 pub const MAX_TAIL_LINES: u32 = 100_000;
@@ -76,6 +94,15 @@ pub const MAX_REQUEST_IDS_PER_CLIENT: usize = 16;
 /// Clients whose request ids are remembered; past it the client heard from
 /// least recently is forgotten.
 pub const MAX_REQUEST_CLIENTS: usize = 1024;
+
+/// Most client tokens the cluster holds; creates beyond fail with
+/// `ResourceExhausted` (revoke unused ones).
+pub const MAX_TOKENS: usize = 1000;
+/// Most join tokens that are neither used nor expired; creates beyond fail
+/// with `ResourceExhausted` until some are used or expire.
+pub const MAX_JOIN_TOKENS: usize = 100;
+/// Length of a token's hash as the cluster stores it: SHA-256, lowercase hex.
+pub const TOKEN_HASH_LEN: usize = 64;
 
 /// Most voters in the Raft membership; further nodes join as non-voting members.
 pub const DEFAULT_MAX_VOTERS: usize = 5;

@@ -14,15 +14,10 @@ pub const REQUEST_ID_KEY: &str = "x-blixard-request-id";
 /// Longest request id accepted.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Why a request id was refused, naming the metadata key.
+/// Why a request id was refused, naming the metadata key (the rule is
+/// [`crate::validate::request_id`], which the state machine applies too).
 pub fn check(id: &str) -> Result<(), tonic::Status> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
-    if id.is_empty() || id.len() > MAX_REQUEST_ID_LEN || !id.chars().all(allowed) {
-        return Err(tonic::Status::invalid_argument(format!(
-            "{REQUEST_ID_KEY}: 1 to {MAX_REQUEST_ID_LEN} characters of letters, digits and ._:- (got {} bytes)",
-            id.len()
-        )));
-    }
+    crate::validate::request_id(REQUEST_ID_KEY, id)?;
     Ok(())
 }
 

@@ -382,9 +382,7 @@ impl ClusterService for ClusterApi {
                         "node_id: must be a positive node id",
                     ));
                 }
-                if req.address.is_empty() || req.address.len() > 255 || !req.address.contains(':') {
-                    return Err(Status::invalid_argument("address: must be host:port"));
-                }
+                blixard_shared::validate::node_address("address", &req.address)?;
                 match self.core.leader_channel()? {
                     Some(ch) => Ok(Response::new(
                         ClusterServiceClient::new(ch)

@@ -321,7 +321,7 @@ mod tests {
             time_ms: 0,
             action: Action::RegisterNode(NodeRegistration {
                 id,
-                address: format!("n{id}"),
+                address: format!("n{id}:7000"),
                 capacity: Resources {
                     vcpus: 8,
                     memory_mib: mem,

@@ -2,6 +2,7 @@
 //! log entry; its outcome is returned to whoever proposed it.
 
 use super::model::*;
+use blixard_shared::auth::Role;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -157,6 +158,41 @@ pub enum Action {
         /// Delete even if it is running or wanted running.
         force: bool,
     },
+    /// Creates a client token. Only the hash of its secret is replicated;
+    /// records no event (tokens stay out of the event ring).
+    CreateToken {
+        /// Unique name (DNS label).
+        name: String,
+        /// What it allows.
+        role: Role,
+        /// SHA-256 of the secret, lowercase hex.
+        hash: String,
+        /// When it stops being accepted (`None`: never); must be later
+        /// than the command's time.
+        expires_ms: Option<u64>,
+    },
+    /// Revokes the client token named `name`.
+    RevokeToken {
+        /// Token name.
+        name: String,
+    },
+    /// Creates a one-time join token (dropping spent and expired ones
+    /// first, so they never count against the limit).
+    CreateJoinToken {
+        /// SHA-256 of the secret, lowercase hex.
+        hash: String,
+        /// When it stops being accepted; must be later than the command's
+        /// time.
+        expires_ms: u64,
+    },
+    /// Spends a join token for a new node. Unknown, used and expired
+    /// tokens are refused alike, so the refusal tells a guesser nothing.
+    RedeemJoinToken {
+        /// SHA-256 of the presented secret, lowercase hex.
+        hash: String,
+        /// The node joining with it (not yet in the cluster).
+        node_id: u64,
+    },
     /// A client's write carrying its request id (see
     /// `blixard_shared::request_id`): a second one with the same id and the
     /// same write is answered with the first one's outcome instead of being
@@ -185,6 +221,8 @@ pub enum RejectionCode {
     FailedPrecondition,
     /// A cluster-wide limit is reached.
     ResourceExhausted,
+    /// A presented credential (a join token) is not valid.
+    Unauthenticated,
 }
 
 /// A refused command: the state is unchanged.
@@ -216,6 +254,8 @@ pub enum CommandOutcome {
     Node(NodeRecord),
     /// The VM record after the change.
     Vm(VmRecord),
+    /// The client token created (without its hash).
+    Token(TokenInfo),
 }
 
 /// The state machine's answer to one log entry.

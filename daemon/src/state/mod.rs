@@ -18,3 +18,7 @@ pub use model::*;
 mod placement_tests;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod token_tests;
+#[cfg(test)]
+mod validation_tests;

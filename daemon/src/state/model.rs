@@ -1,10 +1,12 @@
-//! Records of the replicated model: nodes, VMs and events. These are the
+//! Records of the replicated model: nodes, VMs, events and tokens. These are the
 //! state machine's own types (serde, stable field names); the API converts
 //! records to and from `blixard.v1` messages at the edge. The VM state maps
 //! one to one onto its wire form here, so event messages use the same words
 //! as the CLI and the console (`blixard_shared::words`).
 
+use blixard_shared::auth::Role;
 use blixard_shared::proto::v1 as pb;
+use blixard_shared::validate::SpecFields;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -199,6 +201,31 @@ pub struct VmSpec {
     pub node_id: u64,
 }
 
+impl VmSpec {
+    /// The spec as plain values, for the rules the API holds the wire spec
+    /// to (`blixard_shared::validate::spec_fields`): apply re-checks them.
+    pub fn fields(&self) -> SpecFields<'_> {
+        SpecFields {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            image: &self.image,
+            kernel: &self.kernel,
+            initrd: &self.initrd,
+            cmdline: &self.cmdline,
+            runner: &self.runner,
+            labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            constraints: &self.constraints,
+            group: &self.group,
+            max_per_node: self.max_per_node,
+            priority: self.priority,
+        }
+    }
+}
+
 /// A VM record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
@@ -272,4 +299,70 @@ pub struct EventRecord {
     pub subject: String,
     /// Human message.
     pub message: String,
+}
+
+/// A client token, stored under the SHA-256 of its secret (the secret
+/// itself never reaches the replicated state, so a copy of the state or
+/// of the log does not let anyone call the cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Unique name (DNS label), how operators list and revoke it.
+    pub name: String,
+    /// What the token allows.
+    pub role: Role,
+    /// When it was created (proposer's clock, ms since epoch).
+    pub created_ms: u64,
+    /// When it stops being accepted (proposer's clock; `None`: never).
+    pub expires_ms: Option<u64>,
+}
+
+impl TokenRecord {
+    /// Whether the token is still accepted at `now_ms` (an expiry at or
+    /// before `now_ms` has passed).
+    pub fn live_at(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_none_or(|at| at > now_ms)
+    }
+
+    /// What may be shown about the token: everything but its hash.
+    pub fn info(&self) -> TokenInfo {
+        TokenInfo {
+            name: self.name.clone(),
+            role: self.role,
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+        }
+    }
+}
+
+/// A client token as the API shows it: no hash, so a listing does not
+/// hand out what a guess could be checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Unique name.
+    pub name: String,
+    /// What the token allows.
+    pub role: Role,
+    /// When it was created (proposer's clock, ms since epoch).
+    pub created_ms: u64,
+    /// When it stops being accepted (`None`: never).
+    pub expires_ms: Option<u64>,
+}
+
+/// A one-time join token, stored under the SHA-256 of its secret: a new
+/// node presents the secret once, and the token is spent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    /// When it was created (proposer's clock, ms since epoch).
+    pub created_ms: u64,
+    /// When it stops being accepted (proposer's clock).
+    pub expires_ms: u64,
+    /// The node that redeemed it (`None`: not yet used).
+    pub used_by: Option<u64>,
+}
+
+impl JoinTokenRecord {
+    /// Whether a node may still redeem it at `now_ms`: unused and unexpired.
+    pub fn redeemable_at(&self, now_ms: u64) -> bool {
+        self.used_by.is_none() && self.expires_ms > now_ms
+    }
 }

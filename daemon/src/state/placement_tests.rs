@@ -23,7 +23,7 @@ impl Run {
         for id in [1, 2] {
             run.ok(Action::RegisterNode(NodeRegistration {
                 id,
-                address: format!("n{id}"),
+                address: format!("n{id}:7000"),
                 capacity: Resources {
                     vcpus: 8,
                     memory_mib: 4096,

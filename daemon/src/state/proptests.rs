@@ -147,10 +147,38 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// Token actions over small name and secret spaces (so names and hashes
+/// collide), with expiries around the commands' times and a malformed
+/// hash now and then.
+fn token_action() -> impl Strategy<Value = Action> {
+    let hash = prop_oneof![
+        8 => (0u8..4).prop_map(|n| format!("{n:064x}")),
+        1 => Just("not-a-hash".to_string()),
+    ];
+    let token_name = prop::sample::select(vec!["ci", "admin", "Bad"]).prop_map(str::to_string);
+    let role = prop::sample::select(blixard_shared::auth::Role::ALL.to_vec());
+    let expires = prop::option::of(0u64..1_200_000);
+    prop_oneof![
+        (token_name.clone(), role, hash.clone(), expires).prop_map(
+            |(name, role, hash, expires_ms)| Action::CreateToken {
+                name,
+                role,
+                hash,
+                expires_ms,
+            }
+        ),
+        token_name.prop_map(|name| Action::RevokeToken { name }),
+        (hash.clone(), 0u64..1_200_000)
+            .prop_map(|(hash, expires_ms)| Action::CreateJoinToken { hash, expires_ms }),
+        (hash, node_id()).prop_map(|(hash, node_id)| Action::RedeemJoinToken { hash, node_id }),
+    ]
+}
+
 /// An action, sometimes wrapped with a request id from a small set (so
 /// repeats and reuses of ids happen).
 fn maybe_retryable() -> impl Strategy<Value = Action> {
-    (action(), prop::option::of(0u8..4)).prop_map(|(action, id)| match id {
+    let any_action = prop_oneof![6 => action(), 1 => token_action()];
+    (any_action, prop::option::of(0u8..4)).prop_map(|(action, id)| match id {
         Some(n) => Action::Retryable {
             request_id: format!("prop:{n}"),
             action: Box::new(action),
@@ -305,7 +333,7 @@ fn delete_of_a_running_vm_needs_force() {
     let steps = [
         cmd(Action::RegisterNode(NodeRegistration {
             id: 1,
-            address: "n1".into(),
+            address: "n1:7000".into(),
             capacity: Resources {
                 vcpus: 4,
                 memory_mib: 1024,
@@ -374,7 +402,7 @@ fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
     let node = |id| {
         cmd(Action::RegisterNode(NodeRegistration {
             id,
-            address: format!("n{id}"),
+            address: format!("n{id}:7000"),
             capacity: Resources {
                 vcpus: 4,
                 memory_mib: 1024,

@@ -33,8 +33,6 @@ pub const MIN_PASS_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest a pass waits for its status report to commit; an unanswered
 /// report is sent again next pass.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Most names one status report says are gone; the rest go next pass.
-const MAX_GONE_PER_REPORT: usize = 1024;
 /// How often an agent waiting on a node that is not a member says so.
 const NOT_A_MEMBER_REPORT_EVERY: Duration = Duration::from_secs(30);
 /// Pause between attempts to catch up with the leader at start.
@@ -819,7 +817,7 @@ impl<B: VmBackend> Agent<B> {
         let gone: Vec<String> = self
             .gone
             .iter()
-            .take(MAX_GONE_PER_REPORT)
+            .take(blixard_shared::limits::MAX_GONE_PER_REPORT)
             .cloned()
             .collect();
         let report = self.core.propose(Action::ReportVmStatus {

@@ -5,8 +5,11 @@
 
 use super::Fleet;
 use blixard_shared::limits::{
-    EVENT_RING_LEN, MAX_REQUEST_CLIENTS, MAX_REQUEST_IDS_PER_CLIENT, MAX_VMS,
+    EVENT_RING_LEN, MAX_JOIN_TOKENS, MAX_REQUEST_CLIENTS, MAX_REQUEST_IDS_PER_CLIENT, MAX_TOKENS,
+    MAX_VMS,
 };
+use blixard_shared::validate;
+use std::collections::BTreeSet;
 
 /// An invariant of the fleet that does not hold: a bug in apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +61,7 @@ impl Fleet {
             return broken("a node record has id 0".into());
         }
         for vm in self.vms.values() {
-            if blixard_shared::validate::vm_name(&vm.name).is_err() {
+            if validate::vm_name(&vm.name).is_err() {
                 return broken(format!("vm name {:?} is not a valid name", vm.name));
             }
             if vm.spec.vcpus == 0 || vm.spec.memory_mib == 0 {
@@ -72,6 +75,41 @@ impl Fleet {
             }
             if vm.node_id != 0 && vm.epoch == 0 {
                 return broken(format!("vm {:?} is placed without an epoch", vm.name));
+            }
+        }
+        self.check_tokens()
+    }
+
+    /// Tokens: within their limits, keyed by well-formed hashes, client
+    /// tokens under unique valid names, join tokens spent by real node ids.
+    /// (Messages name tokens, never their hashes.)
+    fn check_tokens(&self) -> Result<(), InvariantViolation> {
+        let broken = |what: String| Err(InvariantViolation(what));
+        if self.tokens.len() > MAX_TOKENS || self.join_tokens.len() > MAX_JOIN_TOKENS {
+            return broken(format!(
+                "{} tokens and {} join tokens, more than {MAX_TOKENS} and {MAX_JOIN_TOKENS}",
+                self.tokens.len(),
+                self.join_tokens.len()
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (hash, token) in &self.tokens {
+            if validate::token_hash("hash", hash).is_err() {
+                return broken(format!(
+                    "token {:?} is stored under a malformed hash",
+                    token.name
+                ));
+            }
+            if validate::dns_label("name", &token.name).is_err() {
+                return broken(format!("token name {:?} is not a valid name", token.name));
+            }
+            if !names.insert(token.name.as_str()) {
+                return broken(format!("two tokens are named {:?}", token.name));
+            }
+        }
+        for (hash, token) in &self.join_tokens {
+            if validate::token_hash("hash", hash).is_err() || token.used_by == Some(0) {
+                return broken("a join token has a malformed hash or was used by node 0".into());
             }
         }
         Ok(())

@@ -1,12 +1,17 @@
-//! The fleet: every node, VM and recent event, and the deterministic apply
-//! function that changes them. [`Fleet::apply`] dispatches each action to
-//! one named method (`nodes.rs` for node records, `vms.rs` for VM records)
-//! and, in debug builds, checks the state's invariants after every command
-//! (`invariants.rs`), so every test that applies a command checks them.
+//! The fleet: every node, VM, token and recent event, and the
+//! deterministic apply function that changes them. [`Fleet::apply`] first
+//! checks every field of the command against the rules the API holds
+//! requests to (`validate.rs`), then dispatches each action to one named
+//! method (`nodes.rs` for node records, `vms.rs` for VM records,
+//! `tokens.rs` for tokens) and, in debug builds, checks the state's
+//! invariants after every command (`invariants.rs`), so every test that
+//! applies a command checks them.
 
 mod invariants;
 mod nodes;
 mod requests;
+mod tokens;
+mod validate;
 mod vms;
 
 use super::command::*;
@@ -18,6 +23,8 @@ use std::sync::Arc;
 
 pub use invariants::InvariantViolation;
 pub use requests::RecentRequests;
+pub use tokens::JOIN_TOKEN_INVALID;
+pub use validate::validate_action;
 
 /// The replicated state. Compared whole in tests, serialized whole into
 /// snapshots.
@@ -54,6 +61,15 @@ pub struct Fleet {
     /// answered, not applied twice.
     #[serde(default)]
     pub requests: RecentRequests,
+    /// Client tokens by the SHA-256 of their secret (lowercase hex); the
+    /// secrets themselves never reach the state. At most `MAX_TOKENS`.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// One-time join tokens by the SHA-256 of their secret (lowercase
+    /// hex). Spent and expired ones are dropped by the next create; at
+    /// most `MAX_JOIN_TOKENS`.
+    #[serde(default)]
+    pub join_tokens: BTreeMap<String, JoinTokenRecord>,
 }
 
 /// When a command is applied: its log index (the revision every record and
@@ -69,7 +85,9 @@ pub(crate) struct Stamp {
 
 impl Fleet {
     /// Applies `cmd` as log entry `revision`. On rejection nothing changes
-    /// except the revision counter.
+    /// except the revision counter. Every field is checked first
+    /// ([`validate_action`]): a command that reached the log by any route
+    /// (a forged forward, a bug) is held to the API's rules.
     pub fn apply(&mut self, revision: u64, cmd: &Command) -> CommandResult {
         debug_assert!(revision > self.revision, "revisions must increase");
         self.revision = revision;
@@ -77,12 +95,7 @@ impl Fleet {
             revision,
             time_ms: cmd.time_ms,
         };
-        let result = match &cmd.action {
-            Action::Retryable { request_id, action } => {
-                self.apply_retryable(at, request_id, action)
-            }
-            action => self.apply_action(at, action),
-        };
+        let result = self.apply_valid(at, &cmd.action);
         if let Err(rejection) = &result {
             tracing::debug!(revision, code = ?rejection.code, reason = %rejection.message, "command rejected");
         }
@@ -94,6 +107,17 @@ impl Fleet {
     /// change or leader blank) was applied.
     pub fn apply_noop(&mut self, revision: u64) {
         self.revision = self.revision.max(revision);
+    }
+
+    /// Checks every field of `action`, then applies it.
+    fn apply_valid(&mut self, at: Stamp, action: &Action) -> CommandResult {
+        validate_action(action)?;
+        match action {
+            Action::Retryable { request_id, action } => {
+                self.apply_retryable(at, request_id, action)
+            }
+            action => self.apply_action(at, action),
+        }
     }
 
     /// One line per action: each is a method of its own, so the rules of a
@@ -134,6 +158,17 @@ impl Fleet {
             } => self.forget_departed(name, *node_id, *expected_lease_seq),
             Action::RestartVm { name } => self.restart_vm(at, name),
             Action::DeleteVm { name, force } => self.delete_vm(at, name, *force),
+            Action::CreateToken {
+                name,
+                role,
+                hash,
+                expires_ms,
+            } => self.create_token(at, name, *role, hash, *expires_ms),
+            Action::RevokeToken { name } => self.revoke_token(name),
+            Action::CreateJoinToken { hash, expires_ms } => {
+                self.create_join_token(at, hash, *expires_ms)
+            }
+            Action::RedeemJoinToken { hash, node_id } => self.redeem_join_token(at, hash, *node_id),
             Action::Retryable { .. } => Err(Rejection::new(
                 RejectionCode::InvalidArgument,
                 "a retryable write cannot wrap another",
@@ -141,15 +176,10 @@ impl Fleet {
         }
     }
 
-    /// A client's write with its request id: answered from memory when the
-    /// id was seen (see `requests.rs`), applied and remembered otherwise.
+    /// A client's write with its request id (checked, with the write, by
+    /// [`validate_action`]): answered from memory when the id was seen (see
+    /// `requests.rs`), applied and remembered otherwise.
     fn apply_retryable(&mut self, at: Stamp, request_id: &str, action: &Action) -> CommandResult {
-        if let Err(e) = blixard_shared::request_id::check(request_id) {
-            return Err(Rejection::new(
-                RejectionCode::InvalidArgument,
-                e.message().to_string(),
-            ));
-        }
         let write = requests::fingerprint(action);
         if let Some(answer) = self.requests.answer(self, request_id, write) {
             tracing::debug!(

@@ -11,12 +11,6 @@ impl Fleet {
     /// Adds a node record, or refreshes what its daemon reports about itself
     /// (keeping schedulability, health and lease).
     pub(super) fn register_node(&mut self, at: Stamp, reg: &NodeRegistration) -> CommandResult {
-        if reg.id == 0 {
-            return Err(Rejection::new(
-                RejectionCode::InvalidArgument,
-                "node id must not be 0",
-            ));
-        }
         match self.nodes.get_mut(&reg.id) {
             Some(node) => {
                 if reg.matches(node) {

@@ -47,6 +47,8 @@ enum Outcome {
     Done,
     Node(u64),
     Vm(String),
+    /// A client token's name.
+    Token(String),
     Refused(Rejection),
 }
 
@@ -56,6 +58,7 @@ impl Outcome {
             Ok(CommandOutcome::Done) => Self::Done,
             Ok(CommandOutcome::Node(n)) => Self::Node(n.id),
             Ok(CommandOutcome::Vm(vm)) => Self::Vm(vm.name.clone()),
+            Ok(CommandOutcome::Token(t)) => Self::Token(t.name.clone()),
             Err(r) => Self::Refused(r.clone()),
         }
     }
@@ -112,6 +115,17 @@ impl RecentRequests {
                     Rejection::new(
                         RejectionCode::NotFound,
                         format!("vm {name:?} was deleted since"),
+                    )
+                }),
+            Outcome::Token(name) => fleet
+                .tokens
+                .values()
+                .find(|t| t.name == *name)
+                .map(|t| CommandOutcome::Token(t.info()))
+                .ok_or_else(|| {
+                    Rejection::new(
+                        RejectionCode::NotFound,
+                        format!("token {name:?} was revoked since"),
                     )
                 }),
         })

@@ -48,22 +48,9 @@ impl Fleet {
         Ok(CommandOutcome::Vm(vm))
     }
 
-    /// The checks of a create against the current state. The API validated
-    /// the request; the field re-checks keep apply total even for a command
-    /// that bypassed it.
+    /// The checks of a create against the current state (its fields were
+    /// checked before, see `validate.rs`).
     fn check_new_vm(&self, name: &str, spec: &VmSpec) -> Result<(), Rejection> {
-        if let Err(e) = blixard_shared::validate::vm_name(name) {
-            return Err(Rejection::new(
-                RejectionCode::InvalidArgument,
-                e.to_string(),
-            ));
-        }
-        if spec.vcpus == 0 || spec.memory_mib == 0 {
-            return Err(Rejection::new(
-                RejectionCode::InvalidArgument,
-                "spec.vcpus and spec.memory_mib must be positive",
-            ));
-        }
         if self.vms.contains_key(name) {
             return Err(Rejection::new(
                 RejectionCode::AlreadyExists,

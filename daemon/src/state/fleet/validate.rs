@@ -1,0 +1,98 @@
+//! Every field of every command, checked before apply looks at the state.
+//! The API validates requests, but a command can reach the log by other
+//! routes (a forged forward, a bug in a proposer): apply holds each one to
+//! the same rules, the shared ones of `blixard_shared::validate`, so the
+//! state only ever holds what the API would have accepted. What depends on
+//! the state (existence, limits, epochs) is checked by each action's own
+//! method; what depends on the command's time (token expiry) too.
+
+use crate::state::command::{Action, NodeRegistration, Rejection, RejectionCode};
+use crate::state::model::VmReport;
+use blixard_shared::request_id::REQUEST_ID_KEY;
+use blixard_shared::validate::{self as rules, FieldError};
+
+/// Checks every field of `action` (and of the write a `Retryable` wraps);
+/// a bad one is refused `InvalidArgument`, naming the field.
+pub fn validate_action(action: &Action) -> Result<(), Rejection> {
+    check(action).map_err(|e| Rejection::new(RejectionCode::InvalidArgument, e.to_string()))
+}
+
+/// The rules of each action, by its fields.
+fn check(action: &Action) -> Result<(), FieldError> {
+    match action {
+        Action::RegisterNode(reg) => registration(reg),
+        Action::RemoveNode { id }
+        | Action::SetSchedulability { id, .. }
+        | Action::SetNodeHealth { id, .. } => rules::node_id("id", *id),
+        Action::RenewLease { id, lease_ms } => {
+            rules::node_id("id", *id)?;
+            rules::lease_ms("lease_ms", *lease_ms)
+        }
+        Action::CreateVm { name, spec, .. } => {
+            rules::vm_name(name)?;
+            rules::spec_fields("spec", &spec.fields())
+        }
+        Action::SetDesired { name, .. }
+        | Action::RestartVm { name }
+        | Action::DeleteVm { name, .. } => rules::vm_name(name),
+        Action::PlaceVm { name, node_id, .. }
+        | Action::RescheduleVm { name, node_id, .. }
+        | Action::ForgetDeparted { name, node_id, .. } => {
+            rules::vm_name(name)?;
+            rules::node_id("node_id", *node_id)
+        }
+        Action::ReportVmStatus {
+            node_id,
+            reports,
+            gone,
+        } => status_report(*node_id, reports, gone),
+        Action::CreateToken { name, hash, .. } => {
+            rules::dns_label("name", name)?;
+            rules::token_hash("hash", hash)
+        }
+        Action::RevokeToken { name } => rules::dns_label("name", name),
+        // A join token's node id 0 is refused by its apply (with the
+        // token judged first), not here.
+        Action::CreateJoinToken { hash, .. } | Action::RedeemJoinToken { hash, .. } => {
+            rules::token_hash("hash", hash)
+        }
+        Action::Retryable { request_id, action } => retryable(request_id, action),
+    }
+}
+
+/// What a node says about itself: the rules its daemon's config is held to.
+fn registration(reg: &NodeRegistration) -> Result<(), FieldError> {
+    rules::node_id("id", reg.id)?;
+    rules::node_address("address", &reg.address)?;
+    let labels = reg.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    rules::label_pairs("labels", labels)?;
+    rules::topology("zone", &reg.zone)?;
+    rules::topology("rack", &reg.rack)?;
+    rules::backend("backend", &reg.backend)
+}
+
+/// An agent's status report: bounded counts, VM names, bounded reasons.
+fn status_report(node_id: u64, reports: &[VmReport], gone: &[String]) -> Result<(), FieldError> {
+    rules::node_id("node_id", node_id)?;
+    rules::report_counts(reports.len(), gone.len())?;
+    for (i, report) in reports.iter().enumerate() {
+        rules::dns_label(&format!("reports[{i}].name"), &report.name)?;
+        rules::report_reason(&format!("reports[{i}].reason"), &report.reason)?;
+    }
+    for (i, name) in gone.iter().enumerate() {
+        rules::dns_label(&format!("gone[{i}]"), name)?;
+    }
+    Ok(())
+}
+
+/// A request id and the write it carries, which is never itself retryable.
+fn retryable(request_id: &str, action: &Action) -> Result<(), FieldError> {
+    rules::request_id(REQUEST_ID_KEY, request_id)?;
+    if matches!(action, Action::Retryable { .. }) {
+        return Err(FieldError::new(
+            "action",
+            "a retryable write cannot wrap another",
+        ));
+    }
+    check(action)
+}
