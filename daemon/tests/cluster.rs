@@ -340,7 +340,10 @@ async fn a_follower_stops_while_a_silent_leader_holds_a_replication_stream() {
     // server (and so its shutdown) waiting for ever.
     let mut cluster = TestCluster::start(3).await;
     let follower = cluster.follower().await;
-    let mut raft = RaftServiceClient::new(cluster.channel(follower));
+    // Speaking as the leader would: with a member's certificate.
+    let leader = cluster.leader().await;
+    let as_leader = cluster.node_credentials(leader);
+    let mut raft = RaftServiceClient::new(cluster.channel_with(follower, &as_leader));
     let (_keep_open, requests) = tokio::sync::mpsc::channel::<pb::RaftPayload>(1);
     let _answers = raft
         .stream_append(tokio_stream::wrappers::ReceiverStream::new(requests))

@@ -140,3 +140,17 @@ fn read_only_header_and_reconnecting_link() {
     );
     let _ = View::Vms;
 }
+
+/// A console without a CA talks plaintext: the header says INSECURE; the
+/// secure model every other snapshot uses shows no marker.
+#[test]
+fn insecure_header() {
+    let mut m = model();
+    assert!(!render(&m, 80, 24).contains("INSECURE"));
+    m.insecure = true;
+    check("overview_insecure", &m);
+    assert!(render(&m, 80, 24)
+        .lines()
+        .next()
+        .is_some_and(|l| l.contains("INSECURE")));
+}

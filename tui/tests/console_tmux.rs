@@ -79,7 +79,13 @@ fn the_console_drives_and_follows_a_real_cluster() {
     let (mut daemons, all) = start_cluster(tmp.path(), &[]);
 
     let session = format!("blixard-test-{}", std::process::id());
-    let console = format!("{} --endpoint {all}", blixard_tui_bin().display());
+    let creds = credentials_for(&all).expect("the cluster's credentials");
+    let console = format!(
+        "{} --endpoint {all} --ca-cert {} --token-file {}",
+        blixard_tui_bin().display(),
+        creds.ca_cert.display(),
+        creds.token_file.display()
+    );
     let status = Command::new("tmux")
         .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "45"])
         .arg(format!("env NO_COLOR=1 {console}; sleep 60"))
@@ -87,9 +93,13 @@ fn the_console_drives_and_follows_a_real_cluster() {
         .expect("tmux new-session");
     assert!(status.success());
     let tmux = Tmux(session);
-    tmux.wait_for("the live header", |s| {
+    let screen = tmux.wait_for("the live header", |s| {
         s.contains("[live]") && leader_in_header(s).is_some()
     });
+    assert!(
+        !screen.contains("INSECURE"),
+        "a console with a CA is not marked insecure"
+    );
 
     // Create through the command bar; the row arrives from the watch stream.
     tmux.send(&[":"]);

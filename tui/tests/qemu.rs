@@ -101,7 +101,9 @@ fn qemu_running_for(name: &str) -> bool {
 
 /// Follows `vm logs --follow` through `endpoint` until `needle` shows up.
 fn follow_logs_until(endpoint: &str, name: &str, needle: &str) -> String {
-    let mut child = Command::new(blixard_bin())
+    let mut cmd = Command::new(blixard_bin());
+    with_credentials(&mut cmd, endpoint);
+    let mut child = cmd
         .args([
             "--endpoint",
             endpoint,

@@ -14,6 +14,11 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// Longest the CA fetch or the token's redemption may take.
 const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a joining node keeps trying while the cluster cannot answer
+/// (no leader yet, seed restarting) before its start fails.
+const JOIN_DEADLINE: Duration = Duration::from_secs(90);
+/// First and longest pause between tries.
+const RETRY_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3));
 
 /// Why the node could not get its certificate.
 #[derive(Debug, thiserror::Error)]
@@ -35,15 +40,56 @@ pub enum JoinError {
         expected: String,
     },
     /// The cluster refused the token or the request.
-    #[error("the cluster refused to admit this node: {0}")]
-    Refused(String),
+    #[error("the cluster refused to admit this node: {}", .0.message())]
+    Refused(tonic::Status),
     /// Local files.
     #[error(transparent)]
     Pki(#[from] PkiError),
 }
 
-/// Gets this node its certificate through `seed` and stores the TLS files.
+impl JoinError {
+    /// Whether trying again may succeed: the seed was unreachable or the
+    /// cluster could not answer yet. A refusal of the token or of the CA
+    /// is final.
+    fn is_transient(&self) -> bool {
+        match self {
+            JoinError::Unreachable { .. } => true,
+            JoinError::Refused(s) => matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Gets this node its certificate through `seed` and stores the TLS files,
+/// trying again (paced, up to [`JOIN_DEADLINE`]) while the cluster cannot
+/// answer. A retried redemption whose first answer was lost is answered as
+/// the first (the state allows it for the same node).
 pub async fn obtain_certificate(
+    files: &TlsFiles,
+    seed: &str,
+    token: &str,
+    fingerprint: &str,
+    node_id: u64,
+    hosts: &[String],
+) -> Result<(), JoinError> {
+    let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
+    let mut pause = RETRY_PAUSE.0;
+    loop {
+        match try_obtain(files, seed, token, fingerprint, node_id, hosts).await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
+                tracing::info!(%seed, error = %e, "cannot get a certificate yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE.1);
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_obtain(
     files: &TlsFiles,
     seed: &str,
     token: &str,
@@ -71,7 +117,7 @@ pub async fn obtain_certificate(
     let resp = ClusterServiceClient::new(channel)
         .issue_certificate(req)
         .await
-        .map_err(|s| JoinError::Refused(s.message().to_string()))?
+        .map_err(JoinError::Refused)?
         .into_inner();
     if !pki::same_fingerprint(&pki::fingerprint_of_pem(&resp.ca_certificate_pem)?, fingerprint) {
         return Err(JoinError::WrongCa {

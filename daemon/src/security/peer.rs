@@ -40,11 +40,10 @@ fn check_log_id(what: &str, log_id: Option<&LogId>) -> Result<(), Status> {
 /// The vote's term is sane and its node is the caller: a node speaks only
 /// for itself (`Anonymous` only in an `--insecure` cluster).
 fn check_vote(what: &str, vote: &Vote, caller: &Caller) -> Result<(), Status> {
-    check_term(what, vote.leader_id.term)?;
     let claimed = vote.leader_id.node_id;
     match caller {
-        Caller::Node(id) if *id == claimed => Ok(()),
-        Caller::Anonymous => Ok(()),
+        Caller::Node(id) if *id == claimed => check_term(what, vote.leader_id.term),
+        Caller::Anonymous => check_term(what, vote.leader_id.term),
         Caller::Node(id) => Err(Status::permission_denied(format!(
             "{what}: node {id} may not speak for node {claimed}"
         ))),

@@ -15,9 +15,12 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// the certificates nodes present. Clients present none (they send a
 /// token), so a client certificate is optional at the handshake; the gate
 /// decides per method whether one was needed.
+/// The chain includes the CA certificate, so a joining node can find the CA
+/// in the handshake and pin it by fingerprint (`security::join`).
 pub fn server_config(tls: &TlsMaterial) -> ServerTlsConfig {
+    let chain = format!("{}{}", tls.node.cert_pem, tls.ca_pem);
     ServerTlsConfig::new()
-        .identity(Identity::from_pem(&tls.node.cert_pem, &tls.node.key_pem))
+        .identity(Identity::from_pem(chain, &tls.node.key_pem))
         .client_ca_root(Certificate::from_pem(&tls.ca_pem))
         .client_auth_optional(true)
         .timeout(HANDSHAKE_TIMEOUT)

@@ -182,6 +182,18 @@ impl TestCluster {
         credentials.wrap(endpoint.connect_lazy())
     }
 
+    /// Credentials that present node `j`'s own certificate (daemon-to-daemon
+    /// calls), with no token.
+    pub fn node_credentials(&self, j: usize) -> Credentials {
+        let dir = &self.nodes[j].dir;
+        let read = |f: &str| std::fs::read_to_string(dir.join("tls").join(f)).expect("tls file");
+        Credentials::with_tls(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem")))
+                .identity(tonic::transport::Identity::from_pem(read("node.pem"), read("node.key"))),
+        )
+    }
+
     /// An admin channel to node `i` (index into `nodes`).
     pub fn channel(&self, i: usize) -> ApiChannel {
         self.channel_with(i, &self.credentials())

@@ -118,15 +118,131 @@ impl Drop for Daemon {
     }
 }
 
+/// What a client of a test cluster proves itself with: the cluster CA
+/// certificate and the bootstrap admin token that `blixardd --init` wrote
+/// into node 1's data dir.
+#[derive(Debug, Clone)]
+pub struct ClusterCredentials {
+    pub ca_cert: PathBuf,
+    pub token_file: PathBuf,
+}
+
+impl ClusterCredentials {
+    /// The files `--init` wrote under the data dir `dir`.
+    pub fn of_init_node(dir: &Path) -> Self {
+        Self {
+            ca_cert: dir.join("tls").join("ca.pem"),
+            token_file: dir.join("admin.token"),
+        }
+    }
+
+    /// The admin token's secret.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.token_file.display()))
+            .trim()
+            .to_string()
+    }
+}
+
+/// The credentials of every daemon address a test of this process
+/// started, so `cli` finds them from its endpoints (tests sharing a process
+/// under `cargo test` run clusters side by side; addresses are unique).
+static CREDENTIALS: std::sync::Mutex<std::collections::BTreeMap<String, ClusterCredentials>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Records that the daemon at `addr` takes `creds`.
+pub fn register_credentials(addr: &str, creds: &ClusterCredentials) {
+    CREDENTIALS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(addr.to_string(), creds.clone());
+}
+
+/// The credentials of the cluster behind `endpoints` (comma-separated), if
+/// a test registered any of them.
+pub fn credentials_for(endpoints: &str) -> Option<ClusterCredentials> {
+    let known = CREDENTIALS.lock().unwrap_or_else(|p| p.into_inner());
+    endpoints
+        .split(',')
+        .find_map(|e| known.get(e.trim()).cloned())
+}
+
+/// Sets the CLI's credential variables on `cmd` for the cluster behind
+/// `endpoints` (and clears any the test process inherited).
+pub fn with_credentials<'a>(cmd: &'a mut Command, endpoints: &str) -> &'a mut Command {
+    cmd.env_remove("BLIXARD_CA_CERT")
+        .env_remove("BLIXARD_TOKEN");
+    if let Some(c) = credentials_for(endpoints) {
+        cmd.env("BLIXARD_CA_CERT", &c.ca_cert)
+            .env("BLIXARD_TOKEN", c.token());
+    }
+    cmd
+}
+
+/// Runs `blixard --json` against `endpoints` with the credentials of the
+/// cluster behind them (see `start_cluster`).
 pub fn cli(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(blixard_bin())
-        .arg("--endpoint")
+    let mut cmd = Command::new(blixard_bin());
+    with_credentials(&mut cmd, endpoints);
+    cmd.arg("--endpoint")
         .arg(endpoints)
         .arg("--json")
         .args(args)
         .env_remove("BLIXARD_ENDPOINT")
         .output()
         .expect("run blixard")
+}
+
+/// Credentials a test hands the CLI itself (`cli_as`), to try others than
+/// the cluster's admin token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct As<'a> {
+    pub ca_cert: Option<&'a Path>,
+    pub token: Option<&'a str>,
+    pub token_file: Option<&'a Path>,
+    /// Human output instead of `--json`.
+    pub human: bool,
+}
+
+/// Runs `blixard` against `endpoints` with exactly the credentials `who`
+/// names.
+pub fn cli_as(endpoints: &str, who: As<'_>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(blixard_bin());
+    cmd.env_remove("BLIXARD_CA_CERT")
+        .env_remove("BLIXARD_TOKEN")
+        .env_remove("BLIXARD_ENDPOINT")
+        .arg("--endpoint")
+        .arg(endpoints);
+    if !who.human {
+        cmd.arg("--json");
+    }
+    if let Some(ca) = who.ca_cert {
+        cmd.env("BLIXARD_CA_CERT", ca);
+    }
+    if let Some(token) = who.token {
+        cmd.env("BLIXARD_TOKEN", token);
+    }
+    if let Some(file) = who.token_file {
+        cmd.arg("--token-file").arg(file);
+    }
+    cmd.args(args).output().expect("run blixard")
+}
+
+/// A one-time join token and the CA fingerprint, made through the member
+/// at `seed` with the cluster's admin token (the CLI, as an operator would).
+pub fn join_token(seed: &str) -> (String, String) {
+    eventually(Duration::from_secs(30), "a join token", || {
+        let out = cli(seed, &["cluster", "join-token", "create"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v = json_of(&out);
+        Some((
+            v["token"].as_str()?.to_string(),
+            v["ca_fingerprint"].as_str()?.to_string(),
+        ))
+    })
 }
 
 pub fn json_of(out: &Output) -> Value {
@@ -154,22 +270,31 @@ pub fn vm_names(endpoint: &str) -> Option<BTreeSet<String>> {
 }
 
 /// Starts a 3-node cluster of `blixardd` processes under `root` (node 1
-/// bootstraps, the others join it), with `backend` flags on each; returns the
-/// daemons and the comma-separated endpoint list once all three are voters.
+/// bootstraps with `--init`, the others join it with join tokens made by
+/// the CLI with node 1's admin token), with `backend` flags on each; returns
+/// the daemons and the comma-separated endpoint list once all three are
+/// voters. `cli` then uses node 1's CA and admin token for these endpoints.
 pub fn start_cluster(root: &Path, backend: &[&str]) -> (Vec<Daemon>, String) {
     let mut first = vec!["--init"];
     first.extend_from_slice(backend);
     let mut daemons = vec![Daemon::start(1, &root.join("n1"), "127.0.0.1:0", &first)];
     let seed = daemons[0].addr.clone();
+    let creds = ClusterCredentials::of_init_node(&daemons[0].dir);
+    register_credentials(&seed, &creds);
     for id in 2..=3 {
-        let mut args = vec!["--join", seed.as_str()];
+        let (token, fingerprint) = join_token(&seed);
+        let mut args = vec![
+            "--join",
+            seed.as_str(),
+            "--join-token",
+            token.as_str(),
+            "--ca-fingerprint",
+            fingerprint.as_str(),
+        ];
         args.extend_from_slice(backend);
-        daemons.push(Daemon::start(
-            id,
-            &root.join(format!("n{id}")),
-            "127.0.0.1:0",
-            &args,
-        ));
+        let daemon = Daemon::start(id, &root.join(format!("n{id}")), "127.0.0.1:0", &args);
+        register_credentials(&daemon.addr, &creds);
+        daemons.push(daemon);
     }
     let all: String = daemons
         .iter()

@@ -128,17 +128,19 @@ impl Fleet {
 
     /// Spends a join token for node `node_id`, which must not have a record
     /// yet. The token is judged first, so without a valid one nothing about
-    /// the cluster's nodes is told.
+    /// the cluster's nodes is told. Spending it again for the same node
+    /// (before its expiry) is answered as the first time: a joining node
+    /// whose answer was lost retries, and gets its certificate.
     pub(super) fn redeem_join_token(
         &mut self,
         at: Stamp,
         hash: &str,
         node_id: u64,
     ) -> CommandResult {
-        let redeemable = self
-            .join_tokens
-            .get(hash)
-            .is_some_and(|t| t.redeemable_at(at.time_ms));
+        let redeemable = self.join_tokens.get(hash).is_some_and(|t| {
+            t.redeemable_at(at.time_ms)
+                || (t.used_by == Some(node_id) && at.time_ms < t.expires_ms)
+        });
         if !redeemable {
             return Err(Rejection::new(
                 RejectionCode::Unauthenticated,
