@@ -137,12 +137,18 @@ impl TestCluster {
     }
 
     /// A new join token and the CA fingerprint, from node 1 as admin.
+    /// (Through the cluster client, which follows the leader and retries
+    /// while a membership change settles.)
     pub async fn join_token(&self) -> (String, String) {
-        let resp = ClusterServiceClient::new(self.channel(0))
-            .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: 600 })
+        let resp = self
+            .client()
+            .call(|ch| async move {
+                ClusterServiceClient::new(ch)
+                    .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: 600 })
+                    .await
+            })
             .await
-            .expect("join token")
-            .into_inner();
+            .expect("join token");
         (resp.token, resp.ca_fingerprint)
     }
 

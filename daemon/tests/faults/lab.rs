@@ -69,7 +69,7 @@ pub struct Node {
 impl Node {
     /// The node's gRPC endpoint, as clients dial it.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{PORT}", self.ip)
+        format!("{}:{PORT}", self.ip)
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -89,6 +89,8 @@ pub struct Lab {
     pub fsync_shim: Result<PathBuf, String>,
     /// libfaketime, when installed (clock-step faults).
     pub faketime: Result<PathBuf, String>,
+    /// Join tokens for first starts, by node index.
+    join_tokens: std::collections::BTreeMap<usize, (String, String)>,
 }
 
 impl Lab {
@@ -115,6 +117,7 @@ impl Lab {
                 .exists()
                 .then(|| PathBuf::from(FAKETIME_LIB))
                 .ok_or_else(|| format!("{FAKETIME_LIB} is missing (Debian package faketime)")),
+            join_tokens: std::collections::BTreeMap::new(),
         };
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("{subnet}.254/24"), "dev", &bridge])?;
@@ -156,6 +159,11 @@ impl Lab {
         Ok(lab)
     }
 
+    /// The join token (and CA fingerprint) node `i` uses on its first start.
+    pub fn set_join_token(&mut self, i: usize, token: (String, String)) {
+        self.join_tokens.insert(i, token);
+    }
+
     /// Starts node `i` (first start: node 0 initialises, the rest join it;
     /// later starts reuse the data dir) and waits until it serves.
     pub fn start(&mut self, i: usize) -> Result<(), String> {
@@ -193,6 +201,10 @@ impl Lab {
             cmd.arg("--init");
         } else {
             cmd.args(["--join", &format!("{join}:{PORT}")]);
+            if let Some((token, fingerprint)) = self.join_tokens.get(&i) {
+                cmd.env("BLIXARD_JOIN_TOKEN", token);
+                cmd.args(["--ca-fingerprint", fingerprint]);
+            }
         }
         cmd.envs(env);
         let mut child = cmd

@@ -113,6 +113,14 @@ trap 'sleep 1; exit 0' TERM
 while :; do sleep 1; done
 ";
 
+/// TLS with the cluster CA and node 1's bootstrap admin token.
+fn admin_credentials(node1: &Path) -> Result<blixard_shared::Credentials, String> {
+    let token = std::fs::read_to_string(node1.join("admin.token")).map_err(|e| e.to_string())?;
+    blixard_shared::Credentials::from_ca_file(&node1.join("tls/ca.pem"))
+        .and_then(|c| c.token(&blixard_shared::auth::Secret::new(token.trim())))
+        .map_err(|e| e.to_string())
+}
+
 fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(), String> {
     let runner = root.join("runner.sh");
     // Each VM leaves a child outside its process group and environment
@@ -131,11 +139,17 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
         root.display()
     );
     let endpoints: Vec<String> = lab.nodes.iter().map(|n| n.endpoint()).collect();
+    // Secured as in production: node 1 creates the CA and the admin
+    // token; the others join with join tokens created through it.
+    lab.start(0)?;
+    let creds = admin_credentials(&lab.nodes[0].dir)?;
     let chans = {
         let _guard = rt.enter();
-        workload::channels(&endpoints)?
+        workload::channels(&endpoints, &creds)?
     };
-    for i in 0..cfg.nodes {
+    for i in 1..cfg.nodes {
+        let token = rt.block_on(workload::join_token(chans[0].clone()))?;
+        lab.set_join_token(i, token);
         lab.start(i)?;
     }
     rt.block_on(workload::converged(

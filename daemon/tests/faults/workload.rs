@@ -10,25 +10,47 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use blixard_shared::{ApiChannel as Channel, Credentials};
+use tonic::transport::Endpoint;
 use tonic::Code;
 
 /// Bound on one client request: past it the outcome is unknown.
 pub const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// One lazily connected channel per node.
-pub fn channels(endpoints: &[String]) -> Result<Vec<Channel>, String> {
+/// One lazily connected channel per node (`host:port`), with `creds`.
+pub fn channels(endpoints: &[String], creds: &Credentials) -> Result<Vec<Channel>, String> {
     endpoints
         .iter()
         .map(|e| {
-            Endpoint::from_shared(e.clone())
-                .map(|ep| {
-                    ep.connect_timeout(Duration::from_millis(500))
-                        .connect_lazy()
-                })
-                .map_err(|err| format!("endpoint {e}: {err}"))
+            let mut ep = Endpoint::from_shared(format!("{}://{e}", creds.scheme()))
+                .map_err(|err| format!("endpoint {e}: {err}"))?;
+            if let Some(tls) = creds.tls() {
+                ep = ep.tls_config(tls.clone()).map_err(|err| format!("endpoint {e}: {err}"))?;
+            }
+            let ch = ep.connect_timeout(Duration::from_millis(500)).connect_lazy();
+            Ok(creds.wrap(ch))
         })
         .collect()
+}
+
+/// A join token and the CA fingerprint, created through `ch` (an admin's).
+pub async fn join_token(ch: Channel) -> Result<(String, String), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = ClusterServiceClient::new(ch.clone())
+            .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds: 600 })
+            .await;
+        match r {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                return Ok((resp.token, resp.ca_fingerprint));
+            }
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => return Err(format!("creating a join token: {s}")),
+        }
+    }
 }
 
 fn spec(runner: &str) -> pb::VmSpec {
