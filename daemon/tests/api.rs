@@ -225,16 +225,14 @@ async fn a_watch_from_a_compacted_revision_is_out_of_range() {
     // A watcher that never reads, opened before the flood, on a connection
     // with small HTTP/2 windows so the transport cannot absorb the flood.
     let creds = cluster.credentials();
-    let small_window = tonic::transport::Endpoint::from_shared(format!(
-        "https://{}",
-        cluster.nodes[0].addr
-    ))
-    .expect("uri")
-    .tls_config(creds.tls().expect("a secured cluster").clone())
-    .expect("tls")
-    .initial_stream_window_size(Some(8 * 1024))
-    .initial_connection_window_size(Some(8 * 1024))
-    .connect_lazy();
+    let small_window =
+        tonic::transport::Endpoint::from_shared(format!("https://{}", cluster.nodes[0].addr))
+            .expect("uri")
+            .tls_config(creds.tls().expect("a secured cluster").clone())
+            .expect("tls")
+            .initial_stream_window_size(Some(8 * 1024))
+            .initial_connection_window_size(Some(8 * 1024))
+            .connect_lazy();
     let small_window = creds.wrap(small_window);
     let mut slow = WatchServiceClient::new(small_window)
         .watch(pb::WatchRequest {

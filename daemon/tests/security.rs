@@ -114,13 +114,30 @@ async fn a_forged_vote_is_refused_from_every_kind_of_stranger() {
     let cluster_ca = TlsFiles::new(&cluster.nodes[0].dir).read_ca().expect("ca");
     let other_ca = ClusterCa::generate().expect("other ca");
     let member = cluster.nodes[follower].id;
-    let other_member = cluster.nodes.iter().find(|n| n.id != member).expect("other").id;
+    let other_member = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != member)
+        .expect("other")
+        .id;
     let callers = [
         ("no certificate", None, Some(tonic::Code::Unauthenticated)),
         // The TLS handshake fails: no gRPC answer at all.
-        ("another CA's certificate", Some(node_identity(&other_ca, 9)), None),
-        ("a non-member's certificate", Some(node_identity(&cluster_ca, 9)), Some(tonic::Code::PermissionDenied)),
-        ("a member claiming another id", Some(node_identity(&cluster_ca, other_member)), Some(tonic::Code::PermissionDenied)),
+        (
+            "another CA's certificate",
+            Some(node_identity(&other_ca, 9)),
+            None,
+        ),
+        (
+            "a non-member's certificate",
+            Some(node_identity(&cluster_ca, 9)),
+            Some(tonic::Code::PermissionDenied),
+        ),
+        (
+            "a member claiming another id",
+            Some(node_identity(&cluster_ca, other_member)),
+            Some(tonic::Code::PermissionDenied),
+        ),
     ];
     for (who, identity, code) in callers {
         let mut raft = raft_client(&cluster, follower, identity);
@@ -133,12 +150,21 @@ async fn a_forged_vote_is_refused_from_every_kind_of_stranger() {
         }
     }
     // A member speaking for itself, but near the end of terms: refused too.
-    let mut raft = raft_client(&cluster, follower, Some(node_identity(&cluster_ca, other_member)));
+    let mut raft = raft_client(
+        &cluster,
+        follower,
+        Some(node_identity(&cluster_ca, other_member)),
+    );
     let err = raft
         .vote(payload(forged_vote(other_member, u64::MAX)))
         .await
         .expect_err("a term near u64::MAX");
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
     let err = raft
         .pre_vote(payload(forged_vote(other_member, u64::MAX - 1)))
         .await
@@ -146,7 +172,10 @@ async fn a_forged_vote_is_refused_from_every_kind_of_stranger() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     still_healthy(&cluster, "after-votes").await;
     let after = term_of(&cluster).await;
-    assert!(after < before + 10, "the term stays sane: {before} -> {after}");
+    assert!(
+        after < before + 10,
+        "the term stays sane: {before} -> {after}"
+    );
     cluster.shutdown().await;
 }
 
@@ -172,7 +201,10 @@ async fn send_forged(
     term: u64,
 ) -> tonic::Status {
     let r = match kind {
-        "Vote" => raft.vote(payload(forged_vote(claimed, term))).await.map(drop),
+        "Vote" => raft
+            .vote(payload(forged_vote(claimed, term)))
+            .await
+            .map(drop),
         "AppendEntries" => raft
             .append_entries(payload(forged_append(claimed, term, 0)))
             .await
@@ -200,14 +232,39 @@ async fn every_forged_peer_message_is_refused_from_every_kind_of_stranger() {
     let other_ca = ClusterCa::generate().expect("other ca");
     let leader_id = cluster.nodes[leader].id;
     let follower_id = cluster.nodes[follower].id;
-    let third = cluster.nodes.iter().map(|n| n.id).find(|id| *id != follower_id && *id != leader_id).expect("third");
+    let third = cluster
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| *id != follower_id && *id != leader_id)
+        .expect("third");
     // (who, identity, the id the message claims, expected code; None: the
     // TLS handshake itself fails).
     let callers = [
-        ("no certificate", None, leader_id, Some(tonic::Code::Unauthenticated)),
-        ("another CA's certificate", Some(node_identity(&other_ca, leader_id)), leader_id, None),
-        ("a non-member's certificate", Some(node_identity(&cluster_ca, 9)), 9, Some(tonic::Code::PermissionDenied)),
-        ("a member claiming another id", Some(node_identity(&cluster_ca, third)), leader_id, Some(tonic::Code::PermissionDenied)),
+        (
+            "no certificate",
+            None,
+            leader_id,
+            Some(tonic::Code::Unauthenticated),
+        ),
+        (
+            "another CA's certificate",
+            Some(node_identity(&other_ca, leader_id)),
+            leader_id,
+            None,
+        ),
+        (
+            "a non-member's certificate",
+            Some(node_identity(&cluster_ca, 9)),
+            9,
+            Some(tonic::Code::PermissionDenied),
+        ),
+        (
+            "a member claiming another id",
+            Some(node_identity(&cluster_ca, third)),
+            leader_id,
+            Some(tonic::Code::PermissionDenied),
+        ),
     ];
     for kind in ["Vote", "AppendEntries", "InstallSnapshot", "Forward"] {
         // Forward goes to the leader, the rest to a follower.
@@ -218,7 +275,10 @@ async fn every_forged_peer_message_is_refused_from_every_kind_of_stranger() {
             match code {
                 Some(code) => assert_eq!(err.code(), *code, "{kind} from {who}: {}", err.message()),
                 None => assert!(
-                    matches!(err.code(), tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled),
+                    matches!(
+                        err.code(),
+                        tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+                    ),
                     "{kind} from {who}: {err:?}"
                 ),
             }
@@ -236,26 +296,30 @@ async fn every_forged_peer_message_is_refused_from_every_kind_of_stranger() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     // The leader's own decisions never come by Forward, even from a member.
     let place = serde_json::json!({"type": "place_vm", "name": "x", "node_id": follower_id, "expected_epoch": 0});
-    let err = raft_client(&cluster, leader, Some(node_identity(&cluster_ca, follower_id)))
-        .forward(payload(forged_forward(place)))
-        .await
-        .expect_err("a placement by Forward");
+    let err = raft_client(
+        &cluster,
+        leader,
+        Some(node_identity(&cluster_ca, follower_id)),
+    )
+    .forward(payload(forged_forward(place)))
+    .await
+    .expect_err("a placement by Forward");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     let after = cluster.status_from_any().await.expect("status");
     assert_eq!(after.term, before.term, "no forgery moved the term");
-    assert!(after.commit_index >= before.commit_index, "no forgery truncated the log");
+    assert!(
+        after.commit_index >= before.commit_index,
+        "no forgery truncated the log"
+    );
     still_healthy(&cluster, "after-forgeries").await;
     cluster.shutdown().await;
-}
-
-fn other_index(cluster: &TestCluster, id: u64) -> usize {
-    cluster.nodes.iter().position(|n| n.id == id).expect("node")
 }
 
 /// `IssueCertificate` for node `node_id` with `token`, straight to node 1.
 async fn redeem(cluster: &TestCluster, node_id: u64, token: &str) -> Result<(), tonic::Status> {
     let key = rcgen::KeyPair::generate().expect("key");
-    let anonymous = Credentials::from_ca_file(&cluster.nodes[0].dir.join("tls/ca.pem")).expect("ca");
+    let anonymous =
+        Credentials::from_ca_file(&cluster.nodes[0].dir.join("tls/ca.pem")).expect("ca");
     ClusterServiceClient::new(cluster.channel_with(0, &anonymous))
         .issue_certificate(pb::IssueCertificateRequest {
             node_id,
@@ -290,7 +354,10 @@ async fn joining_needs_a_fresh_valid_token() {
     ] {
         let err = redeem(&cluster, 5, &token).await.expect_err(what);
         assert!(
-            matches!(err.code(), tonic::Code::InvalidArgument | tonic::Code::Unauthenticated),
+            matches!(
+                err.code(),
+                tonic::Code::InvalidArgument | tonic::Code::Unauthenticated
+            ),
             "{what}: {err:?}"
         );
     }
@@ -304,7 +371,9 @@ async fn joining_needs_a_fresh_valid_token() {
         (blixard_shared::time::now_ms() > expired.expires_at_ms).then_some(())
     })
     .await;
-    let err = redeem(&cluster, 5, &expired.token).await.expect_err("expired");
+    let err = redeem(&cluster, 5, &expired.token)
+        .await
+        .expect_err("expired");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     // A used one: node 2 joins with it, then nobody else can.
     let (token, fingerprint) = cluster.join_token().await;
@@ -372,34 +441,123 @@ async fn call(ch: blixard_shared::ApiChannel, method: &str, n: usize) -> Result<
     use pb::watch_service_client::WatchServiceClient as Watch;
     let missing = || "no-such-vm".to_string();
     let r: Result<(), tonic::Status> = match method {
-        "GetStatus" => ClusterServiceClient::new(ch).get_status(pb::GetStatusRequest::default()).await.map(drop),
-        "ListVms" => Vms::new(ch).list_vms(pb::ListVmsRequest::default()).await.map(drop),
-        "GetVm" => Vms::new(ch).get_vm(pb::GetVmRequest { name: missing(), ..Default::default() }).await.map(drop),
-        "ListNodes" => Nodes::new(ch).list_nodes(pb::ListNodesRequest::default()).await.map(drop),
-        "GetNode" => Nodes::new(ch).get_node(pb::GetNodeRequest { node_id: 99, ..Default::default() }).await.map(drop),
-        "Watch" => Watch::new(ch).watch(pb::WatchRequest::default()).await.map(drop),
-        "StreamVmLogs" => Vms::new(ch).stream_vm_logs(pb::StreamVmLogsRequest { name: missing(), ..Default::default() }).await.map(drop),
-        "CreateVm" => Vms::new(ch).create_vm(create_req(&format!("m-{n}"))).await.map(drop),
-        "StartVm" => Vms::new(ch).start_vm(pb::StartVmRequest { name: missing(), ..Default::default() }).await.map(drop),
-        "StopVm" => Vms::new(ch).stop_vm(pb::StopVmRequest { name: missing(), ..Default::default() }).await.map(drop),
-        "RestartVm" => Vms::new(ch).restart_vm(pb::RestartVmRequest { name: missing(), ..Default::default() }).await.map(drop),
-        "DeleteVm" => Vms::new(ch).delete_vm(pb::DeleteVmRequest { name: missing(), ..Default::default() }).await.map(drop),
-        "CordonNode" => Nodes::new(ch).cordon_node(pb::CordonNodeRequest { node_id: 99 }).await.map(drop),
-        "UncordonNode" => Nodes::new(ch).uncordon_node(pb::UncordonNodeRequest { node_id: 99 }).await.map(drop),
-        "Join" => ClusterServiceClient::new(ch).join(pb::JoinRequest { node_id: 99, address: "nowhere".into() }).await.map(drop),
-        "RemoveNode" => ClusterServiceClient::new(ch).remove_node(pb::RemoveNodeRequest { node_id: 99 }).await.map(drop),
-        "TransferLeadership" => ClusterServiceClient::new(ch).transfer_leadership(pb::TransferLeadershipRequest { to_node_id: 99 }).await.map(drop),
-        "CreateJoinToken" => ClusterServiceClient::new(ch).create_join_token(pb::CreateJoinTokenRequest::default()).await.map(drop),
-        "CreateToken" => Tokens::new(ch).create_token(pb::CreateTokenRequest { name: format!("t-{n}"), role: "viewer".into(), ttl_seconds: 0 }).await.map(drop),
-        "ListTokens" => Tokens::new(ch).list_tokens(pb::ListTokensRequest {}).await.map(drop),
-        "RevokeToken" => Tokens::new(ch).revoke_token(pb::RevokeTokenRequest { name: "no-such-token".into() }).await.map(drop),
+        "GetStatus" => ClusterServiceClient::new(ch)
+            .get_status(pb::GetStatusRequest::default())
+            .await
+            .map(drop),
+        "ListVms" => Vms::new(ch)
+            .list_vms(pb::ListVmsRequest::default())
+            .await
+            .map(drop),
+        "GetVm" => Vms::new(ch)
+            .get_vm(pb::GetVmRequest {
+                name: missing(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "ListNodes" => Nodes::new(ch)
+            .list_nodes(pb::ListNodesRequest::default())
+            .await
+            .map(drop),
+        "GetNode" => Nodes::new(ch)
+            .get_node(pb::GetNodeRequest {
+                node_id: 99,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "Watch" => Watch::new(ch)
+            .watch(pb::WatchRequest::default())
+            .await
+            .map(drop),
+        "StreamVmLogs" => Vms::new(ch)
+            .stream_vm_logs(pb::StreamVmLogsRequest {
+                name: missing(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "CreateVm" => Vms::new(ch)
+            .create_vm(create_req(&format!("m-{n}")))
+            .await
+            .map(drop),
+        "StartVm" => Vms::new(ch)
+            .start_vm(pb::StartVmRequest { name: missing() })
+            .await
+            .map(drop),
+        "StopVm" => Vms::new(ch)
+            .stop_vm(pb::StopVmRequest { name: missing() })
+            .await
+            .map(drop),
+        "RestartVm" => Vms::new(ch)
+            .restart_vm(pb::RestartVmRequest { name: missing() })
+            .await
+            .map(drop),
+        "DeleteVm" => Vms::new(ch)
+            .delete_vm(pb::DeleteVmRequest {
+                name: missing(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "CordonNode" => Nodes::new(ch)
+            .cordon_node(pb::CordonNodeRequest { node_id: 99 })
+            .await
+            .map(drop),
+        "UncordonNode" => Nodes::new(ch)
+            .uncordon_node(pb::UncordonNodeRequest { node_id: 99 })
+            .await
+            .map(drop),
+        "Join" => ClusterServiceClient::new(ch)
+            .join(pb::JoinRequest {
+                node_id: 99,
+                address: "nowhere".into(),
+            })
+            .await
+            .map(drop),
+        "RemoveNode" => ClusterServiceClient::new(ch)
+            .remove_node(pb::RemoveNodeRequest { node_id: 99 })
+            .await
+            .map(drop),
+        "TransferLeadership" => ClusterServiceClient::new(ch)
+            .transfer_leadership(pb::TransferLeadershipRequest { to_node_id: 99 })
+            .await
+            .map(drop),
+        "CreateJoinToken" => ClusterServiceClient::new(ch)
+            .create_join_token(pb::CreateJoinTokenRequest::default())
+            .await
+            .map(drop),
+        "CreateToken" => Tokens::new(ch)
+            .create_token(pb::CreateTokenRequest {
+                name: format!("t-{n}"),
+                role: "viewer".into(),
+                ttl_seconds: 0,
+            })
+            .await
+            .map(drop),
+        "ListTokens" => Tokens::new(ch)
+            .list_tokens(pb::ListTokensRequest {})
+            .await
+            .map(drop),
+        "RevokeToken" => Tokens::new(ch)
+            .revoke_token(pb::RevokeTokenRequest {
+                name: "no-such-token".into(),
+            })
+            .await
+            .map(drop),
         other => panic!("no call for {other}"),
     };
     r
 }
 
 /// Creates a token and returns its secret.
-async fn make_token(cluster: &TestCluster, name: &str, role: &str, ttl_seconds: u64) -> (String, u64) {
+async fn make_token(
+    cluster: &TestCluster,
+    name: &str,
+    role: &str,
+    ttl_seconds: u64,
+) -> (String, u64) {
     let resp = pb::token_service_client::TokenServiceClient::new(cluster.channel(0))
         .create_token(pb::CreateTokenRequest {
             name: name.into(),
@@ -423,7 +581,9 @@ async fn every_client_rpc_answers_each_token_as_its_role_says() {
     let (admin, _) = make_token(&cluster, "admin-2", "admin", 0).await;
     let (revoked, _) = make_token(&cluster, "revoked-1", "admin", 0).await;
     pb::token_service_client::TokenServiceClient::new(cluster.channel(0))
-        .revoke_token(pb::RevokeTokenRequest { name: "revoked-1".into() })
+        .revoke_token(pb::RevokeTokenRequest {
+            name: "revoked-1".into(),
+        })
         .await
         .expect("revoke");
     let (expired, expires_at) = make_token(&cluster, "expired-1", "admin", 1).await;
@@ -441,10 +601,21 @@ async fn every_client_rpc_answers_each_token_as_its_role_says() {
     for (method, needs) in MATRIX {
         for (who, creds) in &unauthenticated {
             n += 1;
-            let err = call(cluster.channel_with(0, creds), method, n).await.expect_err(who);
-            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{method} with {who}: {}", err.message());
+            let err = call(cluster.channel_with(0, creds), method, n)
+                .await
+                .expect_err(who);
+            assert_eq!(
+                err.code(),
+                tonic::Code::Unauthenticated,
+                "{method} with {who}: {}",
+                err.message()
+            );
         }
-        for (role, secret) in [(Role::Viewer, &viewer), (Role::Operator, &operator), (Role::Admin, &admin)] {
+        for (role, secret) in [
+            (Role::Viewer, &viewer),
+            (Role::Operator, &operator),
+            (Role::Admin, &admin),
+        ] {
             n += 1;
             let r = call(cluster.channel_with(0, &with(secret)), method, n).await;
             let refused = matches!(&r, Err(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated));

@@ -123,9 +123,11 @@ impl BlixardClient {
             return Err(ClientError::NoEndpoints);
         }
         for e in &endpoints {
-            Endpoint::from_shared(endpoint_uri(e, "http")).map_err(|err| ClientError::BadEndpoint {
-                endpoint: e.clone(),
-                reason: err.to_string(),
+            Endpoint::from_shared(endpoint_uri(e, "http")).map_err(|err| {
+                ClientError::BadEndpoint {
+                    endpoint: e.clone(),
+                    reason: err.to_string(),
+                }
             })?;
         }
         Ok(Self {

@@ -61,9 +61,13 @@ fn read_small(what: &'static str, path: &Path) -> Result<String, CredentialsErro
         path: path.display().to_string(),
         reason,
     };
-    let len = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
     if len > MAX_CREDENTIAL_FILE_BYTES {
-        return Err(err(format!("larger than {MAX_CREDENTIAL_FILE_BYTES} bytes")));
+        return Err(err(format!(
+            "larger than {MAX_CREDENTIAL_FILE_BYTES} bytes"
+        )));
     }
     std::fs::read_to_string(path).map_err(|e| err(e.to_string()))
 }
@@ -95,7 +99,9 @@ impl Credentials {
     pub fn from_ca_file(path: &Path) -> Result<Self, CredentialsError> {
         let pem = read_small("--ca-cert", path)?;
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
-            return Err(CredentialsError::NotACertificate(path.display().to_string()));
+            return Err(CredentialsError::NotACertificate(
+                path.display().to_string(),
+            ));
         }
         Ok(Self::with_ca_pem(&pem))
     }
@@ -143,7 +149,8 @@ impl Credentials {
 impl tonic::service::Interceptor for Credentials {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.token {
-            req.metadata_mut().insert(AUTHORIZATION_HEADER, token.clone());
+            req.metadata_mut()
+                .insert(AUTHORIZATION_HEADER, token.clone());
         }
         Ok(req)
     }

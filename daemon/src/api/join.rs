@@ -67,7 +67,9 @@ pub async fn create_join_token(
 
 fn check_issue_request(req: &pb::IssueCertificateRequest) -> Result<(), Status> {
     if req.node_id == 0 {
-        return Err(Status::invalid_argument("node_id: must be a positive node id"));
+        return Err(Status::invalid_argument(
+            "node_id: must be a positive node id",
+        ));
     }
     if req.join_token.is_empty() || req.join_token.len() > MAX_JOIN_TOKEN_LEN {
         return Err(Status::invalid_argument(
@@ -77,7 +79,12 @@ fn check_issue_request(req: &pb::IssueCertificateRequest) -> Result<(), Status> 
     if req.public_key_pem.len() > MAX_PUBLIC_KEY_PEM {
         return Err(Status::invalid_argument("public_key_pem: too long"));
     }
-    if req.hosts.len() > MAX_CERT_HOSTS || req.hosts.iter().any(|h| h.is_empty() || h.len() > MAX_HOST_LEN) {
+    if req.hosts.len() > MAX_CERT_HOSTS
+        || req
+            .hosts
+            .iter()
+            .any(|h| h.is_empty() || h.len() > MAX_HOST_LEN)
+    {
         return Err(Status::invalid_argument(format!(
             "hosts: at most {MAX_CERT_HOSTS} names of 1 to {MAX_HOST_LEN} characters"
         )));
@@ -118,7 +125,10 @@ pub async fn issue_certificate(
     let certificate_pem = ca
         .issue_node_cert(req.node_id, &public_key, &req.hosts)
         .map_err(|e| Status::invalid_argument(format!("hosts: {e}")))?;
-    tracing::info!(node_id = req.node_id, "issued a node certificate for a join token");
+    tracing::info!(
+        node_id = req.node_id,
+        "issued a node certificate for a join token"
+    );
     Ok(pb::IssueCertificateResponse {
         certificate_pem,
         ca_certificate_pem: tls.ca_pem.clone(),

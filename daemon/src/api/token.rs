@@ -47,15 +47,17 @@ fn parse_create(req: &pb::CreateTokenRequest) -> Result<(Role, Option<u64>), Sta
     let role: Role = req
         .role
         .parse()
-        .map_err(|e: blixard_shared::auth::UnknownRole| Status::invalid_argument(format!("role: {e}")))?;
+        .map_err(|e: blixard_shared::auth::UnknownRole| {
+            Status::invalid_argument(format!("role: {e}"))
+        })?;
     if req.ttl_seconds > MAX_TOKEN_TTL.as_secs() {
         return Err(Status::invalid_argument(format!(
             "ttl_seconds: at most {} (10 years); 0 for no expiry",
             MAX_TOKEN_TTL.as_secs()
         )));
     }
-    let expires = (req.ttl_seconds > 0)
-        .then(|| blixard_shared::time::now_ms() + req.ttl_seconds * 1000);
+    let expires =
+        (req.ttl_seconds > 0).then(|| blixard_shared::time::now_ms() + req.ttl_seconds * 1000);
     Ok((role, expires))
 }
 

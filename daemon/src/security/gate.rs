@@ -149,9 +149,9 @@ fn token_caller<B>(
     let now = blixard_shared::time::now_ms();
     let (name, role) = {
         let fleet = core.view.read();
-        let record = fleet
-            .token_by_hash(&hash, now)
-            .ok_or_else(|| Status::unauthenticated("token is not valid: unknown, expired or revoked"))?;
+        let record = fleet.token_by_hash(&hash, now).ok_or_else(|| {
+            Status::unauthenticated("token is not valid: unknown, expired or revoked")
+        })?;
         (record.name.clone(), record.role)
     };
     if role < need {

@@ -119,7 +119,10 @@ async fn try_obtain(
         .await
         .map_err(JoinError::Refused)?
         .into_inner();
-    if !pki::same_fingerprint(&pki::fingerprint_of_pem(&resp.ca_certificate_pem)?, fingerprint) {
+    if !pki::same_fingerprint(
+        &pki::fingerprint_of_pem(&resp.ca_certificate_pem)?,
+        fingerprint,
+    ) {
         return Err(JoinError::WrongCa {
             seed: seed.to_string(),
             expected: fingerprint.to_string(),
@@ -215,7 +218,12 @@ impl rustls::client::danger::ServerCertVerifier for RecordOnly {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -224,7 +232,12 @@ impl rustls::client::danger::ServerCertVerifier for RecordOnly {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -71,7 +71,10 @@ pub fn check_append(req: &AppendEntriesRequest<TypeConfig>, caller: &Caller) -> 
 }
 
 /// A leadership handover from the current leader.
-pub fn check_transfer(req: &TransferLeaderRequest<TypeConfig>, caller: &Caller) -> Result<(), Status> {
+pub fn check_transfer(
+    req: &TransferLeaderRequest<TypeConfig>,
+    caller: &Caller,
+) -> Result<(), Status> {
     check_vote("from_leader", req.from_leader(), caller)?;
     check_log_id("last_log_id", req.last_log_id())
 }
@@ -143,7 +146,10 @@ mod tests {
 
     #[test]
     fn forwarded_reports_come_only_from_their_node() {
-        let renew = Action::RenewLease { id: 3, lease_ms: 6000 };
+        let renew = Action::RenewLease {
+            id: 3,
+            lease_ms: 6000,
+        };
         assert!(check_forward(&renew, &Caller::Node(3)).is_ok());
         assert!(check_forward(&renew, &Caller::Node(2)).is_err());
         let wrapped = Action::Retryable {

@@ -201,10 +201,14 @@ pub fn node_id_of_cert(der: &[u8]) -> Option<u64> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
-    let mut ids = san.value.general_names.iter().filter_map(|name| match name {
-        GeneralName::URI(uri) => uri.strip_prefix(NODE_URI_PREFIX)?.parse::<u64>().ok(),
-        _ => None,
-    });
+    let mut ids = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => uri.strip_prefix(NODE_URI_PREFIX)?.parse::<u64>().ok(),
+            _ => None,
+        });
     let id = ids.next()?;
     // A certificate naming two nodes names none.
     ids.next().is_none().then_some(id)
@@ -265,7 +269,11 @@ impl TlsFiles {
 
     /// Issues (again) this node's certificate for its current names, stores
     /// it, and returns everything the node serves with.
-    pub fn refresh_node_cert(&self, node_id: u64, hosts: &[String]) -> Result<TlsMaterial, PkiError> {
+    pub fn refresh_node_cert(
+        &self,
+        node_id: u64,
+        hosts: &[String],
+    ) -> Result<TlsMaterial, PkiError> {
         let ca = self.read_ca()?;
         let key = self.node_key()?;
         let cert_pem = ca.issue_node_cert(node_id, &key, hosts)?;
@@ -374,7 +382,10 @@ mod tests {
         let b = files.refresh_node_cert(1, &["10.0.0.1".into()]).unwrap();
         assert_eq!(a.node.key_pem, b.node.key_pem);
         for f in [CA_KEY_FILE, NODE_KEY_FILE] {
-            let mode = std::fs::metadata(files.path(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(files.path(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
     }

@@ -61,16 +61,34 @@ mod tests {
 
     #[test]
     fn the_table_reads_as_the_roles_say() {
-        assert_eq!(need("/blixard.v1.VmService/ListVms"), Need::Role(Role::Viewer));
-        assert_eq!(need("/blixard.v1.VmService/CreateVm"), Need::Role(Role::Operator));
-        assert_eq!(need("/blixard.v1.NodeService/CordonNode"), Need::Role(Role::Operator));
-        assert_eq!(need("/blixard.v1.ClusterService/RemoveNode"), Need::Role(Role::Admin));
-        assert_eq!(need("/blixard.v1.TokenService/CreateToken"), Need::Role(Role::Admin));
+        assert_eq!(
+            need("/blixard.v1.VmService/ListVms"),
+            Need::Role(Role::Viewer)
+        );
+        assert_eq!(
+            need("/blixard.v1.VmService/CreateVm"),
+            Need::Role(Role::Operator)
+        );
+        assert_eq!(
+            need("/blixard.v1.NodeService/CordonNode"),
+            Need::Role(Role::Operator)
+        );
+        assert_eq!(
+            need("/blixard.v1.ClusterService/RemoveNode"),
+            Need::Role(Role::Admin)
+        );
+        assert_eq!(
+            need("/blixard.v1.TokenService/CreateToken"),
+            Need::Role(Role::Admin)
+        );
         assert_eq!(need("/blixard.v1.RaftService/Vote"), Need::Member);
         assert_eq!(need("/blixard.v1.RaftService/Forward"), Need::Member);
         assert_eq!(need("/blixard.v1.ClusterService/Join"), Need::AdminOrNode);
         assert_eq!(need("/grpc.health.v1.Health/Check"), Need::Open);
-        assert_eq!(need("/blixard.v1.VmService/SomethingNew"), Need::Role(Role::Admin));
+        assert_eq!(
+            need("/blixard.v1.VmService/SomethingNew"),
+            Need::Role(Role::Admin)
+        );
         assert_eq!(need("garbage"), Need::Role(Role::Admin));
     }
 }

@@ -56,7 +56,9 @@ mod tests {
         assert!(new_join_token().unwrap().starts_with(JOIN_TOKEN_PREFIX));
         let h = hash_token(&a);
         assert_eq!(h.len(), 64);
-        assert!(h.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(h
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(h, hash_token(&b));
     }
 }

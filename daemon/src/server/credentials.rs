@@ -114,8 +114,8 @@ fn write_admin_token(data_dir: &Path) -> Result<(), StartError> {
 /// The bootstrap admin secret's hash, if the file is there.
 pub(super) fn admin_token_hash(data_dir: &Path) -> Result<String, StartError> {
     let path = admin_token_path(data_dir);
-    let secret = std::fs::read_to_string(&path)
-        .map_err(|e| pki_err(format!("{}: {e}", path.display())))?;
+    let secret =
+        std::fs::read_to_string(&path).map_err(|e| pki_err(format!("{}: {e}", path.display())))?;
     Ok(secrets::hash_token(secret.trim()))
 }
 
@@ -124,8 +124,14 @@ pub(super) fn admin_token_hash(data_dir: &Path) -> Result<String, StartError> {
 fn cert_hosts(config: &Config, listen: SocketAddr) -> Vec<String> {
     let mut hosts = Vec::new();
     if let Some(advertise) = &config.advertise {
-        let host = advertise.rsplit_once(':').map_or(advertise.as_str(), |(h, _)| h);
-        hosts.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
+        let host = advertise
+            .rsplit_once(':')
+            .map_or(advertise.as_str(), |(h, _)| h);
+        hosts.push(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        );
     }
     if !listen.ip().is_unspecified() {
         hosts.push(listen.ip().to_string());

@@ -4,12 +4,10 @@
 
 use super::tasks::{Lifetime, Tasks};
 use super::StartError;
-use crate::api::{
-    cluster::ClusterApi, node::NodeApi, token::TokenApi, vm::VmApi, watch::WatchApi,
-};
-use crate::security::gate::GateLayer;
+use crate::api::{cluster::ClusterApi, node::NodeApi, token::TokenApi, vm::VmApi, watch::WatchApi};
 use crate::core::Core;
 use crate::raft::service::RaftServer;
+use crate::security::gate::GateLayer;
 use crate::transport::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT};
 use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES};
 use blixard_shared::proto::v1 as pb;

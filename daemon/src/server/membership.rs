@@ -79,7 +79,9 @@ pub(super) async fn bootstrap_or_join(core: &Core, tasks: &mut Tasks) -> Result<
         return Ok(());
     }
     let credentials = match &core.tls {
-        Some(tls) => blixard_shared::Credentials::with_tls(crate::security::tls::peer_client_config(tls)),
+        Some(tls) => {
+            blixard_shared::Credentials::with_tls(crate::security::tls::peer_client_config(tls))
+        }
         None => blixard_shared::Credentials::insecure(),
     };
     let join = registration::join(

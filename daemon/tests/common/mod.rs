@@ -5,15 +5,15 @@
 
 use blixard_daemon::config::Config;
 use blixard_daemon::server::{start, NodeHandle};
+use blixard_shared::auth::Secret;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
+use blixard_shared::{ApiChannel, Credentials};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use blixard_shared::auth::Secret;
-use blixard_shared::{ApiChannel, Credentials};
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
@@ -196,7 +196,10 @@ impl TestCluster {
         Credentials::with_tls(
             tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem")))
-                .identity(tonic::transport::Identity::from_pem(read("node.pem"), read("node.key"))),
+                .identity(tonic::transport::Identity::from_pem(
+                    read("node.pem"),
+                    read("node.key"),
+                )),
         )
     }
 

@@ -3,6 +3,7 @@
 use super::history::{Call, History, Op, Outcome, SeenEvent, WatcherLog};
 use super::rng::Rng;
 use blixard_shared::proto::v1 as pb;
+use blixard_shared::{ApiChannel as Channel, Credentials};
 use pb::cluster_service_client::ClusterServiceClient;
 use pb::vm_service_client::VmServiceClient;
 use pb::watch_service_client::WatchServiceClient;
@@ -10,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use blixard_shared::{ApiChannel as Channel, Credentials};
 use tonic::transport::Endpoint;
 use tonic::Code;
 
@@ -25,9 +25,13 @@ pub fn channels(endpoints: &[String], creds: &Credentials) -> Result<Vec<Channel
             let mut ep = Endpoint::from_shared(format!("{}://{e}", creds.scheme()))
                 .map_err(|err| format!("endpoint {e}: {err}"))?;
             if let Some(tls) = creds.tls() {
-                ep = ep.tls_config(tls.clone()).map_err(|err| format!("endpoint {e}: {err}"))?;
+                ep = ep
+                    .tls_config(tls.clone())
+                    .map_err(|err| format!("endpoint {e}: {err}"))?;
             }
-            let ch = ep.connect_timeout(Duration::from_millis(500)).connect_lazy();
+            let ch = ep
+                .connect_timeout(Duration::from_millis(500))
+                .connect_lazy();
             Ok(creds.wrap(ch))
         })
         .collect()

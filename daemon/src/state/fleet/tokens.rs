@@ -138,8 +138,7 @@ impl Fleet {
         node_id: u64,
     ) -> CommandResult {
         let redeemable = self.join_tokens.get(hash).is_some_and(|t| {
-            t.redeemable_at(at.time_ms)
-                || (t.used_by == Some(node_id) && at.time_ms < t.expires_ms)
+            t.redeemable_at(at.time_ms) || (t.used_by == Some(node_id) && at.time_ms < t.expires_ms)
         });
         if !redeemable {
             return Err(Rejection::new(
