@@ -229,6 +229,7 @@ fn spawn_node(
     if let Some(images) = &backend.image_dir {
         cmd.arg("--image-dir").arg(images);
     }
+    cmd.arg("--allowed-runner-dir").arg(runner_dir(data)?);
     match seed {
         None => {
             cmd.arg("--init");
@@ -239,6 +240,16 @@ fn spawn_node(
     }
     cmd.spawn()
         .map_err(|e| CliError::other(format!("cannot start {}: {e}", bin.display())))
+}
+
+/// `DATA/runners`, created and absolute: the one directory the dev nodes
+/// run VM runners (and kernels outside the image dir) from, since what a VM
+/// may run on a host is the host operator's decision (`allowed_runner_dirs`).
+fn runner_dir(data: &Path) -> Result<PathBuf, CliError> {
+    let dir = data.join("runners");
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| dir.canonicalize())
+        .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))
 }
 
 /// Waits until some node reports a leader and `want` voters, failing early
@@ -324,6 +335,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     );
     println!("  endpoints: {}", endpoints.join(","));
     println!("  data and logs: {}", args.data_dir.display());
+    println!(
+        "  vm runners: only from {}",
+        runner_dir(&args.data_dir)?.display()
+    );
     println!(
         "  try: BLIXARD_ENDPOINT={} blixard cluster status",
         endpoints.join(",")
