@@ -141,6 +141,13 @@ pub struct Flags {
     /// Write a JSON line with the bound addresses to this file once serving (for tools and tests).
     #[arg(long, env = "BLIXARD_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Directory VM runners (and kernels, initrds) may come from; repeat or comma-separate (file key: allowed_runner_dirs). Default: none.
+    #[arg(
+        long = "allowed-runner-dir",
+        env = "BLIXARD_ALLOWED_RUNNER_DIRS",
+        value_delimiter = ','
+    )]
+    pub allowed_runner_dirs: Vec<PathBuf>,
 }
 
 /// Settings that only the TOML file sets (with defaults).
@@ -192,6 +199,8 @@ pub struct FileConfig {
     fence_lease_ms: Option<u64>,
     /// Path of the `blixard-fence` watchdog (default: beside `blixardd`).
     fence_watchdog: Option<PathBuf>,
+    /// Directories VM runners, kernels and initrds may come from.
+    allowed_runner_dirs: Option<Vec<PathBuf>>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -260,6 +269,14 @@ pub struct Config {
     pub fence_lease: Duration,
     /// The watchdog binary; `None`: `blixard-fence` beside this executable.
     pub fence_watchdog: Option<PathBuf>,
+    /// Directories whose files VMs may name as `runner`, `kernel` or
+    /// `initrd` (kernels and initrds may also come from `image_dir`): what
+    /// a VM runs on a host is its operator's decision, not the API
+    /// caller's (see `host::allowlist`). Absolute; empty: no runner VMs
+    /// and no kernels from outside the image dir. The API node checks new
+    /// VMs against its own list and every host again before it starts one,
+    /// so the list is expected to agree across hosts.
+    pub allowed_runner_dirs: Vec<PathBuf>,
 }
 
 /// A configuration problem, naming the setting.
@@ -373,6 +390,8 @@ impl Config {
             .unwrap_or(DEFAULT_LEASE.as_millis() as u64);
         validate::lease_ms("fence_lease_ms", fence_lease_ms)
             .map_err(|e| invalid("fence_lease_ms", e.message))?;
+        let allowed_runner_dirs =
+            allowed_runner_dirs(flags.allowed_runner_dirs, file.allowed_runner_dirs)?;
         let snapshot_threshold = file
             .snapshot_threshold
             .unwrap_or(DEFAULT_SNAPSHOT_THRESHOLD);
@@ -416,6 +435,7 @@ impl Config {
             election_timeout_max: Duration::from_millis(emax),
             fence_lease: Duration::from_millis(fence_lease_ms),
             fence_watchdog: file.fence_watchdog,
+            allowed_runner_dirs,
         })
     }
 
@@ -454,6 +474,7 @@ impl Config {
             election_timeout_max: Duration::from_millis(LOCAL_ELECTION_TIMEOUT_MS.1),
             fence_lease: DEFAULT_LEASE,
             fence_watchdog: None,
+            allowed_runner_dirs: Vec::new(),
         }
     }
 }
@@ -474,6 +495,27 @@ fn check_registration_fields(
         }
     }
     Ok(())
+}
+
+/// The allowed runner dirs: the flags' (or environment's) when any are
+/// given, else the file's. Each must be absolute: a relative one would
+/// depend on the daemon's working directory.
+fn allowed_runner_dirs(
+    flags: Vec<PathBuf>,
+    file: Option<Vec<PathBuf>>,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    let dirs = if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    };
+    match dirs.iter().find(|d| !d.is_absolute()) {
+        Some(d) => Err(invalid(
+            "allowed_runner_dirs",
+            format!("{} is not an absolute path", d.display()),
+        )),
+        None => Ok(dirs),
+    }
 }
 
 /// "must be between A and B", the words every range check uses.
@@ -554,6 +596,58 @@ mod tests {
             Config::resolve(f),
             Err(ConfigError::Invalid {
                 setting: "--node-id",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn allowed_runner_dirs_from_file_or_flags_and_absolute_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "allowed_runner_dirs = [\"/opt/run\", \"/srv/vms\"]\n",
+        )
+        .unwrap();
+        let mut f = base();
+        f.config = Some(path.clone());
+        let c = Config::resolve(f).unwrap();
+        assert_eq!(
+            c.allowed_runner_dirs,
+            vec![PathBuf::from("/opt/run"), PathBuf::from("/srv/vms")]
+        );
+        let flags = Flags::try_parse_from([
+            "blixardd",
+            "--allowed-runner-dir",
+            "/a,/b",
+            "--allowed-runner-dir",
+            "/c",
+        ])
+        .unwrap();
+        let mut f = base();
+        f.allowed_runner_dirs = flags.allowed_runner_dirs;
+        f.config = Some(path);
+        let c = Config::resolve(f).unwrap();
+        assert_eq!(
+            c.allowed_runner_dirs,
+            vec![
+                PathBuf::from("/a"),
+                PathBuf::from("/b"),
+                PathBuf::from("/c")
+            ],
+            "flags win over the file"
+        );
+        assert!(Config::resolve(base())
+            .unwrap()
+            .allowed_runner_dirs
+            .is_empty());
+        let mut f = base();
+        f.allowed_runner_dirs = vec![PathBuf::from("relative/run")];
+        assert!(matches!(
+            Config::resolve(f),
+            Err(ConfigError::Invalid {
+                setting: "allowed_runner_dirs",
                 ..
             })
         ));

@@ -1,6 +1,7 @@
 //! The public API's answers to bad input, on a real node over gRPC: every
-//! malformed field gets `InvalidArgument` naming it, and the node keeps
-//! serving afterwards.
+//! malformed field gets `InvalidArgument` naming it, a host path outside
+//! the operator's allowed dirs gets `PermissionDenied` naming it, and the
+//! node keeps serving afterwards.
 
 mod common;
 
@@ -156,6 +157,97 @@ async fn every_bad_create_vm_field_is_named_in_invalid_argument() {
         .await
         .expect_err("duplicate");
     assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    cluster.shutdown().await;
+}
+
+/// What a VM runs on a host is the host operator's decision: a runner,
+/// kernel or initrd outside `allowed_runner_dirs` (the test cluster allows
+/// its temp dir) is refused, with one answer whether or not the path
+/// exists, so callers cannot probe the host's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_paths_outside_the_allowed_dirs_are_permission_denied() {
+    let cluster = TestCluster::start(1).await;
+    let tmp = cluster.nodes[0].dir.parent().expect("tmp").to_path_buf();
+    let inside = write_script(&tmp, "ok.sh", "exit 0\n");
+    let escape = tmp.join("escape");
+    std::os::unix::fs::symlink("/usr/bin/env", &escape).expect("symlink");
+    let inside = inside.display().to_string();
+    let escape = escape.display().to_string();
+    let climb = format!("{}/../../../../../../../usr/bin/env", tmp.display());
+    let mut vms = cluster.vm_client(0);
+    let cases: Vec<(&str, pb::CreateVmRequest)> = vec![
+        ("runner", with_spec(|s| s.runner = "/usr/bin/env".into())),
+        (
+            "runner",
+            with_spec(|s| s.runner = "/usr/bin/no-such-tool".into()),
+        ),
+        ("runner", with_spec(|s| s.runner = escape.clone())),
+        ("runner", with_spec(|s| s.runner = climb.clone())),
+        (
+            "runner",
+            with_spec(|s| s.runner = format!("{}-evil/x", tmp.display())),
+        ),
+        ("kernel", with_spec(|s| s.kernel = "/etc/hostname".into())),
+        (
+            "kernel",
+            with_spec(|s| s.kernel = "/boot/no-such-vmlinuz".into()),
+        ),
+        (
+            "initrd",
+            with_spec(|s| {
+                s.kernel = inside.clone();
+                s.initrd = "/etc/passwd".into();
+            }),
+        ),
+    ];
+    let mut messages = std::collections::BTreeMap::new();
+    for (field, req) in cases {
+        let err = vms.create_vm(req.clone()).await.expect_err(field);
+        assert_eq!(
+            err.code(),
+            tonic::Code::PermissionDenied,
+            "{field}: {err:?}"
+        );
+        let message = err.message().to_string();
+        assert!(
+            message.starts_with(&format!("spec.{field}:")),
+            "message should name {field}: {message:?}"
+        );
+        assert!(
+            message.contains("ask the host operator") && message.contains("allowed_runner_dirs"),
+            "{message:?}"
+        );
+        assert_eq!(
+            field != "runner",
+            message.contains("image dir"),
+            "{message:?}"
+        );
+        messages.entry(field).or_insert_with(Vec::new).push(message);
+    }
+    for (field, all) in messages {
+        assert!(
+            all.windows(2).all(|w| w[0] == w[1]),
+            "one answer for every refused {field}, existing or not: {all:?}"
+        );
+    }
+    let list = vms
+        .list_vms(pb::ListVmsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        list.vms.is_empty(),
+        "refused creates create nothing: {:?}",
+        list.vms
+    );
+    // Inside the allowed dir is fine, as are images (named, from the image dir).
+    let mut ok = with_spec(|s| s.runner = inside.clone());
+    ok.name = "inside".into();
+    ok.stopped = true;
+    vms.create_vm(ok)
+        .await
+        .expect("runner inside the allowed dir");
+    vms.create_vm(create_req("imaged")).await.expect("image vm");
     cluster.shutdown().await;
 }
 

@@ -291,13 +291,18 @@ async fn host_side_bad_input_fails_the_vm_with_a_reason() {
     vms.create_vm(runner_vm("noexec", &not_exec, pb::RestartPolicy::Always))
         .await
         .expect("create");
-    vms.create_vm(runner_vm(
-        "nofile",
-        &tmp.join("nope"),
-        pb::RestartPolicy::Always,
-    ))
+    // A runner the API node allowed that is gone when its host starts it:
+    // the host's own check refuses it before anything is spawned.
+    let vanishing = write_script(&tmp, "vanishing.sh", "exit 0\n");
+    let mut nofile = runner_vm("nofile", &vanishing, pb::RestartPolicy::Always);
+    nofile.stopped = true;
+    vms.create_vm(nofile).await.expect("create");
+    std::fs::remove_file(&vanishing).expect("remove the runner");
+    vms.start_vm(pb::StartVmRequest {
+        name: "nofile".into(),
+    })
     .await
-    .expect("create");
+    .expect("start");
     let vm = wait_state(
         &cluster,
         0,
@@ -319,7 +324,13 @@ async fn host_side_bad_input_fails_the_vm_with_a_reason() {
         "failed: missing",
     )
     .await;
-    assert!(vm.reason.contains("does not exist"), "{}", vm.reason);
+    assert!(
+        vm.reason.contains("spec.runner") && vm.reason.contains("allowed_runner_dirs"),
+        "{}",
+        vm.reason
+    );
+    let vm_dir = cluster.nodes[0].dir.join("vms").join("nofile");
+    assert!(!vm_dir.exists(), "nothing was started for it");
 
     let mut huge = create_req("huge");
     if let Some(spec) = huge.spec.as_mut() {
@@ -328,6 +339,51 @@ async fn host_side_bad_input_fails_the_vm_with_a_reason() {
     let err = vms.create_vm(huge).await.expect_err("larger than any node");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(err.message().starts_with("spec:"), "{}", err.message());
+    cluster.shutdown().await;
+}
+
+/// A VM process inherits nothing of the daemon's environment (here the
+/// test process's: cargo's variables, `HOME`, ...): only the `BLIXARD_VM_*`
+/// its backend sets and a fixed `PATH`. The runner prints its startup
+/// environment from `/proc/$$/environ`, before the shell adds `PWD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_sees_none_of_the_daemon_environment() {
+    let cluster = TestCluster::start(1).await;
+    let tmp = cluster.nodes[0].dir.parent().expect("tmp").to_path_buf();
+    let runner = write_script(
+        &tmp,
+        "dump-env.sh",
+        "tr '\\0' '\\n' < /proc/$$/environ\necho env-dump-done\n",
+    );
+    cluster
+        .vm_client(0)
+        .create_vm(runner_vm("envdump", &runner, pb::RestartPolicy::Never))
+        .await
+        .expect("create");
+    wait_state(
+        &cluster,
+        0,
+        "envdump",
+        pb::VmState::Stopped,
+        "ran and exited",
+    )
+    .await;
+    let text = read_logs_until(&cluster, 0, "envdump", "env-dump-done").await;
+    let vars: Vec<(&str, &str)> = text
+        .lines()
+        .take_while(|l| *l != "env-dump-done")
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    assert!(
+        vars.iter()
+            .all(|(k, _)| k.starts_with("BLIXARD_VM_") || *k == "PATH"),
+        "only BLIXARD_VM_* and PATH: {text}"
+    );
+    assert!(vars.contains(&("BLIXARD_VM_NAME", "envdump")), "{text}");
+    assert!(
+        vars.contains(&("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")),
+        "a fixed PATH, not the daemon's: {text}"
+    );
     cluster.shutdown().await;
 }
 

@@ -38,7 +38,12 @@ fn a_frozen_host_loses_its_vm_to_another_host_and_never_runs_it_alongside() {
     let root = tmp.path().to_path_buf();
     // A short lease keeps the test short: fenced after 2 s, re-placed after 6 s.
     let config = root.join("fence.toml");
-    std::fs::write(&config, "fence_lease_ms = 2000\n").expect("config");
+    // The runner is written to `root`, which the hosts must allow.
+    let toml = format!(
+        "fence_lease_ms = 2000\nallowed_runner_dirs = [{:?}]\n",
+        root
+    );
+    std::fs::write(&config, toml).expect("config");
     let config = config.display().to_string();
     let (daemons, all) = start_cluster(&root, &["--config", &config]);
     let runner = write_runner(&root).display().to_string();

@@ -3,6 +3,7 @@
 use super::convert::{spec_from_pb, vm_to_pb};
 use super::pagination;
 use crate::core::Core;
+use crate::host::allowlist::{HostPaths, NotAllowed};
 use crate::state::{model, Action, CommandOutcome};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::vm_service_server::VmService;
@@ -14,12 +15,26 @@ use tonic::{Request, Response, Status};
 /// Serves the VM API of one node.
 pub struct VmApi {
     core: Arc<Core>,
+    /// The host paths a new VM may name, from this node's config (configs
+    /// are expected to agree across hosts; each host checks again before
+    /// it starts a VM).
+    paths: HostPaths,
 }
 
 impl VmApi {
     /// A service over `core`.
     pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+        let paths = HostPaths::from_config(&core.config);
+        Self { core, paths }
+    }
+
+    /// Refuses a spec naming a runner, kernel or initrd outside the allowed
+    /// dirs: what runs on a host is its operator's decision.
+    fn check_paths(&self, name: &str, spec: &model::VmSpec) -> Result<(), Status> {
+        self.paths.check(spec).map_err(|e| {
+            tracing::warn!(vm = %name, field = e.field.name(), "create refused: a host path outside the allowed dirs");
+            refused(e)
+        })
     }
 
     async fn set_desired(
@@ -41,6 +56,11 @@ impl VmApi {
             .await?;
         vm_of(outcome)
     }
+}
+
+/// `PermissionDenied` naming the field and who can allow it.
+fn refused(e: NotAllowed) -> Status {
+    Status::permission_denied(format!("{e}; {}", e.field.remedy()))
 }
 
 fn vm_of(outcome: CommandOutcome) -> Result<pb::Vm, Status> {
@@ -100,6 +120,7 @@ impl VmService for VmApi {
                     .as_ref()
                     .map(spec_from_pb)
                     .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+                self.check_paths(&req.name, &spec)?;
                 let desired = if req.stopped {
                     model::DesiredState::Stopped
                 } else {

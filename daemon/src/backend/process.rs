@@ -3,7 +3,7 @@
 //! no VM. Its stdout and stderr are the VM's console log. It cannot boot
 //! images or kernels, and says so.
 
-use super::supervisor::Supervisor;
+use super::supervisor::{Supervisor, RUNNER_PATH};
 use super::{BackendError, Instance, InstanceState, VmBackend};
 use crate::state::VmRecord;
 use std::os::unix::fs::PermissionsExt;
@@ -67,8 +67,10 @@ impl VmBackend for ProcessBackend {
         let runner = self.runner(vm)?;
         let dir = self.sup.prepare(&vm.name)?;
         let mut cmd = Command::new(runner);
-        // BLIXARD_VM_NAME and BLIXARD_VM_DIR come from the supervisor.
-        cmd.env("BLIXARD_VM_VCPUS", vm.spec.vcpus.to_string())
+        // BLIXARD_VM_NAME and BLIXARD_VM_DIR come from the supervisor, which
+        // passes on only the variables set here (none of the daemon's).
+        cmd.env("PATH", RUNNER_PATH)
+            .env("BLIXARD_VM_VCPUS", vm.spec.vcpus.to_string())
             .env("BLIXARD_VM_MEMORY_MIB", vm.spec.memory_mib.to_string())
             // Which placement and incarnation this is: a runner that keeps
             // state of its own can tell a re-created VM from a moved one.

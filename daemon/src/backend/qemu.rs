@@ -7,7 +7,7 @@
 //! and the CPU advertises `vmx` or `svm`, and TCG otherwise.
 
 use super::qmp;
-use super::supervisor::Supervisor;
+use super::supervisor::{Supervisor, RUNNER_PATH};
 use super::{BackendError, Instance, InstanceState, VmBackend};
 use crate::state::VmRecord;
 use std::os::unix::fs::PermissionsExt;
@@ -337,8 +337,11 @@ impl VmBackend for QemuBackend {
             } => self.qemu_command(vm, &dir, kernel, initrd.as_deref(), cmdline),
             BootSource::Runner(runner) => {
                 let mut cmd = Command::new(runner);
-                // BLIXARD_VM_NAME and BLIXARD_VM_DIR come from the supervisor.
-                cmd.env("BLIXARD_QMP_SOCKET", dir.join("qmp.sock"))
+                // BLIXARD_VM_NAME and BLIXARD_VM_DIR come from the supervisor,
+                // which passes on only the variables set here (QEMU itself
+                // needs none: it runs no helper programs).
+                cmd.env("PATH", RUNNER_PATH)
+                    .env("BLIXARD_QMP_SOCKET", dir.join("qmp.sock"))
                     .current_dir(&dir);
                 cmd
             }

@@ -25,6 +25,10 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How often a kill looks whether the VM's cgroup emptied.
 const KILL_POLL: Duration = Duration::from_millis(10);
 
+/// `PATH` of a runner (a shell script needs one; QEMU gets none): fixed,
+/// never the daemon's, which a VM has no business seeing.
+pub const RUNNER_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Console logs larger than this are rotated (copied to `console.log.1`,
 /// then truncated); one rotated file is kept.
 pub const CONSOLE_LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
@@ -50,6 +54,17 @@ pub struct Supervisor {
     /// Where this node's VM cgroups live (see `host::cgroup`); `None`
     /// without a usable cgroup v2 hierarchy.
     cgroups: Option<PathBuf>,
+}
+
+/// Leaves `cmd` only the variables its backend set on it: a VM process
+/// inherits nothing of the daemon's environment (which may hold secrets; a
+/// runner could print it to its console log for any API caller to read).
+fn only_explicit_env(cmd: &mut Command) {
+    let explicit: Vec<(std::ffi::OsString, std::ffi::OsString)> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string())))
+        .collect();
+    cmd.env_clear().envs(explicit);
 }
 
 /// Describes how a process ended.
@@ -176,6 +191,7 @@ impl Supervisor {
             .chain(cmd.get_args())
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
+        only_explicit_env(&mut cmd);
         // Every VM process (QEMU, a runner and its children) carries its name
         // and dir, so the fence watchdog finds it even without `meta.json`.
         cmd.env("BLIXARD_VM_NAME", name)
@@ -835,5 +851,41 @@ mod tests {
         cleanup_fully(&sup, "t1").await;
         assert_eq!(sup.state("t1"), InstanceState::Missing);
         assert!(sup.adopt().is_empty());
+    }
+
+    /// A VM process sees only what its backend set and the supervisor's
+    /// `BLIXARD_VM_*`, none of the daemon's environment (this test
+    /// process has plenty: `PATH`, `HOME`, cargo's variables, ...).
+    #[tokio::test]
+    async fn a_vm_process_inherits_nothing_of_the_daemon_environment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new(tmp.path().join("vms"), "process").unwrap();
+        sup.prepare("t4").unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        // The shell's own startup environment, before it exports anything.
+        cmd.args(["-c", "tr '\\0' '\\n' < /proc/$$/environ; echo END"])
+            .env("BLIXARD_VM_VCPUS", "1");
+        sup.spawn("t4", 1, cmd).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let text = loop {
+            let text = std::fs::read_to_string(sup.console_path("t4")).unwrap_or_default();
+            if text.contains("END") {
+                break text;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no output: {text}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let mut keys: Vec<&str> = text
+            .lines()
+            .filter(|l| *l != "END")
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["BLIXARD_VM_DIR", "BLIXARD_VM_NAME", "BLIXARD_VM_VCPUS"],
+            "{text}"
+        );
+        cleanup_fully(&sup, "t4").await;
     }
 }

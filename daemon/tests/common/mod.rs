@@ -91,6 +91,8 @@ impl TestCluster {
     fn config(&self, id: u64, dir: PathBuf, addr: SocketAddr) -> Config {
         let mut c = Config::for_node(id, &dir, addr);
         c.fence_watchdog = Some(env!("CARGO_BIN_EXE_blixard-fence").into());
+        // Tests write their runner scripts into the cluster's temp dir.
+        c.allowed_runner_dirs = vec![self._tmp.path().to_path_buf()];
         (self.tweak)(&mut c);
         c
     }

@@ -183,8 +183,12 @@ impl Lab {
         // A short fencing lease, so faults of a few seconds fence VMs and
         // the longer ones get them re-placed (after lease + 4 s margin).
         let config = node.dir.join("blixardd.toml");
-        std::fs::write(&config, format!("fence_lease_ms = {FENCE_LEASE_MS}\n"))
-            .map_err(|e| e.to_string())?;
+        // The VMs' runner lives in the lab's root, which the hosts allow.
+        let toml = format!(
+            "fence_lease_ms = {FENCE_LEASE_MS}\nallowed_runner_dirs = [{:?}]\n",
+            self.root
+        );
+        std::fs::write(&config, toml).map_err(|e| e.to_string())?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &node.ns])
             .arg(&self.blixardd)

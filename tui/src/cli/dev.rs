@@ -49,6 +49,8 @@ const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// A node's Raft and state database under its data dir: there when the
 /// node has run before.
 const DB_FILE: &str = "blixard.redb";
+/// The environment variable `blixardd` reads `--join-token` from.
+const JOIN_TOKEN_ENV: &str = "BLIXARD_JOIN_TOKEN";
 
 /// Options of `blixard dev`.
 #[derive(Debug, Args)]
@@ -268,6 +270,8 @@ fn spawn_node(
         .try_clone()
         .map_err(|e| CliError::other(format!("cannot open {}: {e}", log_path.display())))?;
     let mut cmd = Command::new(bin);
+    // Only a joining node gets a join token (below).
+    cmd.env_remove(JOIN_TOKEN_ENV);
     cmd.arg("--node-id")
         .arg(id.to_string())
         .arg("--data-dir")
@@ -282,6 +286,7 @@ fn spawn_node(
     if let Some(images) = &backend.image_dir {
         cmd.arg("--image-dir").arg(images);
     }
+    cmd.arg("--allowed-runner-dir").arg(runner_dir(data)?);
     if insecure {
         cmd.arg("--insecure");
     }
@@ -292,8 +297,9 @@ fn spawn_node(
         Start::Join { seed, proof } => {
             cmd.arg("--join").arg(format!("127.0.0.1:{seed}"));
             if let Some(p) = proof {
-                cmd.arg("--join-token")
-                    .arg(&p.token)
+                // `--join-token` through its environment variable: a
+                // command line is readable by every local user (`ps`).
+                cmd.env(JOIN_TOKEN_ENV, &p.token)
                     .arg("--ca-fingerprint")
                     .arg(&p.ca_fingerprint);
             }
@@ -315,6 +321,16 @@ fn check_alive(nodes: &mut Nodes) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `DATA/runners`, created and absolute: the one directory the dev nodes
+/// run VM runners (and kernels outside the image dir) from, since what a VM
+/// may run on a host is the host operator's decision (`allowed_runner_dirs`).
+fn runner_dir(data: &Path) -> Result<PathBuf, CliError> {
+    let dir = data.join("runners");
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| dir.canonicalize())
+        .map_err(|e| CliError::other(format!("cannot create {}: {e}", dir.display())))
 }
 
 /// Waits until some node reports a leader and `want` voters, failing early
@@ -519,6 +535,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     );
     println!("  endpoints: {}", endpoints.join(","));
     println!("  data and logs: {}", shown.display());
+    println!(
+        "  vm runners: only from {}",
+        runner_dir(&args.data_dir)?.display()
+    );
     if args.insecure {
         println!("  security: INSECURE (--insecure): plaintext, no tokens");
     } else {

@@ -13,17 +13,30 @@ use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
 use color_eyre::eyre::{bail, eyre, Result, WrapErr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(600);
+
+/// The VMs' runner, in a dir of its own the node allows (the VMs are
+/// created stopped, so it never runs).
+fn write_runner(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let runner = dir.join("sleep.sh");
+    std::fs::write(&runner, "#!/bin/sh\nexec sleep infinity\n")?;
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755))?;
+    Ok(runner)
+}
 
 fn spawn(bin: &Path, dir: &Path, addr: &str, init: bool) -> Result<Child> {
     let _ = std::fs::remove_file(dir.join("ready.json"));
     let mut cmd = Command::new(bin);
     cmd.args(["--node-id", "1", "--listen", addr, "--backend", "process"])
         .args(["--log", "warn"])
+        .arg("--allowed-runner-dir")
+        .arg(runner_dir(dir))
         .arg("--data-dir")
         .arg(dir)
         .arg("--ready-file")
@@ -35,6 +48,11 @@ fn spawn(bin: &Path, dir: &Path, addr: &str, init: bool) -> Result<Child> {
         .stderr(Stdio::null())
         .spawn()
         .wrap_err("spawning blixardd")
+}
+
+/// Where the runner of the node in `dir` lives.
+fn runner_dir(dir: &Path) -> PathBuf {
+    dir.with_file_name("runners")
 }
 
 async fn until_ready(dir: &Path, child: &mut Child) -> Result<()> {
@@ -72,11 +90,12 @@ async fn until_readable(addr: &str, name: &str) -> Result<()> {
 
 /// Creates the VMs; returns every create's latency in ms, sorted (the
 /// slowest show the stalls, such as snapshots of the growing fleet).
-async fn fill(addr: &str, vms: usize, clients: usize) -> Result<Vec<f64>> {
+async fn fill(addr: &str, vms: usize, clients: usize, runner: &Path) -> Result<Vec<f64>> {
+    let runner = runner.display().to_string();
     let ch = channel(addr)?;
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let ch = ch.clone();
+        let (ch, runner) = (ch.clone(), runner.clone());
         tasks.push(tokio::spawn(async move {
             let mut api = VmServiceClient::new(ch);
             let mut latencies = Vec::with_capacity(vms / clients + 1);
@@ -86,7 +105,7 @@ async fn fill(addr: &str, vms: usize, clients: usize) -> Result<Vec<f64>> {
                     spec: Some(pb::VmSpec {
                         vcpus: 1,
                         memory_mib: 64,
-                        runner: "/bin/sleep".into(),
+                        runner: runner.clone(),
                         ..Default::default()
                     }),
                     stopped: true,
@@ -126,10 +145,11 @@ pub async fn run(vms: usize, restarts: usize, clients: usize) -> Result<()> {
     let dir = tmp.path().join("node");
     std::fs::create_dir_all(&dir)?;
     let addr = format!("127.0.0.1:{}", free_port()?);
+    let runner = write_runner(&runner_dir(&dir))?;
     let mut child = spawn(&bin, &dir, &addr, true)?;
     until_ready(&dir, &mut child).await?;
     let t = Instant::now();
-    let latencies = fill(&addr, vms, clients).await?;
+    let latencies = fill(&addr, vms, clients, &runner).await?;
     let fill_s = t.elapsed().as_secs_f64();
     let pct = |p| super::write_bench::percentile(&latencies, p);
     let last = format!("r-{}", vms - 1);

@@ -17,6 +17,7 @@ mod stops;
 
 use crate::backend::{BackendError, InstanceState, VmBackend};
 use crate::core::Core;
+use crate::host::allowlist::HostPaths;
 use crate::host::fence::{lease_clock_ms, LeaseStatus, Watchdog};
 use crate::shutdown::Shutdown;
 use crate::state::{Action, DesiredState, Observed, RestartPolicy, VmRecord, VmReport, VmState};
@@ -119,6 +120,9 @@ pub struct Agent<B: VmBackend> {
     /// Deleted VMs whose instance this host no longer runs, to report so
     /// their names may be placed again (`Fleet::departed`).
     gone: BTreeSet<String>,
+    /// The host paths VMs may name here (this host's config): checked
+    /// again before every start, whatever the API node allowed.
+    paths: HostPaths,
 }
 
 /// How often a watchdog that cannot be started is reported again.
@@ -175,6 +179,7 @@ impl Heartbeat {
 impl<B: VmBackend> Agent<B> {
     /// An agent for `core`'s node driving `backend`.
     pub fn new(core: Arc<Core>, backend: Arc<B>, stop_timeout: Duration, fencing: Fencing) -> Self {
+        let paths = HostPaths::from_config(&core.config);
         Self {
             core,
             backend,
@@ -187,6 +192,7 @@ impl<B: VmBackend> Agent<B> {
             watchdog_reported: None,
             stops: Stops::default(),
             gone: BTreeSet::new(),
+            paths,
         }
     }
 
@@ -730,6 +736,13 @@ impl<B: VmBackend> Agent<B> {
                 && now.desired == DesiredState::Running
         });
         if !current {
+            return;
+        }
+        // Before anything is spawned: the spec came through Raft, and this
+        // host's operator decides what runs here.
+        if let Err(e) = self.paths.check(&vm.spec) {
+            tracing::warn!(vm = %name, field = e.field.name(), "not starting: a host path outside this host's allowed dirs");
+            self.start_failed(vm, BackendError::InvalidSpec(e.to_string()));
             return;
         }
         if let Some(w) = &self.watchdog {
