@@ -356,7 +356,8 @@ fn qemu_microvms_end_to_end() {
             ],
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        // PermissionDenied: exit 7, "not allowed".
+        assert_eq!(out.status.code(), Some(7), "{stderr}");
         assert!(
             stderr.contains("spec.kernel") && stderr.contains("allowed_runner_dirs"),
             "{stderr}"

@@ -8,6 +8,7 @@
 use super::rules::{self, Need};
 use super::secrets::hash_token;
 use super::Caller;
+use openraft::async_runtime::WatchReceiver;
 use crate::core::Core;
 use blixard_shared::auth::{Role, AUTHORIZATION_HEADER, BEARER_PREFIX};
 use std::future::Future;
@@ -122,6 +123,25 @@ fn peer_node<B>(req: &http::Request<B>) -> Option<u64> {
     let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
     let certs = info.peer_certs()?;
     super::pki::node_id_of_cert(certs.first()?)
+}
+
+/// The answer to a token this node does not know: `Unauthenticated`, unless
+/// the node has not yet applied everything it knows to be committed (a
+/// restart replaying its log, a follower catching up): then the token may
+/// be one it has not seen yet, and `Unavailable` (naming the leader) sends
+/// the client to retry or elsewhere.
+fn unknown_token(core: &Core) -> Status {
+    let applied = core.view.applied_index();
+    let committed = core
+        .raft
+        .metrics()
+        .borrow_watched()
+        .local_committed
+        .map_or(0, |l| l.index);
+    if applied < committed.max(core.startup_log.1) {
+        return core.unavailable("this node is catching up with the cluster; retry shortly");
+    }
+    Status::unauthenticated("token is not valid: unknown, expired or revoked")
 }
 
 /// The token's caller, if the token is valid and its role is `need` or more.
