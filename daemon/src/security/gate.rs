@@ -8,9 +8,9 @@
 use super::rules::{self, Need};
 use super::secrets::hash_token;
 use super::Caller;
-use openraft::async_runtime::WatchReceiver;
 use crate::core::Core;
 use blixard_shared::auth::{Role, AUTHORIZATION_HEADER, BEARER_PREFIX};
+use openraft::async_runtime::WatchReceiver;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -167,12 +167,13 @@ fn token_caller<B>(
         .ok_or_else(|| Status::unauthenticated("authorization: expected `Bearer TOKEN`"))?;
     let hash = hash_token(secret);
     let now = blixard_shared::time::now_ms();
-    let (name, role) = {
-        let fleet = core.view.read();
-        let record = fleet.token_by_hash(&hash, now).ok_or_else(|| {
-            Status::unauthenticated("token is not valid: unknown, expired or revoked")
-        })?;
-        (record.name.clone(), record.role)
+    let found = core
+        .view
+        .read()
+        .token_by_hash(&hash, now)
+        .map(|record| (record.name.clone(), record.role));
+    let Some((name, role)) = found else {
+        return Err(unknown_token(core));
     };
     if role < need {
         let method = path.trim_start_matches("/blixard.v1.");

@@ -1,0 +1,102 @@
+//! An outside client, as the README promises: Python grpcio with the CA
+//! file and a token lists VMs (`examples/python/list_vms.py`). Needs
+//! Debian's `python3-grpcio` and `python3-grpc-tools`; CI installs them and
+//! sets `BLIXARD_REQUIRE_PYTHON_GRPC=1`, so there a missing one fails.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// Debian's own interpreter: the grpc packages install for it, whatever
+/// `python3` a PATH finds first.
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Why the example cannot run here, if it cannot.
+fn unsupported() -> Option<String> {
+    let probe = Command::new(PYTHON)
+        .args(["-c", "import grpc, grpc_tools.protoc"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "{PYTHON} lacks grpc or grpc_tools (Debian: python3-grpcio python3-grpc-tools): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("{PYTHON}: {e}")),
+    }
+}
+
+#[test]
+fn python_grpcio_lists_vms_with_the_ca_and_a_token() {
+    if let Some(why) = unsupported() {
+        if std::env::var_os("BLIXARD_REQUIRE_PYTHON_GRPC").is_some() {
+            panic!("BLIXARD_REQUIRE_PYTHON_GRPC is set but: {why}");
+        }
+        eprintln!("SKIPPED python_grpcio_lists_vms_with_the_ca_and_a_token: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let node = Daemon::start(1, &tmp.path().join("n1"), "127.0.0.1:0", &["--init"]);
+    let creds = ClusterCredentials::of_init_node(&node.dir);
+    register_credentials(&node.addr, &creds);
+    let out = cli(
+        &node.addr,
+        &["token", "create", "--role", "viewer", "--name", "py"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let viewer = json_of(&out)["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let out = cli(
+        &node.addr,
+        &[
+            "vm",
+            "create",
+            "from-rust",
+            "--vcpus",
+            "1",
+            "--memory",
+            "32",
+            "--stopped",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/list_vms.py");
+    let run = |token: Option<&str>| {
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(&example)
+            .env("BLIXARD_ENDPOINT", &node.addr)
+            .env("BLIXARD_CA_CERT", &creds.ca_cert)
+            .env_remove("BLIXARD_TOKEN");
+        if let Some(t) = token {
+            cmd.env("BLIXARD_TOKEN", t);
+        }
+        cmd.output().expect("python")
+    };
+    let out = run(Some(&viewer));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("from-rust ")),
+        "{stdout}"
+    );
+    // Without a token the same client is refused.
+    let out = run(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"));
+}
