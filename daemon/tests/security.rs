@@ -628,3 +628,24 @@ async fn every_client_rpc_answers_each_token_as_its_role_says() {
     }
     cluster.shutdown().await;
 }
+
+/// The forged vote of the issue, on an `--insecure` cluster where nobody is
+/// asked for proof: the term bound alone keeps the cluster alive (before
+/// it, this one call ended the cluster's elections for good; see
+/// `docs/security.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn even_without_credentials_a_vote_near_the_end_of_terms_cannot_end_elections() {
+    let cluster = TestCluster::start_with(3, |c| c.insecure = true).await;
+    let follower = cluster.follower().await;
+    let before = term_of(&cluster).await;
+    let mut raft = RaftServiceClient::new(cluster.channel(follower));
+    let err = raft
+        .vote(payload(forged_vote(9, u64::MAX)))
+        .await
+        .expect_err("the forged vote");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    still_healthy(&cluster, "after-the-vote").await;
+    let after = term_of(&cluster).await;
+    assert!(after < before + 10, "the term stays sane: {before} -> {after}");
+    cluster.shutdown().await;
+}
