@@ -166,6 +166,12 @@ impl Core {
         })?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(FORWARD_TIMEOUT);
+        if let Some(caller) = crate::security::gate::current_caller() {
+            if let Ok(value) = caller.describe().parse() {
+                req.metadata_mut()
+                    .insert(crate::security::ON_BEHALF_OF_HEADER, value);
+            }
+        }
         let resp = client.forward(req).await.map_err(|status| {
             let retryable = matches!(cmd.action, Action::Retryable { .. });
             after_sending(status, retryable)

@@ -26,6 +26,13 @@ pub struct MethodLabels {
     pub code: &'static str,
 }
 
+/// Labels of the gate's refusals.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeOnly {
+    /// Status code name: `unauthenticated`, `permission_denied`, ...
+    pub code: &'static str,
+}
+
 /// Labels of per-method latency.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodOnly {
@@ -63,6 +70,8 @@ pub struct Metrics {
     pub grpc_requests: Family<MethodLabels, Counter>,
     /// gRPC request latency by method (seconds).
     pub grpc_latency: Family<MethodOnly, Histogram>,
+    /// Calls the gate refused before any service saw them, by code.
+    pub auth_refusals: Family<CodeOnly, Counter>,
     /// Watch streams open on this node.
     pub watchers_connected: U64Gauge,
     /// Whether this node holds its fencing lease (0 or 1): at 0 its VMs
@@ -97,6 +106,7 @@ impl Metrics {
             raft_snapshot_index: Default::default(),
             proposal_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             grpc_requests: Default::default(),
+            auth_refusals: Default::default(),
             grpc_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
@@ -155,6 +165,11 @@ impl Metrics {
             "grpc_requests",
             "gRPC requests by method and code",
             m.grpc_requests.clone(),
+        );
+        registry.register(
+            "auth_refusals",
+            "Calls refused for missing, wrong or too weak credentials, by code",
+            m.auth_refusals.clone(),
         );
         registry.register(
             "grpc_request_latency_seconds",

@@ -202,8 +202,15 @@ impl RaftService for RaftServer {
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let caller = Caller::of(&req);
+        let on_behalf_of = req
+            .metadata()
+            .get(crate::security::ON_BEHALF_OF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let cmd: crate::state::Command = decode(req)?;
         peer::check_forward(&cmd.action, &caller)?;
+        tracing::debug!(from = ?caller, %on_behalf_of, "forwarded write");
         let outcome = self.core.propose_local(cmd).await?;
         let data = serde_json::to_vec(&outcome)
             .map_err(|e| Status::internal(format!("encoding reply: {e}")))?;

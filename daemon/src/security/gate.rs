@@ -49,6 +49,18 @@ pub struct Gate<S> {
     inner: S,
 }
 
+tokio::task_local! {
+    /// The caller of the call being handled, for code below the handlers
+    /// that forwards work on its behalf (`Core::forward` names it to the
+    /// leader); unset outside a call (the node's own loops).
+    pub static CURRENT_CALLER: Caller;
+}
+
+/// The caller of the call this task is handling, if any.
+pub fn current_caller() -> Option<Caller> {
+    CURRENT_CALLER.try_with(Caller::clone).ok()
+}
+
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> tower_service::Service<http::Request<B>> for Gate<S>
@@ -72,15 +84,21 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         match judge(&self.core, &req) {
             Ok(caller) => {
-                req.extensions_mut().insert(caller);
+                req.extensions_mut().insert(caller.clone());
                 // The clone that was made ready is the one that serves.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(req))
+                Box::pin(CURRENT_CALLER.scope(caller, inner.call(req)))
             }
             Err(status) => {
                 let path = req.uri().path().to_string();
-                tracing::info!(%path, code = ?status.code(), reason = %status.message(), "call refused");
+                let code = blixard_shared::client::code_name(status.code());
+                self.core
+                    .metrics
+                    .auth_refusals
+                    .get_or_create(&crate::metrics::CodeOnly { code })
+                    .inc();
+                tracing::info!(%path, code, reason = %status.message(), "call refused");
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }

@@ -31,7 +31,21 @@ pub enum Caller {
     Anonymous,
 }
 
+/// Metadata key on a forwarded write naming the client it is forwarded for
+/// (`token:NAME`); trusted only from a member node, which authenticated
+/// the client itself. For the leader's logs now, the audit trail later.
+pub const ON_BEHALF_OF_HEADER: &str = "x-blixard-on-behalf-of";
+
 impl Caller {
+    /// How [`ON_BEHALF_OF_HEADER`] names this caller (never a secret).
+    pub fn describe(&self) -> String {
+        match self {
+            Caller::Token { name, .. } => format!("token:{name}"),
+            Caller::Node(id) => format!("node:{id}"),
+            Caller::Anonymous => "anonymous".into(),
+        }
+    }
+
     /// The caller of `req` (Anonymous when the gate did not run, as in
     /// unit tests of handlers).
     pub fn of<T>(req: &tonic::Request<T>) -> Caller {
