@@ -643,9 +643,17 @@ async fn even_without_credentials_a_vote_near_the_end_of_terms_cannot_end_electi
         .vote(payload(forged_vote(9, u64::MAX)))
         .await
         .expect_err("the forged vote");
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        err.message()
+    );
     still_healthy(&cluster, "after-the-vote").await;
     let after = term_of(&cluster).await;
-    assert!(after < before + 10, "the term stays sane: {before} -> {after}");
+    assert!(
+        after < before + 10,
+        "the term stays sane: {before} -> {after}"
+    );
     cluster.shutdown().await;
 }

@@ -415,7 +415,6 @@ pub(crate) async fn start(
 /// early when a member exits.
 async fn wait_for_voters(cluster: &mut Cluster, want: u64) -> Result<()> {
     let end = Instant::now() + FORM_TIMEOUT;
-    let mut last = String::from("no answer yet");
     loop {
         for m in &mut cluster.members {
             if let Some(status) = m.exited()? {
@@ -423,16 +422,16 @@ async fn wait_for_voters(cluster: &mut Cluster, want: u64) -> Result<()> {
             }
         }
         let mut client = cluster.client()?;
-        match client.status(pb::Consistency::Linearizable).await {
+        let last = match client.status(pb::Consistency::Linearizable).await {
             Ok(s) => {
                 let voters = s.members.iter().filter(|m| m.voter).count() as u64;
                 if s.leader_id != 0 && voters == want {
                     return Ok(());
                 }
-                last = format!("{voters} of {want} voters");
+                format!("{voters} of {want} voters")
             }
-            Err(e) => last = e.to_string(),
-        }
+            Err(e) => e.to_string(),
+        };
         if Instant::now() > end {
             bail!("the blixard cluster did not form within {FORM_TIMEOUT:?}: {last}");
         }

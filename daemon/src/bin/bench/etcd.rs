@@ -167,8 +167,7 @@ impl Etcd {
                 )
                 .await
                 {
-                    if s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader)
-                    {
+                    if s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader) {
                         return Ok(m.addr.clone());
                     }
                 }

@@ -7,100 +7,27 @@
 //! acknowledgement is the failover time. The killed member is restarted on
 //! its data dir and the cluster is let settle before the next run.
 
-use super::write_bench::{
-    channel, etcd, etcd_leader, free_port, grpc_unary, parked_vm, percentile,
-};
+use super::cluster::{self, Security};
+use super::etcd;
+use super::write_bench::{parked_vm, percentile};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
-use color_eyre::eyre::{bail, eyre, Result, WrapErr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use blixard_shared::Credentials;
+use color_eyre::eyre::{bail, eyre, Result};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tonic::transport::ClientTlsConfig;
 
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
-pub(crate) struct Member {
-    pub(crate) addr: String,
-    cmd: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Member {
-    fn spawn(&mut self) -> Result<()> {
-        let (program, args) = self
-            .cmd
-            .split_first()
-            .ok_or_else(|| eyre!("empty command line"))?;
-        let child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .wrap_err("spawning a member")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-pub(crate) async fn blixard_members(root: &Path) -> Result<Vec<Member>> {
-    let bin = super::write_bench::blixardd_bin()?;
-    let mut members = Vec::new();
-    for id in 1..=3u64 {
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        let dir = root.join(format!("f{id}"));
-        std::fs::create_dir_all(&dir)?;
-        let mut cmd: Vec<String> = vec![
-            bin.display().to_string(),
-            "--node-id".into(),
-            id.to_string(),
-            "--listen".into(),
-            addr.clone(),
-            "--data-dir".into(),
-            dir.display().to_string(),
-            "--backend".into(),
-            "process".into(),
-            "--log".into(),
-            "warn".into(),
-        ];
-        if id == 1 {
-            cmd.push("--init".into());
-        } else {
-            cmd.push("--join".into());
-            cmd.push(
-                members
-                    .first()
-                    .map(|m: &Member| m.addr.clone())
-                    .unwrap_or_default(),
-            );
-        }
-        let mut m = Member {
-            addr,
-            cmd,
-            child: None,
-        };
-        m.spawn()?;
-        members.push(m);
-    }
-    Ok(members)
-}
-
-async fn blixard_write(addr: &str, i: u64) -> bool {
-    let Ok(ch) = channel(addr) else { return false };
+/// One write attempt on a fresh channel to `addr` (a fresh connection,
+/// handshake included, as a client that failed over would make).
+async fn blixard_write(addr: &str, creds: &Credentials, i: u64) -> bool {
+    let Ok(ch) = cluster::channel(addr, creds) else {
+        return false;
+    };
     let name = "failover".to_string();
     let mut vms = VmServiceClient::new(ch);
     let call = async {
@@ -115,15 +42,18 @@ async fn blixard_write(addr: &str, i: u64) -> bool {
         .unwrap_or(false)
 }
 
-async fn etcd_write(addr: &str, _i: u64) -> bool {
-    let Ok(ch) = channel(addr) else { return false };
+/// One etcd write attempt on a fresh channel to `addr`, as [`blixard_write`].
+async fn etcd_write(addr: &str, tls: Option<&ClientTlsConfig>, _i: u64) -> bool {
+    let Ok(ch) = etcd::channel(addr, tls) else {
+        return false;
+    };
     let req = etcd::PutRequest {
         key: b"failover".to_vec(),
         value: vec![b'x'; 128],
     };
     tokio::time::timeout(
         ATTEMPT_TIMEOUT,
-        grpc_unary::<_, etcd::PutResponse>(ch, "/etcdserverpb.KV/Put", req),
+        etcd::grpc_unary::<_, etcd::PutResponse>(ch, "/etcdserverpb.KV/Put", req),
     )
     .await
     .is_ok_and(|r| r.is_ok())
@@ -152,11 +82,13 @@ where
 
 /// When a survivor first names a leader other than `old` (local status
 /// reads every few milliseconds).
-async fn new_leader_known(survivors: &[String], old: &str) -> Result<Instant> {
+async fn new_leader_known(survivors: &[String], old: &str, creds: &Credentials) -> Result<Instant> {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         for addr in survivors {
-            let Ok(ch) = channel(addr) else { continue };
+            let Ok(ch) = cluster::channel(addr, creds) else {
+                continue;
+            };
             let mut c = ClusterServiceClient::new(ch);
             let req = pb::GetStatusRequest::default();
             if let Ok(Ok(s)) = tokio::time::timeout(ATTEMPT_TIMEOUT, c.get_status(req)).await {
@@ -173,10 +105,11 @@ async fn new_leader_known(survivors: &[String], old: &str) -> Result<Instant> {
     }
 }
 
-pub(crate) async fn blixard_leader(addrs: &[String]) -> Result<String> {
+pub(crate) async fn blixard_leader(addrs: &[String], creds: &Credentials) -> Result<String> {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(mut c) = blixard_shared::BlixardClient::new(addrs) {
+        if let Ok(c) = blixard_shared::BlixardClient::new(addrs) {
+            let mut c = c.with_credentials(creds.clone());
             if let Ok(s) = c.status(pb::Consistency::Linearizable).await {
                 if s.leader_id != 0 && s.members.iter().filter(|m| m.voter).count() == 3 {
                     return Ok(s.leader_address);
@@ -190,82 +123,79 @@ pub(crate) async fn blixard_leader(addrs: &[String]) -> Result<String> {
     }
 }
 
-/// Runs the failover benchmark and prints Markdown.
-pub async fn run(runs: usize, etcd_bin: PathBuf) -> Result<()> {
+/// Runs the failover benchmark and prints Markdown. Secured, etcd runs
+/// with TLS too (see `etcd.rs`): each attempt after the kill opens a new
+/// connection, so both systems pay the handshake alike.
+pub async fn run(runs: usize, etcd_bin: PathBuf, security: Security) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut members = blixard_members(tmp.path()).await?;
-    let addrs: Vec<String> = members.iter().map(|m| m.addr.clone()).collect();
-    blixard_leader(&addrs).await?;
-    let mut client = blixard_shared::BlixardClient::new(&addrs)?;
-    client.create_vm(parked_vm("failover")).await?;
+    let mut blixard = cluster::start(&tmp.path().join("blixard"), 3, security, &[]).await?;
+    let addrs = blixard.addrs();
+    let creds = blixard.creds.clone();
+    let creds = &creds;
+    blixard.client()?.create_vm(parked_vm("failover")).await?;
     let mut blixard_times = Vec::new();
     let mut election_times = Vec::new();
     for _ in 0..runs {
-        let leader = blixard_leader(&addrs).await?;
+        let leader = blixard_leader(&addrs, creds).await?;
         // Let the cluster settle after the previous run (followers caught up).
         until_write(
             &addrs,
-            |a, i| async move { blixard_write(&a, i).await },
+            |a, i| async move { blixard_write(&a, creds, i).await },
             Duration::from_secs(30),
         )
         .await?;
-        let idx = members
+        let idx = blixard
+            .members
             .iter()
             .position(|m| m.addr == leader)
             .ok_or_else(|| eyre!("leader {leader} is not a member"))?;
         let survivors: Vec<String> = addrs.iter().filter(|a| **a != leader).cloned().collect();
         let killed = Instant::now();
-        members[idx].kill9();
+        blixard.members[idx].kill9();
         let (acked, elected) = tokio::join!(
             until_write(
                 &survivors,
-                |a, i| async move { blixard_write(&a, i).await },
+                |a, i| async move { blixard_write(&a, creds, i).await },
                 Duration::from_secs(30),
             ),
-            new_leader_known(&survivors, &leader),
+            new_leader_known(&survivors, &leader, creds),
         );
         blixard_times.push(acked?.duration_since(killed).as_secs_f64());
         election_times.push(elected?.duration_since(killed).as_secs_f64());
-        members[idx].spawn()?;
+        blixard.members[idx].spawn()?;
     }
-    drop(members);
+    drop(blixard);
 
     let mut etcd_times = Vec::new();
     if etcd_bin.exists() {
-        let mut emembers = Vec::new();
-        for (addr, cmd) in super::write_bench::etcd_commands(&etcd_bin, tmp.path())? {
-            let mut m = Member {
-                addr,
-                cmd,
-                child: None,
-            };
-            m.spawn()?;
-            emembers.push(m);
-        }
-        let eaddrs: Vec<String> = emembers.iter().map(|m| m.addr.clone()).collect();
+        let mut etcd = etcd::start(&etcd_bin, &tmp.path().join("etcd"), security)?;
+        let eaddrs = etcd.addrs();
+        let tls = etcd.tls.clone();
+        let tls = tls.as_ref();
         for _ in 0..runs {
-            let leader = etcd_leader(&eaddrs).await?;
+            let leader = etcd.leader().await?;
             until_write(
                 &eaddrs,
-                |a, i| async move { etcd_write(&a, i).await },
+                |a, i| async move { etcd_write(&a, tls, i).await },
                 Duration::from_secs(30),
             )
             .await?;
-            let idx = emembers
+            let idx = etcd
+                .members
                 .iter()
                 .position(|m| m.addr == leader)
                 .ok_or_else(|| eyre!("etcd leader {leader} is not a member"))?;
             let survivors: Vec<String> = eaddrs.iter().filter(|a| **a != leader).cloned().collect();
             let killed = Instant::now();
-            emembers[idx].kill9();
+            etcd.members[idx].kill9();
             let acked = until_write(
                 &survivors,
-                |a, i| async move { etcd_write(&a, i).await },
+                |a, i| async move { etcd_write(&a, tls, i).await },
                 Duration::from_secs(30),
             )
             .await?;
             etcd_times.push(acked.duration_since(killed).as_secs_f64());
-            emembers[idx].spawn()?;
+            etcd.members[idx].spawn()?;
         }
     } else {
         eprintln!(
@@ -287,7 +217,11 @@ pub async fn run(runs: usize, etcd_bin: PathBuf) -> Result<()> {
         }
     };
     println!(
-        "### Failover: kill -9 of the leader to the next acknowledged write ({runs} runs each)"
+        "### Failover: kill -9 of the leader to the next acknowledged write ({runs} runs each, {})",
+        match security {
+            Security::Secured => "TLS on both systems",
+            Security::Insecure => "plaintext: Blixard --insecure, etcd over http",
+        }
     );
     println!();
     println!("| system | failover |");

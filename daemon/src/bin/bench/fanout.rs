@@ -2,7 +2,8 @@
 //! each of many watchers, spread over the three members of a cluster of
 //! `blixardd` processes.
 
-use super::write_bench::{channel, percentile, start_blixard};
+use super::cluster::{self, Security};
+use super::write_bench::percentile;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::watch_service_client::WatchServiceClient;
 use color_eyre::eyre::{bail, Result};
@@ -12,10 +13,11 @@ use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
 /// Runs the fan-out benchmark and prints Markdown.
-pub async fn run(watchers: usize, writes: usize) -> Result<()> {
+pub async fn run(watchers: usize, writes: usize, security: Security) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let (_procs, addrs) = start_blixard(tmp.path()).await?;
-    let mut client = blixard_shared::BlixardClient::new(&addrs)?;
+    let blixard = cluster::start(tmp.path(), 3, security, &[]).await?;
+    let addrs = blixard.addrs();
+    let mut client = blixard.client()?;
     let leader = client
         .status(pb::Consistency::Linearizable)
         .await?
@@ -34,7 +36,7 @@ pub async fn run(watchers: usize, writes: usize) -> Result<()> {
     for w in 0..watchers {
         let addr = addrs[w % addrs.len()].clone();
         let arrivals = arrivals.clone();
-        let mut stream = WatchServiceClient::new(channel(&addr)?)
+        let mut stream = WatchServiceClient::new(cluster::channel(&addr, &blixard.creds)?)
             .watch(pb::WatchRequest {
                 from_revision: start_rev,
                 from_oldest: false,
@@ -58,7 +60,8 @@ pub async fn run(watchers: usize, writes: usize) -> Result<()> {
 
     // Sequential writes; remember when each was acknowledged.
     let mut acked = Vec::new();
-    let mut vms = blixard_shared::BlixardClient::new([leader.as_str()])?;
+    let mut vms = blixard_shared::BlixardClient::new([leader.as_str()])?
+        .with_credentials(blixard.creds.clone());
     for i in 0..writes {
         let vm = if i % 2 == 0 {
             vms.start_vm("fanout").await?
@@ -102,7 +105,10 @@ pub async fn run(watchers: usize, writes: usize) -> Result<()> {
         }
     }
     lat.sort_by(f64::total_cmp);
-    println!("### Watch fan-out: {watchers} watchers over 3 members, {writes} writes");
+    println!(
+        "### Watch fan-out ({}): {watchers} watchers over 3 members, {writes} writes",
+        security.label()
+    );
     println!();
     println!("| measure | p50 | p99 | max |");
     println!("|---|---|---|---|");

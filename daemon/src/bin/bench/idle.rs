@@ -2,17 +2,17 @@
 //! `blixardd` processes sit idle for `--minutes`; their term is read every
 //! second, and every change of term or leader is reported.
 
-use super::write_bench::channel;
+use super::cluster::{self, Security};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use color_eyre::eyre::{bail, Result};
 use std::time::{Duration, Instant};
 
-pub async fn run(minutes: u64) -> Result<()> {
+pub async fn run(minutes: u64, security: Security) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let members = super::failover::blixard_members(tmp.path()).await?;
-    let addrs: Vec<String> = members.iter().map(|m| m.addr.clone()).collect();
-    super::failover::blixard_leader(&addrs).await?;
+    let blixard = cluster::start(tmp.path(), 3, security, &[]).await?;
+    let addrs = blixard.addrs();
+    super::failover::blixard_leader(&addrs, &blixard.creds).await?;
     let start = Instant::now();
     let end = start + Duration::from_secs(minutes * 60);
     let mut last: Option<(u64, u64)> = None;
@@ -21,7 +21,7 @@ pub async fn run(minutes: u64) -> Result<()> {
     while Instant::now() < end {
         let mut seen = None;
         for addr in &addrs {
-            let mut c = ClusterServiceClient::new(channel(addr)?);
+            let mut c = ClusterServiceClient::new(cluster::channel(addr, &blixard.creds)?);
             let req = pb::GetStatusRequest {
                 consistency: pb::Consistency::Local as i32,
             };
@@ -51,7 +51,8 @@ pub async fn run(minutes: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     println!(
-        "### Idle cluster: {minutes} min, {samples} samples, {} leader changes",
+        "### Idle cluster ({}): {minutes} min, {samples} samples, {} leader changes",
+        security.label(),
         changes.len()
     );
     for c in changes {

@@ -4,6 +4,11 @@
 //! Subcommands: `write`, `failover`, `fanout`, `recovery`, `idle` (each in its own
 //! module) and `microvm`.
 //!
+//! Every mode runs its clusters secured, as `blixardd` ships (TLS, a token
+//! on every call; see `cluster.rs`); `--insecure` runs them with
+//! `--insecure` instead, so either can be measured. `write --tls both`
+//! measures both in one run.
+//!
 //! `bench microvm [--vms N] [--raw N] [--density-max N]` measures, on a
 //! one-node cluster started in this process with the QEMU backend:
 //! - time from `CreateVm` returning to the guest's readiness line on its
@@ -17,6 +22,7 @@ use blixard_daemon::config::{BackendKind, Config};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
 use clap::{Parser, Subcommand};
+use cluster::Security;
 use color_eyre::eyre::{bail, eyre, Result, WrapErr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,6 +44,9 @@ enum Which {
         /// Writes to time.
         #[arg(long, default_value_t = 200)]
         writes: usize,
+        /// Run the cluster with --insecure (plaintext, no tokens).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Failover: kill -9 of the leader to the next acknowledged write, beside etcd.
     Failover {
@@ -47,9 +56,13 @@ enum Which {
         /// The etcd binary; the etcd side is skipped when missing.
         #[arg(long, default_value = "/usr/bin/etcd")]
         etcd: PathBuf,
+        /// Run Blixard with --insecure and etcd over http (default: TLS on both).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Write path: committed VM updates per second and latency on a 3-node
-    /// cluster of blixardd processes, beside a 3-member etcd doing puts.
+    /// cluster of blixardd processes, beside a 3-member etcd doing puts,
+    /// with TLS and in plaintext.
     Write {
         /// Concurrent clients, comma-separated.
         #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
@@ -60,12 +73,22 @@ enum Which {
         /// The etcd binary (Debian's etcd-server); the etcd side is skipped when missing.
         #[arg(long, default_value = "/usr/bin/etcd")]
         etcd: PathBuf,
+        /// Security of both systems: both (TLS and plaintext, interleaved,
+        /// with the cost of TLS), on (TLS only) or off (plaintext only).
+        #[arg(long, value_enum, default_value_t = write_bench::Tls::Both)]
+        tls: write_bench::Tls,
+        /// The same as --tls off, as in the other modes.
+        #[arg(long, conflicts_with = "tls")]
+        insecure: bool,
     },
     /// Idle: leader changes on an idle 3-node cluster over some minutes.
     Idle {
         /// Minutes to watch.
         #[arg(long, default_value_t = 10)]
         minutes: u64,
+        /// Run the cluster with --insecure (plaintext, no tokens).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Recovery: restart time of a node whose state holds many VMs.
     Recovery {
@@ -78,6 +101,9 @@ enum Which {
         /// Concurrent clients filling the state.
         #[arg(long, default_value_t = 64)]
         clients: usize,
+        /// Run the node with --insecure (plaintext, no tokens).
+        #[arg(long)]
+        insecure: bool,
     },
     /// MicroVM boot latency, orchestration overhead, density and daemon memory.
     Microvm {
@@ -93,9 +119,14 @@ enum Which {
         /// Guest image dir (with default/); built with assets/guest/build.sh if missing.
         #[arg(long, default_value = "target/guest-images")]
         images: PathBuf,
+        /// Run the node with --insecure (plaintext, no tokens).
+        #[arg(long)]
+        insecure: bool,
     },
 }
 
+mod cluster;
+mod etcd;
 mod failover;
 mod fanout;
 mod idle;
@@ -211,7 +242,13 @@ async fn raw_boots(images: &Path, n: usize, tmp: &Path) -> Result<Vec<f64>> {
     Ok(times)
 }
 
-async fn microvm(vms: usize, raw: usize, density_max: usize, images: PathBuf) -> Result<()> {
+async fn microvm(
+    vms: usize,
+    raw: usize,
+    density_max: usize,
+    images: PathBuf,
+    security: Security,
+) -> Result<()> {
     ensure_images(&images)?;
     let images = images.canonicalize()?;
     let tmp = tempfile::tempdir()?;
@@ -223,10 +260,14 @@ async fn microvm(vms: usize, raw: usize, density_max: usize, images: PathBuf) ->
     config.init = true;
     config.backend = BackendKind::Qemu;
     config.image_dir = images.clone();
+    config.insecure = security == Security::Insecure;
     let node = blixard_daemon::server::start(config).await?;
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", node.address))?.connect_lazy();
-    let mut client = VmServiceClient::new(channel);
+    // `--init` has written the CA and the admin token by the time it serves.
+    let creds = match security {
+        Security::Secured => cluster::admin_credentials(&data)?,
+        Security::Insecure => blixard_shared::Credentials::insecure(),
+    };
+    let mut client = VmServiceClient::new(cluster::channel(&node.address.to_string(), &creds)?);
     // Wait for the node to register (placement needs it).
     let end = Instant::now() + Duration::from_secs(30);
     while node.core.view.read().nodes.is_empty() {
@@ -382,20 +423,40 @@ async fn main() -> Result<()> {
             clients,
             seconds,
             etcd,
-        } => write_bench::run(clients, seconds, etcd).await,
-        Which::Failover { runs, etcd } => failover::run(runs, etcd).await,
-        Which::Fanout { watchers, writes } => fanout::run(watchers, writes).await,
-        Which::Idle { minutes } => idle::run(minutes).await,
+            tls,
+            insecure,
+        } => {
+            let tls = if insecure { write_bench::Tls::Off } else { tls };
+            write_bench::run(clients, seconds, etcd, tls).await
+        }
+        Which::Failover {
+            runs,
+            etcd,
+            insecure,
+        } => failover::run(runs, etcd, Security::from_insecure(insecure)).await,
+        Which::Fanout {
+            watchers,
+            writes,
+            insecure,
+        } => fanout::run(watchers, writes, Security::from_insecure(insecure)).await,
+        Which::Idle { minutes, insecure } => {
+            idle::run(minutes, Security::from_insecure(insecure)).await
+        }
         Which::Recovery {
             vms,
             restarts,
             clients,
-        } => recovery::run(vms, restarts, clients).await,
+            insecure,
+        } => recovery::run(vms, restarts, clients, Security::from_insecure(insecure)).await,
         Which::Microvm {
             vms,
             raw,
             density_max,
             images,
-        } => microvm(vms, raw, density_max, images).await,
+            insecure,
+        } => {
+            let security = Security::from_insecure(insecure);
+            microvm(vms, raw, density_max, images, security).await
+        }
     }
 }

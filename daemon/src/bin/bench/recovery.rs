@@ -8,13 +8,13 @@
 //! replayed, leadership regained); the daemon's RSS after recovery; the
 //! size of its redb file.
 
-use super::write_bench::{blixardd_bin, channel, free_port};
+use super::cluster::{self, Member, Security};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
-use color_eyre::eyre::{bail, eyre, Result, WrapErr};
+use blixard_shared::Credentials;
+use color_eyre::eyre::{bail, eyre, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -30,36 +30,17 @@ fn write_runner(dir: &Path) -> Result<PathBuf> {
     Ok(runner)
 }
 
-fn spawn(bin: &Path, dir: &Path, addr: &str, init: bool) -> Result<Child> {
-    let _ = std::fs::remove_file(dir.join("ready.json"));
-    let mut cmd = Command::new(bin);
-    cmd.args(["--node-id", "1", "--listen", addr, "--backend", "process"])
-        .args(["--log", "warn"])
-        .arg("--allowed-runner-dir")
-        .arg(runner_dir(dir))
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--ready-file")
-        .arg(dir.join("ready.json"));
-    if init {
-        cmd.arg("--init");
-    }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .wrap_err("spawning blixardd")
-}
-
-/// Where the runner of the node in `dir` lives.
-fn runner_dir(dir: &Path) -> PathBuf {
-    dir.with_file_name("runners")
-}
-
-async fn until_ready(dir: &Path, child: &mut Child) -> Result<()> {
+/// Waits for the restarted node's ready file (polled every 2 ms: this is
+/// the "to listening" time), failing when it exits first.
+async fn until_ready(node: &mut Member) -> Result<()> {
+    let ready = node
+        .ready_file()
+        .ok_or_else(|| eyre!("the node has no ready file"))?
+        .to_path_buf();
     let start = Instant::now();
-    while !dir.join("ready.json").exists() {
-        if let Some(status) = child.try_wait()? {
-            bail!("blixardd exited while starting: {status}");
+    while !ready.exists() {
+        if let Some(status) = node.exited()? {
+            return Err(node.exit_error(status));
         }
         if start.elapsed() > DEADLINE {
             bail!("blixardd not ready after {DEADLINE:?}");
@@ -69,9 +50,9 @@ async fn until_ready(dir: &Path, child: &mut Child) -> Result<()> {
     Ok(())
 }
 
-async fn until_readable(addr: &str, name: &str) -> Result<()> {
+async fn until_readable(addr: &str, creds: &Credentials, name: &str) -> Result<()> {
     let start = Instant::now();
-    let ch = channel(addr)?;
+    let ch = cluster::channel(addr, creds)?;
     loop {
         let mut vms = VmServiceClient::new(ch.clone());
         let req = pb::GetVmRequest {
@@ -90,9 +71,15 @@ async fn until_readable(addr: &str, name: &str) -> Result<()> {
 
 /// Creates the VMs; returns every create's latency in ms, sorted (the
 /// slowest show the stalls, such as snapshots of the growing fleet).
-async fn fill(addr: &str, vms: usize, clients: usize, runner: &Path) -> Result<Vec<f64>> {
+async fn fill(
+    addr: &str,
+    creds: &Credentials,
+    vms: usize,
+    clients: usize,
+    runner: &Path,
+) -> Result<Vec<f64>> {
     let runner = runner.display().to_string();
-    let ch = channel(addr)?;
+    let ch = cluster::channel(addr, creds)?;
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (ch, runner) = (ch.clone(), runner.clone());
@@ -136,28 +123,34 @@ fn rss_mib(pid: u32) -> f64 {
     super::rss_kib(&pid.to_string()) as f64 / 1024.0
 }
 
-pub async fn run(vms: usize, restarts: usize, clients: usize) -> Result<()> {
+pub async fn run(vms: usize, restarts: usize, clients: usize, security: Security) -> Result<()> {
     if vms == 0 {
         bail!("--vms must be at least 1");
     }
-    let bin = blixardd_bin()?;
     let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("node");
-    std::fs::create_dir_all(&dir)?;
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let runner = write_runner(&runner_dir(&dir))?;
-    let mut child = spawn(&bin, &dir, &addr, true)?;
-    until_ready(&dir, &mut child).await?;
+    let runners = tmp.path().join("runners");
+    let runner = write_runner(&runners)?;
+    let extra = [
+        "--allowed-runner-dir".to_string(),
+        runners.display().to_string(),
+    ];
+    let mut blixard = cluster::start(&tmp.path().join("blixard"), 1, security, &extra).await?;
+    let creds = blixard.creds.clone();
+    let node = blixard
+        .members
+        .first_mut()
+        .ok_or_else(|| eyre!("the cluster has no node"))?;
+    let addr = node.addr.clone();
     let t = Instant::now();
-    let latencies = fill(&addr, vms, clients, &runner).await?;
+    let latencies = fill(&addr, &creds, vms, clients, &runner).await?;
     let fill_s = t.elapsed().as_secs_f64();
     let pct = |p| super::write_bench::percentile(&latencies, p);
     let last = format!("r-{}", vms - 1);
-    let status = ClusterServiceClient::new(channel(&addr)?)
+    let status = ClusterServiceClient::new(cluster::channel(&addr, &creds)?)
         .get_status(pb::GetStatusRequest::default())
         .await?
         .into_inner();
-    let rss_before = rss_mib(child.id());
+    let rss_before = node.pid().map_or(0.0, rss_mib);
     println!(
         "filled {vms} VMs in {fill_s:.1} s ({:.0} creates/s, {clients} clients); applied index {}, snapshot index {}, RSS {rss_before:.0} MiB",
         vms as f64 / fill_s,
@@ -176,25 +169,25 @@ pub async fn run(vms: usize, restarts: usize, clients: usize) -> Result<()> {
     println!("|---|---|---|---|---|");
     let mut totals = Vec::new();
     for r in 1..=restarts {
-        let _ = child.kill();
-        let _ = child.wait();
-        let size = std::fs::metadata(dir.join("blixard.redb"))
+        node.kill9();
+        let size = std::fs::metadata(node.dir.join("blixard.redb"))
             .map(|m| m.len() as f64 / (1 << 20) as f64)
             .unwrap_or(0.0);
         let start = Instant::now();
-        child = spawn(&bin, &dir, &addr, false)?;
-        until_ready(&dir, &mut child).await?;
+        // The same command line: `--init` is ignored on a data dir that
+        // belongs to a cluster, and a secured node re-issues its certificate.
+        node.spawn()?;
+        until_ready(node).await?;
         let listening = start.elapsed().as_secs_f64();
-        until_readable(&addr, &last).await?;
+        until_readable(&addr, &creds, &last).await?;
         let readable = start.elapsed().as_secs_f64();
         totals.push(readable);
         println!(
             "| {r} | {listening:.2} | {readable:.2} | {:.0} | {size:.0} |",
-            rss_mib(child.id())
+            node.pid().map_or(0.0, rss_mib)
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(blixard);
     totals.sort_by(|a, b| a.total_cmp(b));
     println!();
     println!(

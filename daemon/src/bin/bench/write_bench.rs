@@ -1,4 +1,5 @@
-//! `bench write`: the write path against etcd, same machine, same run.
+//! `bench write`: the write path against etcd, same machine, same run, with
+//! and without TLS.
 //!
 //! Blixard: three `blixardd` processes (process backend, fsync on every
 //! commit as always) on 127.0.0.1; each client owns one VM and flips its
@@ -7,72 +8,43 @@
 //! durability: fsync of the WAL before acknowledging); each client puts a
 //! 128-byte value under its own key, sent to the leader. Same concurrency,
 //! same duration.
+//!
+//! Security (`--tls`): "TLS" is Blixard as it ships (TLS, the admin token
+//! on every call) beside etcd with client TLS and peer mutual TLS (see
+//! `etcd.rs`); "plaintext" is Blixard `--insecure` beside etcd over http.
+//! With `--tls both` all four clusters run for the whole run, and at each
+//! client count the four configurations are measured one after another
+//! (Blixard TLS, etcd TLS, Blixard plaintext, etcd plaintext), so a drift
+//! in the host's speed lands on all of them alike rather than on whichever
+//! configuration ran in a slow minute.
 
+use super::cluster::{self, Cluster, Security};
+use super::etcd::{self, Etcd};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
-use color_eyre::eyre::{bail, eyre, Result, WrapErr};
+use color_eyre::eyre::Result;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
-/// Minimal etcd v3 messages, declared by hand (no etcd protos needed).
-pub(crate) mod etcd {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PutRequest {
-        #[prost(bytes = "vec", tag = "1")]
-        pub key: Vec<u8>,
-        #[prost(bytes = "vec", tag = "2")]
-        pub value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PutResponse {}
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StatusRequest {}
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ResponseHeader {
-        #[prost(uint64, tag = "1")]
-        pub cluster_id: u64,
-        #[prost(uint64, tag = "2")]
-        pub member_id: u64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StatusResponse {
-        #[prost(message, optional, tag = "1")]
-        pub header: Option<ResponseHeader>,
-        #[prost(uint64, tag = "4")]
-        pub leader: u64,
-    }
+/// Which security configurations `bench write` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Tls {
+    /// TLS and plaintext, interleaved, and what TLS costs each system.
+    Both,
+    /// TLS only.
+    On,
+    /// Plaintext only (Blixard `--insecure`, etcd over http).
+    Off,
 }
 
-pub(crate) async fn grpc_unary<Req, Resp>(
-    ch: Channel,
-    path: &'static str,
-    req: Req,
-) -> Result<Resp, tonic::Status>
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
-    let mut grpc = tonic::client::Grpc::new(ch);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
-    grpc.unary(tonic::Request::new(req), path, codec)
-        .await
-        .map(|r| r.into_inner())
-}
-
-pub(crate) struct Procs(pub(crate) Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
+impl Tls {
+    /// The configurations, in the order each client count measures them.
+    fn securities(self) -> &'static [Security] {
+        match self {
+            Self::Both => &[Security::Secured, Security::Insecure],
+            Self::On => &[Security::Secured],
+            Self::Off => &[Security::Insecure],
         }
     }
 }
@@ -95,14 +67,6 @@ pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-pub(crate) fn channel(addr: &str) -> Result<Channel> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .connect_lazy(),
-    )
 }
 
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -166,257 +130,214 @@ where
     }
 }
 
-pub(crate) fn blixardd_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .ok_or_else(|| eyre!("no exe dir"))?
-        .join("blixardd");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: build it with the same profile (cargo build --release --bins)",
-            bin.display()
-        );
-    }
-    Ok(bin)
+/// One security configuration's clusters, started once and kept for the
+/// whole run.
+struct Side {
+    security: Security,
+    blixard: Cluster,
+    /// The Blixard leader's address: writes go there, as a client that
+    /// follows leader hints would send them.
+    leader: String,
+    /// etcd and its leader's address, when etcd is installed.
+    etcd: Option<(Etcd, String)>,
 }
 
-async fn wait_ready(path: &Path) -> Result<String> {
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                if let Some(a) = v["address"].as_str() {
-                    return Ok(a.to_string());
-                }
+/// Starts one configuration's clusters under `root` and creates the VMs
+/// the clients flip.
+async fn start_side(
+    root: &Path,
+    security: Security,
+    max_clients: usize,
+    etcd_bin: Option<&Path>,
+) -> Result<Side> {
+    let tag = match security {
+        Security::Secured => "tls",
+        Security::Insecure => "plain",
+    };
+    let blixard = cluster::start(&root.join(format!("blixard-{tag}")), 3, security, &[]).await?;
+    let mut client = blixard.client()?;
+    let leader = client
+        .status(pb::Consistency::Linearizable)
+        .await?
+        .leader_address;
+    for c in 0..max_clients {
+        client.create_vm(parked_vm(&format!("w-{c}"))).await?;
+    }
+    let etcd = match etcd_bin {
+        Some(bin) => {
+            let mut etcd = etcd::start(bin, &root.join(format!("etcd-{tag}")), security)?;
+            let leader = etcd.leader().await?;
+            Some((etcd, leader))
+        }
+        None => None,
+    };
+    Ok(Side {
+        security,
+        blixard,
+        leader,
+        etcd,
+    })
+}
+
+/// `n` Blixard clients flipping their VMs on `side` for `seconds`.
+async fn blixard_point(side: &Side, n: usize, seconds: u64) -> Result<Stats> {
+    // One connection shared by the clients, as before TLS (HTTP/2 streams).
+    let ch = cluster::channel(&side.leader, &side.blixard.creds)?;
+    Ok(drive(n, seconds, move |c, i| {
+        let ch = ch.clone();
+        async move {
+            let name = format!("w-{c}");
+            let mut vms = VmServiceClient::new(ch);
+            if i % 2 == 0 {
+                vms.start_vm(pb::StartVmRequest { name }).await.is_ok()
+            } else {
+                vms.stop_vm(pb::StopVmRequest { name }).await.is_ok()
             }
         }
-        if Instant::now() > end {
-            bail!("{} did not appear", path.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await)
 }
 
-pub(crate) async fn start_blixard(root: &Path) -> Result<(Procs, Vec<String>)> {
-    let bin = blixardd_bin()?;
-    let mut procs = Procs(Vec::new());
-    let mut addrs = Vec::new();
-    for id in 1..=3u64 {
-        let dir = root.join(format!("b{id}"));
-        std::fs::create_dir_all(&dir)?;
-        let ready = dir.join("ready.json");
-        let mut cmd = Command::new(&bin);
-        cmd.args([
-            "--node-id",
-            &id.to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "process",
-            "--log",
-            "warn",
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        if id == 1 {
-            cmd.arg("--init");
-        } else {
-            cmd.arg("--join").arg(&addrs[0]);
-        }
-        procs.0.push(cmd.spawn().wrap_err("starting blixardd")?);
-        addrs.push(wait_ready(&ready).await?);
-    }
-    // Wait for three voters.
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut client = blixard_shared::BlixardClient::new(&addrs)?;
-        if let Ok(s) = client.status(pb::Consistency::Linearizable).await {
-            if s.members.iter().filter(|m| m.voter).count() == 3 {
-                break;
+/// `n` etcd clients putting their keys on `side`'s etcd for `seconds`.
+async fn etcd_point(side: &Side, n: usize, seconds: u64) -> Result<Option<Stats>> {
+    let Some((etcd, leader)) = &side.etcd else {
+        return Ok(None);
+    };
+    let ch = etcd::channel(leader, etcd.tls.as_ref())?;
+    let value = vec![b'x'; 128];
+    Ok(Some(
+        drive(n, seconds, move |c, _| {
+            let ch = ch.clone();
+            let req = etcd::PutRequest {
+                key: format!("w-{c}").into_bytes(),
+                value: value.clone(),
+            };
+            async move {
+                etcd::grpc_unary::<_, etcd::PutResponse>(ch, "/etcdserverpb.KV/Put", req)
+                    .await
+                    .is_ok()
             }
-        }
-        if Instant::now() > end {
-            bail!("the blixard cluster did not form");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok((procs, addrs))
-}
-
-/// The command lines of a 3-member etcd cluster on free local ports, with
-/// each member's client address.
-pub(crate) fn etcd_commands(etcd: &Path, root: &Path) -> Result<Vec<(String, Vec<String>)>> {
-    let ports: Vec<(u16, u16)> = (0..3)
-        .map(|_| Ok((free_port()?, free_port()?)))
-        .collect::<Result<_>>()?;
-    let initial: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
-        .collect();
-    Ok(ports
-        .iter()
-        .enumerate()
-        .map(|(i, (client, peer))| {
-            let cmd = vec![
-                etcd.display().to_string(),
-                "--name".into(),
-                format!("e{i}"),
-                "--data-dir".into(),
-                root.join(format!("e{i}")).display().to_string(),
-                "--listen-client-urls".into(),
-                format!("http://127.0.0.1:{client}"),
-                "--advertise-client-urls".into(),
-                format!("http://127.0.0.1:{client}"),
-                "--listen-peer-urls".into(),
-                format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls".into(),
-                format!("http://127.0.0.1:{peer}"),
-                "--initial-cluster".into(),
-                initial.join(","),
-                "--initial-cluster-state".into(),
-                "new".into(),
-                "--log-level".into(),
-                "error".into(),
-            ];
-            (format!("127.0.0.1:{client}"), cmd)
         })
-        .collect())
+        .await,
+    ))
 }
 
-pub(crate) async fn start_etcd(etcd: &Path, root: &Path) -> Result<(Procs, Vec<String>)> {
-    let mut procs = Procs(Vec::new());
-    let mut addrs = Vec::new();
-    for (addr, cmd) in etcd_commands(etcd, root)? {
-        procs.0.push(
-            Command::new(&cmd[0])
-                .args(&cmd[1..])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .wrap_err("starting etcd")?,
-        );
-        addrs.push(addr);
+/// `a / b` as a throughput ratio.
+fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}x", a / b)
+}
+
+/// One configuration's results at one client count.
+struct Point {
+    clients: usize,
+    security: Security,
+    blixard: Stats,
+    etcd: Option<Stats>,
+}
+
+impl Point {
+    /// Its row of the main table.
+    fn row(&self) -> String {
+        let b = &self.blixard;
+        let (eo, e50, e99, versus) = match &self.etcd {
+            Some(e) => (
+                format!("{:.0}", e.ops_per_s),
+                format!("{:.2}", e.p50_ms),
+                format!("{:.2}", e.p99_ms),
+                ratio(b.ops_per_s, e.ops_per_s),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {eo} | {e50} | {e99} | {versus} |",
+            self.clients,
+            self.security.label(),
+            b.ops_per_s,
+            b.p50_ms,
+            b.p99_ms
+        )
     }
-    Ok((procs, addrs))
 }
 
-/// The etcd member that leads, by asking each member's status.
-pub(crate) async fn etcd_leader(addrs: &[String]) -> Result<String> {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        for a in addrs {
-            if let Ok(s) = grpc_unary::<_, etcd::StatusResponse>(
-                channel(a)?,
-                "/etcdserverpb.Maintenance/Status",
-                etcd::StatusRequest {},
-            )
-            .await
-            {
-                if s.leader != 0 && s.header.as_ref().is_some_and(|h| h.member_id == s.leader) {
-                    return Ok(a.clone());
-                }
-            }
-        }
-        if Instant::now() > end {
-            bail!("etcd elected no leader");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// The TLS cost table: each system's throughput with TLS over its
+/// throughput in plaintext, at each client count both were measured at.
+fn print_tls_cost(points: &[Point]) {
+    println!();
+    println!("TLS cost (throughput with TLS / plaintext, same client count):");
+    println!();
+    println!("| clients | Blixard | etcd |");
+    println!("|---|---|---|");
+    for tls in points.iter().filter(|p| p.security == Security::Secured) {
+        let plain = points
+            .iter()
+            .find(|p| p.clients == tls.clients && p.security == Security::Insecure);
+        let Some(plain) = plain else { continue };
+        let etcd = match (&tls.etcd, &plain.etcd) {
+            (Some(t), Some(p)) => ratio(t.ops_per_s, p.ops_per_s),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {etcd} |",
+            tls.clients,
+            ratio(tls.blixard.ops_per_s, plain.blixard.ops_per_s)
+        );
     }
 }
 
 /// Runs the write benchmark and prints Markdown.
-pub async fn run(clients: Vec<usize>, seconds: u64, etcd: PathBuf) -> Result<()> {
+pub async fn run(clients: Vec<usize>, seconds: u64, etcd_bin: PathBuf, tls: Tls) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let (_blixard, addrs) = start_blixard(tmp.path()).await?;
-    let mut client = blixard_shared::BlixardClient::new(&addrs)?;
-    let status = client.status(pb::Consistency::Linearizable).await?;
-    let leader = status.leader_address.clone();
     let max_clients = clients.iter().copied().max().unwrap_or(1);
-    for c in 0..max_clients {
-        client.create_vm(parked_vm(&format!("w-{c}"))).await?;
-    }
-    let etcd_addrs = if etcd.exists() {
-        let (procs, addrs) = start_etcd(&etcd, tmp.path()).await?;
-        let leader = etcd_leader(&addrs).await?;
-        Some((procs, leader))
+    let etcd_bin = if etcd_bin.exists() {
+        Some(etcd_bin.as_path())
     } else {
         eprintln!(
             "etcd not found at {}: measuring Blixard only",
-            etcd.display()
+            etcd_bin.display()
         );
         None
     };
+    let mut sides = Vec::new();
+    for &security in tls.securities() {
+        sides.push(start_side(tmp.path(), security, max_clients, etcd_bin).await?);
+    }
 
     println!(
         "### Write path ({} s per point, 3 nodes on 127.0.0.1, fsync on)",
         seconds
     );
     println!();
-    println!("| clients | Blixard ops/s | p50 ms | p99 ms | etcd ops/s | p50 ms | p99 ms | throughput ratio |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "TLS: Blixard secured (TLS, admin token on every call), etcd with client TLS (no client certificates, auth off) and peer mutual TLS; plaintext: Blixard `--insecure`, etcd over http. Throughput ratio: Blixard / etcd in the same configuration."
+    );
+    println!();
+    println!("| clients | security | Blixard ops/s | p50 ms | p99 ms | etcd ops/s | p50 ms | p99 ms | throughput ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut points = Vec::new();
     for &n in &clients {
-        let ch = channel(&leader)?;
-        let b = drive(n, seconds, move |c, i| {
-            let ch = ch.clone();
-            async move {
-                let name = format!("w-{c}");
-                let mut vms = VmServiceClient::new(ch);
-                if i % 2 == 0 {
-                    vms.start_vm(pb::StartVmRequest { name }).await.is_ok()
-                } else {
-                    vms.stop_vm(pb::StopVmRequest { name }).await.is_ok()
-                }
+        for side in &sides {
+            let blixard = blixard_point(side, n, seconds).await?;
+            let etcd = etcd_point(side, n, seconds).await?;
+            let point = Point {
+                clients: n,
+                security: side.security,
+                blixard,
+                etcd,
+            };
+            println!("{}", point.row());
+            let etcd_errors = point.etcd.as_ref().map_or(0, |e| e.errors);
+            if point.blixard.errors > 0 || etcd_errors > 0 {
+                eprintln!(
+                    "errors at {n} clients, {}: blixard {}, etcd {etcd_errors}",
+                    side.security.label(),
+                    point.blixard.errors
+                );
             }
-        })
-        .await;
-        let e = match &etcd_addrs {
-            Some((_, leader)) => {
-                let ch = channel(leader)?;
-                let value = vec![b'x'; 128];
-                Some(
-                    drive(n, seconds, move |c, _| {
-                        let ch = ch.clone();
-                        let req = etcd::PutRequest {
-                            key: format!("w-{c}").into_bytes(),
-                            value: value.clone(),
-                        };
-                        async move {
-                            grpc_unary::<_, etcd::PutResponse>(ch, "/etcdserverpb.KV/Put", req)
-                                .await
-                                .is_ok()
-                        }
-                    })
-                    .await,
-                )
-            }
-            None => None,
-        };
-        let (eo, e50, e99, ratio) = match &e {
-            Some(e) => (
-                format!("{:.0}", e.ops_per_s),
-                format!("{:.2}", e.p50_ms),
-                format!("{:.2}", e.p99_ms),
-                format!("{:.2}x", b.ops_per_s / e.ops_per_s),
-            ),
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
-        };
-        println!(
-            "| {n} | {:.0} | {:.2} | {:.2} | {eo} | {e50} | {e99} | {ratio} |",
-            b.ops_per_s, b.p50_ms, b.p99_ms
-        );
-        if b.errors > 0 || e.as_ref().is_some_and(|e| e.errors > 0) {
-            eprintln!(
-                "errors at {n} clients: blixard {}, etcd {}",
-                b.errors,
-                e.as_ref().map_or(0, |e| e.errors)
-            );
+            points.push(point);
         }
+    }
+    if tls == Tls::Both {
+        print_tls_cost(&points);
     }
     Ok(())
 }
