@@ -25,6 +25,21 @@ fn missing(what: &str) -> ClientError {
 }
 
 impl BlixardClient {
+    /// Creates a one-time join token valid for `ttl` (admin): the secret
+    /// and the CA fingerprint a new node joins with.
+    pub async fn create_join_token(
+        &mut self,
+        ttl: std::time::Duration,
+    ) -> Result<pb::CreateJoinTokenResponse, ClientError> {
+        let ttl_seconds = ttl.as_secs();
+        self.call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds })
+                .await
+        })
+        .await
+    }
+
     /// Creates a VM.
     pub async fn create_vm(&mut self, req: pb::CreateVmRequest) -> Result<pb::Vm, ClientError> {
         let id = self.next_request_id();

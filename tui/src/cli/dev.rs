@@ -414,15 +414,9 @@ async fn join_proof(
     endpoints: &[String],
     credentials: &Credentials,
 ) -> Result<JoinProof, CliError> {
-    let mut client = BlixardClient::new(endpoints)?.with_credentials(credentials.clone());
-    let resp = client
-        .call(|ch| async move {
-            ClusterServiceClient::new(ch)
-                .create_join_token(pb::CreateJoinTokenRequest {
-                    ttl_seconds: JOIN_TOKEN_TTL.as_secs(),
-                })
-                .await
-        })
+    let resp = BlixardClient::new(endpoints)?
+        .with_credentials(credentials.clone())
+        .create_join_token(JOIN_TOKEN_TTL)
         .await?;
     Ok(JoinProof {
         token: resp.token,

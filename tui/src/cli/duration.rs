@@ -2,6 +2,7 @@
 //! and as the CLI prints them back, for token lifetimes. A tiny parser of
 //! its own rather than a new dependency: four units are all it needs.
 
+use blixard_shared::time::human_secs;
 use std::time::Duration;
 
 /// Seconds in one of the units a duration may use.
@@ -50,16 +51,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad("it must be longer than zero"));
     }
     Ok(Duration::from_secs(total))
-}
-
-/// "42s", "3m12s", "5h03m", "2d04h": how long, in the two largest units.
-pub fn human_secs(s: u64) -> String {
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
-    }
 }
 
 /// When something that expires at `expires_at_ms` (0: never) does so,

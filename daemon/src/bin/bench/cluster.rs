@@ -16,7 +16,6 @@
 use super::write_bench::free_port;
 use blixard_shared::auth::Secret;
 use blixard_shared::proto::v1 as pb;
-use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::{ApiChannel, BlixardClient, Credentials};
 use color_eyre::eyre::{bail, eyre, Result, WrapErr};
 use std::path::{Path, PathBuf};
@@ -348,15 +347,9 @@ fn node(
 /// members at `addrs` with the admin's `creds` (the client follows the
 /// leader).
 async fn join_proof(addrs: &[String], creds: &Credentials) -> Result<(Secret, String)> {
-    let mut client = BlixardClient::new(addrs)?.with_credentials(creds.clone());
-    let resp = client
-        .call(|ch| async move {
-            ClusterServiceClient::new(ch)
-                .create_join_token(pb::CreateJoinTokenRequest {
-                    ttl_seconds: JOIN_TOKEN_TTL.as_secs(),
-                })
-                .await
-        })
+    let resp = BlixardClient::new(addrs)?
+        .with_credentials(creds.clone())
+        .create_join_token(JOIN_TOKEN_TTL)
         .await
         .wrap_err("creating a join token")?;
     Ok((Secret::new(resp.token), resp.ca_fingerprint))

@@ -3,6 +3,7 @@
 
 use super::theme::Theme;
 use blixard_shared::proto::v1 as pb;
+pub use blixard_shared::time::human_secs;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Color;
 use ratatui::text::{Line, Span};
@@ -29,16 +30,6 @@ pub fn bar(used: u64, total: u64, width: usize) -> String {
 /// How long ago `since_ms` was, in words.
 pub fn ago(now_ms: u64, since_ms: u64) -> String {
     human_secs(now_ms.saturating_sub(since_ms) / 1000)
-}
-
-/// "42s", "3m12s", "5h03m", "2d04h".
-pub fn human_secs(s: u64) -> String {
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
-    }
 }
 
 /// The one word for a Raft member's role.
