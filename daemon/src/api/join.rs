@@ -114,8 +114,20 @@ pub async fn issue_certificate(
             req.node_id
         )));
     }
+    let hash = secrets::hash_token(&req.join_token);
+    // A token this node knows nothing of is refused here, without a Raft
+    // write: strangers guessing tokens must not grow the log. The write
+    // below stays the judge (it is what makes a token work once).
+    let known = core.view.read().join_tokens.contains_key(&hash);
+    if !known
+        && core.view.applied_index() >= core.raft_metrics().local_committed.map_or(0, |l| l.index)
+    {
+        return Err(Status::unauthenticated(
+            crate::state::fleet::JOIN_TOKEN_INVALID,
+        ));
+    }
     core.propose(Action::RedeemJoinToken {
-        hash: secrets::hash_token(&req.join_token),
+        hash,
         node_id: req.node_id,
     })
     .await?;
