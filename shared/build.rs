@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "blixard/v1/watch.proto",
     "blixard/v1/raft.proto",
     "blixard/v1/token.proto",
+    "blixard/v1/policy.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -48,6 +48,8 @@ pub struct Core {
     pub startup_log: (u64, u64),
     /// The node's TLS material; `None` only under `--insecure`.
     pub tls: Option<crate::security::pki::TlsMaterial>,
+    /// Decides with the replicated Cedar policies.
+    pub authz: crate::security::authz::Authorizer,
 }
 
 /// The gRPC status for a rejected command.
@@ -85,6 +87,19 @@ impl Core {
         let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
         membership.get_node(&id).is_some() || membership.nodes().next().is_none()
+    }
+
+    /// Whether `caller` may do `action` on `resource` under the policies in
+    /// force: `Ok(())` or `PermissionDenied` naming both.
+    pub fn authorize(
+        &self,
+        caller: &crate::security::Caller,
+        action: &str,
+        resource: crate::security::authz::Resource<'_>,
+    ) -> Result<(), Status> {
+        let fleet = self.view.read();
+        self.authz
+            .check(fleet.policies.as_ref(), caller, action, resource)
     }
 
     /// Whether this node is the leader right now.

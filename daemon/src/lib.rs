@@ -30,6 +30,7 @@ pub mod core;
 pub mod host;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod raft;
 pub mod security;
 pub mod server;

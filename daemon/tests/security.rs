@@ -533,6 +533,7 @@ async fn call(ch: blixard_shared::ApiChannel, method: &str, n: usize) -> Result<
                 name: format!("t-{n}"),
                 role: "viewer".into(),
                 ttl_seconds: 0,
+                labels: vec![],
             })
             .await
             .map(drop),
@@ -562,7 +563,7 @@ async fn make_token(
         .create_token(pb::CreateTokenRequest {
             name: name.into(),
             role: role.into(),
-            ttl_seconds,
+            ttl_seconds, labels: vec![]
         })
         .await
         .expect("token")

@@ -106,3 +106,8 @@ pub const TOKEN_HASH_LEN: usize = 64;
 
 /// Most voters in the Raft membership; further nodes join as non-voting members.
 pub const DEFAULT_MAX_VOTERS: usize = 5;
+
+/// Largest policy text, and largest schema, `ReloadPolicies` accepts (and
+/// the replicated state holds): past it the reload is refused and the old
+/// policies stay.
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;

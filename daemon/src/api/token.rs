@@ -3,11 +3,15 @@
 //! effect on each node as soon as that node applies it.
 
 use crate::core::Core;
+use crate::security::authz::Resource;
 use crate::security::secrets;
+use crate::security::Caller;
+use crate::state::model::TokenInfo;
 use crate::state::{Action, CommandOutcome, TokenRecord};
 use blixard_shared::auth::Role;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::token_service_server::TokenService;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -27,21 +31,37 @@ impl TokenApi {
     }
 }
 
-fn info(name: &str, role: Role, created_ms: u64, expires_ms: Option<u64>) -> pb::TokenInfo {
+fn info(t: &TokenInfo) -> pb::TokenInfo {
     pb::TokenInfo {
-        name: name.to_string(),
-        role: role.as_str().to_string(),
-        created_at_ms: created_ms,
-        expires_at_ms: expires_ms.unwrap_or(0),
+        name: t.name.clone(),
+        role: t.role.as_str().to_string(),
+        created_at_ms: t.created_ms,
+        expires_at_ms: t.expires_ms.unwrap_or(0),
+        labels: t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
     }
 }
 
 fn record_info(r: &TokenRecord) -> pb::TokenInfo {
-    info(&r.name, r.role, r.created_ms, r.expires_ms)
+    info(&r.info())
 }
 
-/// The request's role and expiry, or the field that is wrong.
-fn parse_create(req: &pb::CreateTokenRequest) -> Result<(Role, Option<u64>), Status> {
+/// `key=value` strings as a label map, or the field that is wrong.
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, Status> {
+    let mut map = BTreeMap::new();
+    for pair in labels {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Status::invalid_argument(format!("labels: {pair:?} is not key=value")))?;
+        map.insert(k.to_string(), v.to_string());
+    }
+    let pairs = map.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    blixard_shared::validate::label_pairs("labels", pairs)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(map)
+}
+
+/// The request's token, as it will be recorded (creation time aside).
+fn parse_create(req: &pb::CreateTokenRequest) -> Result<TokenInfo, Status> {
     blixard_shared::validate::dns_label("name", &req.name)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let role: Role = req
@@ -56,9 +76,14 @@ fn parse_create(req: &pb::CreateTokenRequest) -> Result<(Role, Option<u64>), Sta
             MAX_TOKEN_TTL.as_secs()
         )));
     }
-    let expires =
-        (req.ttl_seconds > 0).then(|| blixard_shared::time::now_ms() + req.ttl_seconds * 1000);
-    Ok((role, expires))
+    let now = blixard_shared::time::now_ms();
+    Ok(TokenInfo {
+        name: req.name.clone(),
+        role,
+        created_ms: now,
+        expires_ms: (req.ttl_seconds > 0).then(|| now + req.ttl_seconds * 1000),
+        labels: parse_labels(&req.labels)?,
+    })
 }
 
 #[tonic::async_trait]
@@ -70,24 +95,26 @@ impl TokenService for TokenApi {
         self.core
             .metrics
             .observe("CreateToken", async {
-                let req = req.into_inner();
-                let (role, expires_ms) = parse_create(&req)?;
+                self.core
+                    .authorize(&Caller::of(&req), "token.create", Resource::Cluster)?;
+                let new = parse_create(req.get_ref())?;
                 let secret =
                     secrets::new_client_token().map_err(|e| Status::internal(e.to_string()))?;
                 let outcome = self
                     .core
                     .propose(Action::CreateToken {
-                        name: req.name.clone(),
-                        role,
+                        name: new.name.clone(),
+                        role: new.role,
                         hash: secrets::hash_token(&secret),
-                        expires_ms,
+                        expires_ms: new.expires_ms,
+                        labels: new.labels.clone(),
                     })
                     .await?;
                 let token = match outcome {
-                    CommandOutcome::Token(t) => info(&t.name, t.role, t.created_ms, t.expires_ms),
-                    _ => info(&req.name, role, blixard_shared::time::now_ms(), expires_ms),
+                    CommandOutcome::Token(t) => info(&t),
+                    _ => info(&new),
                 };
-                tracing::info!(name = %req.name, %role, "token created");
+                tracing::info!(name = %new.name, role = %new.role, "token created");
                 Ok(Response::new(pb::CreateTokenResponse {
                     token: Some(token),
                     secret,
@@ -98,11 +125,13 @@ impl TokenService for TokenApi {
 
     async fn list_tokens(
         &self,
-        _req: Request<pb::ListTokensRequest>,
+        req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         self.core
             .metrics
             .observe("ListTokens", async {
+                self.core
+                    .authorize(&Caller::of(&req), "token.list", Resource::Cluster)?;
                 self.core
                     .read_barrier(pb::Consistency::Linearizable as i32)
                     .await?;
@@ -121,6 +150,8 @@ impl TokenService for TokenApi {
         self.core
             .metrics
             .observe("RevokeToken", async {
+                self.core
+                    .authorize(&Caller::of(&req), "token.revoke", Resource::Cluster)?;
                 let req = req.into_inner();
                 blixard_shared::validate::dns_label("name", &req.name)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -189,8 +189,8 @@ fn token_caller<B>(
         .view
         .read()
         .token_by_hash(&hash, now)
-        .map(|record| (record.name.clone(), record.role));
-    let Some((name, role)) = found else {
+        .map(|record| (record.name.clone(), record.role, record.labels.clone()));
+    let Some((name, role, labels)) = found else {
         return Err(unknown_token(core));
     };
     if role < need {
@@ -199,5 +199,5 @@ fn token_caller<B>(
             "token {name:?} has role {role}; {method} needs {need}"
         )));
     }
-    Ok(Caller::Token { name, role })
+    Ok(Caller::Token { name, role, labels })
 }

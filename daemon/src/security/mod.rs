@@ -4,6 +4,7 @@
 //! configuration of servers and clients (`tls`) and a joining node's
 //! side (`join`). `docs/security.md` has the threat model.
 
+pub mod authz;
 pub mod gate;
 pub mod join;
 pub mod peer;
@@ -24,6 +25,8 @@ pub enum Caller {
         name: String,
         /// Its role.
         role: Role,
+        /// Its scoping labels.
+        labels: std::collections::BTreeMap<String, String>,
     },
     /// A cluster node, by the id its certificate names.
     Node(u64),

@@ -140,6 +140,7 @@ mod tests {
         let token = Caller::Token {
             name: "ops".into(),
             role: blixard_shared::auth::Role::Admin,
+            labels: Default::default(),
         };
         assert!(check_vote("vote", &vote(5, 1), &token).is_err());
     }

@@ -27,6 +27,7 @@ async fn register_admin_token(core: &Core) -> Result<(), StartError> {
         role: blixard_shared::auth::Role::Admin,
         hash,
         expires_ms: None,
+        labels: Default::default(),
     };
     let deadline = tokio::time::Instant::now() + BOOTSTRAP_TOKEN_DEADLINE;
     loop {

@@ -175,6 +175,7 @@ async fn start_raft(
         shutdown,
         startup_log: storage.startup_log,
         tls,
+        authz: Default::default(),
     }))
 }
 

@@ -170,6 +170,17 @@ pub enum Action {
         /// When it stops being accepted (`None`: never); must be later
         /// than the command's time.
         expires_ms: Option<u64>,
+        /// Labels scoping the token (see `TokenRecord::labels`).
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+    /// Replaces the cluster's Cedar policies and schema (validated again
+    /// here: a text that does not compile is refused, the old ones stay).
+    SetPolicies {
+        /// The policy text.
+        policies: String,
+        /// The schema text.
+        schema: String,
     },
     /// Revokes the client token named `name`.
     RevokeToken {

@@ -314,6 +314,10 @@ pub struct TokenRecord {
     pub created_ms: u64,
     /// When it stops being accepted (proposer's clock; `None`: never).
     pub expires_ms: Option<u64>,
+    /// Labels that scope the token: with the default policies it acts only
+    /// on VMs carrying all of them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl TokenRecord {
@@ -328,6 +332,7 @@ impl TokenRecord {
         TokenInfo {
             name: self.name.clone(),
             role: self.role,
+            labels: self.labels.clone(),
             created_ms: self.created_ms,
             expires_ms: self.expires_ms,
         }
@@ -346,6 +351,20 @@ pub struct TokenInfo {
     pub created_ms: u64,
     /// When it stops being accepted (`None`: never).
     pub expires_ms: Option<u64>,
+    /// The token's scoping labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The cluster's Cedar policies and schema, replicated so every node
+/// decides the same (see `crate::policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// The policy text.
+    pub policies: String,
+    /// The schema text.
+    pub schema: String,
+    /// The revision that set them: the authorizer recompiles when it moves.
+    pub revision: u64,
 }
 
 /// A one-time join token, stored under the SHA-256 of its secret: a new

@@ -72,6 +72,7 @@ fn create(name: &str, n: usize, expires_ms: Option<u64>) -> Action {
         role: Role::Operator,
         hash: hash(n),
         expires_ms,
+            labels: Default::default(),
     }
 }
 
@@ -98,6 +99,7 @@ fn a_token_is_stored_by_hash_and_shown_without_it() {
         role: Role::Operator,
         created_ms: NOW,
         expires_ms: Some(NOW + 10),
+        labels: Default::default(),
     };
     assert_eq!(out, CommandOutcome::Token(expected));
     assert!(

@@ -61,6 +61,7 @@ fn populated() -> Fleet {
             role: Role::Viewer,
             hash: hash(),
             expires_ms: None,
+            labels: Default::default(),
         },
         Action::CreateJoinToken {
             hash: hash(),
@@ -331,6 +332,7 @@ fn other_cases() -> Vec<(&'static str, Action)> {
                 role: Role::Admin,
                 hash: "cd".repeat(32),
                 expires_ms: None,
+            labels: Default::default(),
             },
         ),
         (
@@ -340,6 +342,7 @@ fn other_cases() -> Vec<(&'static str, Action)> {
                 role: Role::Admin,
                 hash: "CD".repeat(32),
                 expires_ms: None,
+            labels: Default::default(),
             },
         ),
         (

@@ -70,6 +70,10 @@ pub struct Fleet {
     /// most `MAX_JOIN_TOKENS`.
     #[serde(default)]
     pub join_tokens: BTreeMap<String, JoinTokenRecord>,
+    /// The Cedar policies set by `ReloadPolicies`; `None`: the built-in
+    /// defaults (`crate::policy`).
+    #[serde(default)]
+    pub policies: Option<PolicyRecord>,
 }
 
 /// When a command is applied: its log index (the revision every record and
@@ -163,7 +167,16 @@ impl Fleet {
                 role,
                 hash,
                 expires_ms,
-            } => self.create_token(at, name, *role, hash, *expires_ms),
+                labels,
+            } => self.create_token(at, name, *role, hash, *expires_ms, labels),
+            Action::SetPolicies { policies, schema } => {
+                self.policies = Some(PolicyRecord {
+                    policies: policies.clone(),
+                    schema: schema.clone(),
+                    revision: at.revision,
+                });
+                Ok(CommandOutcome::Done)
+            }
             Action::RevokeToken { name } => self.revoke_token(name),
             Action::CreateJoinToken { hash, expires_ms } => {
                 self.create_join_token(at, hash, *expires_ms)

@@ -8,6 +8,7 @@ use super::{Fleet, Stamp};
 use crate::state::command::*;
 use crate::state::model::*;
 use blixard_shared::auth::Role;
+use std::collections::BTreeMap;
 use blixard_shared::limits::{MAX_JOIN_TOKENS, MAX_TOKENS};
 
 /// The one refusal of a join token that cannot be redeemed, whatever the
@@ -36,6 +37,7 @@ impl Fleet {
         role: Role,
         hash: &str,
         expires_ms: Option<u64>,
+        labels: &BTreeMap<String, String>,
     ) -> CommandResult {
         if expires_ms.is_some_and(|t| t <= at.time_ms) {
             return Err(Rejection::new(
@@ -66,6 +68,7 @@ impl Fleet {
             role,
             created_ms: at.time_ms,
             expires_ms,
+            labels: labels.clone(),
         };
         let info = record.info();
         self.tokens.insert(hash.to_string(), record);

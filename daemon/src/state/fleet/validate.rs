@@ -46,10 +46,16 @@ fn check(action: &Action) -> Result<(), FieldError> {
             reports,
             gone,
         } => status_report(*node_id, reports, gone),
-        Action::CreateToken { name, hash, .. } => {
+        Action::CreateToken {
+            name, hash, labels, ..
+        } => {
             rules::dns_label("name", name)?;
+            rules::label_pairs("labels", labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             rules::token_hash("hash", hash)
         }
+        Action::SetPolicies { policies, schema } => crate::policy::compile(policies, schema)
+            .map(drop)
+            .map_err(|e| FieldError::new("policies", e.to_string())),
         Action::RevokeToken { name } => rules::dns_label("name", name),
         // A join token's node id 0 is refused by its apply (with the
         // token judged first), not here.
