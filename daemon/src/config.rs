@@ -134,6 +134,10 @@ pub struct Flags {
     /// SHA-256 fingerprint of the cluster CA (`cluster status` shows it), for --join.
     #[arg(long, env = "BLIXARD_CA_FINGERPRINT")]
     pub ca_fingerprint: Option<String>,
+    /// Directory of Cedar policies (`*.cedar`, and `schema.cedarschema`) that
+    /// SIGHUP and `blixard policy reload` replicate (default: the built-in policies).
+    #[arg(long, env = "BLIXARD_POLICY_DIR")]
+    pub policy_dir: Option<PathBuf>,
     /// Serve plaintext gRPC and ask no caller for proof. For trying things
     /// out on one machine only: anyone who reaches the port owns the cluster.
     #[arg(long, env = "BLIXARD_INSECURE")]
@@ -164,6 +168,7 @@ pub struct FileConfig {
     join_token: Option<String>,
     ca_fingerprint: Option<String>,
     insecure: Option<bool>,
+    policy_dir: Option<PathBuf>,
     /// Extra host names or IPs this node's certificate names (besides the
     /// advertised and listen addresses, localhost and 127.0.0.1).
     #[serde(default)]
@@ -226,6 +231,8 @@ pub struct Config {
     pub ca_fingerprint: Option<String>,
     /// Plaintext, no credentials: `--insecure`.
     pub insecure: bool,
+    /// Where SIGHUP and `policy reload` read policies (None: built-in).
+    pub policy_dir: Option<PathBuf>,
     /// Extra names in this node's certificate.
     pub tls_hosts: Vec<String>,
     /// VM backend.
@@ -409,6 +416,7 @@ impl Config {
             join_token,
             ca_fingerprint,
             insecure,
+            policy_dir: flags.policy_dir.or(file.policy_dir),
             tls_hosts: file.tls_hosts,
             backend: flags.backend.or(file.backend).unwrap_or(BackendKind::Qemu),
             log: flags.log.or(file.log).unwrap_or_else(|| "info".into()),
@@ -453,6 +461,7 @@ impl Config {
             join_token: None,
             ca_fingerprint: None,
             insecure: false,
+            policy_dir: None,
             tls_hosts: Vec::new(),
             backend: BackendKind::Process,
             log: "info".into(),

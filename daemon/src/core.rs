@@ -102,6 +102,23 @@ impl Core {
             .check(fleet.policies.as_ref(), caller, action, resource)
     }
 
+    /// [`Core::authorize`] about VM `name` as the state has it (its labels;
+    /// none for a VM that does not exist, so a scoped token learns nothing
+    /// of VMs outside its scope).
+    pub fn authorize_vm(
+        &self,
+        caller: &crate::security::Caller,
+        action: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        let fleet = self.view.read();
+        let none = std::collections::BTreeMap::new();
+        let labels = fleet.vms.get(name).map_or(&none, |vm| &vm.spec.labels);
+        let resource = crate::security::authz::Resource::Vm { name, labels };
+        self.authz
+            .check(fleet.policies.as_ref(), caller, action, resource)
+    }
+
     /// Whether this node is the leader right now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow_watched().current_leader == Some(self.id)

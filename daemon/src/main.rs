@@ -29,7 +29,7 @@ async fn main() -> Result<()> {
     // A node that failed for good (a task died, Raft stopped) stops what it
     // can and exits non-zero, so its service manager restarts it.
     let fatal = tokio::select! {
-        signal = wait_for_signal() => {
+        signal = wait_for_signal(node.core.clone()) => {
             signal?;
             None
         }
@@ -55,12 +55,23 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Waits for SIGINT or SIGTERM; each SIGHUP meanwhile reloads the
+/// node's policies (`policy_dir`) for the whole cluster, logging the
+/// outcome (a broken policy file is refused; the old policies stay).
+async fn wait_for_signal(core: std::sync::Arc<blixard_daemon::core::Core>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).wrap_err("installing SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.wrap_err("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).wrap_err("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.wrap_err("waiting for Ctrl-C"),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => {
+                match blixard_daemon::api::policy::reload_from_config(&core).await {
+                    Ok(revision) => tracing::info!(revision, "SIGHUP: policies reloaded"),
+                    Err(e) => tracing::error!(error = %e.message(), "SIGHUP: policies not reloaded; the old ones stay in force"),
+                }
+            }
+        }
     }
-    Ok(())
 }

@@ -84,8 +84,8 @@ pub fn compile(policies: &str, schema: &str) -> Result<Compiled, PolicyError> {
     }
     let (schema, _warnings) = Schema::from_cedarschema_str(schema)
         .map_err(|e| PolicyError::Schema(describe(schema, &e)))?;
-    let set = PolicySet::from_str(policies)
-        .map_err(|e| PolicyError::Parse(describe(policies, &e)))?;
+    let set =
+        PolicySet::from_str(policies).map_err(|e| PolicyError::Parse(describe(policies, &e)))?;
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     if let Some(err) = result.validation_errors().next() {
         return Err(PolicyError::Invalid(describe(policies, err)));

@@ -429,6 +429,8 @@ const MATRIX: &[(&str, blixard_shared::auth::Role)] = {
         ("CreateToken", Admin),
         ("ListTokens", Admin),
         ("RevokeToken", Admin),
+        ("ReloadPolicies", Admin),
+        ("GetPolicies", Admin),
     ]
 };
 
@@ -547,6 +549,19 @@ async fn call(ch: blixard_shared::ApiChannel, method: &str, n: usize) -> Result<
             })
             .await
             .map(drop),
+        // A policy text that does not parse: an admin gets InvalidArgument
+        // (and nothing changes), anyone else PermissionDenied.
+        "ReloadPolicies" => pb::policy_service_client::PolicyServiceClient::new(ch)
+            .reload_policies(pb::ReloadPoliciesRequest {
+                policies: "permit(".into(),
+                schema: String::new(),
+            })
+            .await
+            .map(drop),
+        "GetPolicies" => pb::policy_service_client::PolicyServiceClient::new(ch)
+            .get_policies(pb::GetPoliciesRequest {})
+            .await
+            .map(drop),
         other => panic!("no call for {other}"),
     };
     r
@@ -563,7 +578,8 @@ async fn make_token(
         .create_token(pb::CreateTokenRequest {
             name: name.into(),
             role: role.into(),
-            ttl_seconds, labels: vec![]
+            ttl_seconds,
+            labels: vec![],
         })
         .await
         .expect("token")

@@ -5,6 +5,7 @@
 
 use super::convert::health_to_pb;
 use crate::core::Core;
+use crate::security::authz::Resource;
 use crate::security::Caller;
 use crate::state::Action;
 use blixard_shared::proto::v1 as pb;
@@ -340,6 +341,8 @@ impl ClusterService for ClusterApi {
         self.core
             .metrics
             .observe("GetStatus", async {
+                self.core
+                    .authorize(&Caller::of(&req), "cluster.status", Resource::Cluster)?;
                 let req = req.into_inner();
                 // Only the leader knows replication progress and contact
                 // times, so a linearizable status comes from the leader.
@@ -367,6 +370,8 @@ impl ClusterService for ClusterApi {
             .metrics
             .observe("Join", async {
                 let caller = Caller::of(&req);
+                self.core
+                    .authorize(&caller, "cluster.join", Resource::Cluster)?;
                 let req = req.into_inner();
                 // A node joins itself; a member relays another's join.
                 if let Caller::Node(id) = caller {
@@ -405,6 +410,8 @@ impl ClusterService for ClusterApi {
         self.core
             .metrics
             .observe("RemoveNode", async {
+                self.core
+                    .authorize(&Caller::of(&req), "cluster.remove_node", Resource::Cluster)?;
                 let req = req.into_inner();
                 if req.node_id == 0 {
                     return Err(Status::invalid_argument(
@@ -434,6 +441,11 @@ impl ClusterService for ClusterApi {
         self.core
             .metrics
             .observe("TransferLeadership", async {
+                self.core.authorize(
+                    &Caller::of(&req),
+                    "cluster.transfer_leader",
+                    Resource::Cluster,
+                )?;
                 let req = req.into_inner();
                 match self.core.leader_channel()? {
                     Some(ch) => Ok(Response::new(
@@ -463,6 +475,8 @@ impl ClusterService for ClusterApi {
         self.core
             .metrics
             .observe("CreateJoinToken", async {
+                self.core
+                    .authorize(&Caller::of(&req), "cluster.join_token", Resource::Cluster)?;
                 super::join::create_join_token(&self.core, req.into_inner())
                     .await
                     .map(Response::new)

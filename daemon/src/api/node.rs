@@ -3,6 +3,8 @@
 use super::convert::{node_to_pb, placed_on, placements};
 use super::pagination;
 use crate::core::Core;
+use crate::security::authz::Resource;
+use crate::security::Caller;
 use crate::state::{model, Action, CommandOutcome};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::node_service_server::NodeService;
@@ -67,6 +69,8 @@ impl NodeService for NodeApi {
         self.core
             .metrics
             .observe("ListNodes", async {
+                self.core
+                    .authorize(&Caller::of(&req), "node.list", Resource::Cluster)?;
                 let req = req.into_inner();
                 let size = pagination::page_size(req.page_size);
                 let after = pagination::node_token(&req.page_token)?;
@@ -107,7 +111,10 @@ impl NodeService for NodeApi {
         self.core
             .metrics
             .observe("GetNode", async {
+                let caller = Caller::of(&req);
                 let req = req.into_inner();
+                self.core
+                    .authorize(&caller, "node.read", Resource::Node(req.node_id))?;
                 if req.node_id == 0 {
                     return Err(Status::invalid_argument(
                         "node_id: must be a positive node id",
@@ -138,6 +145,9 @@ impl NodeService for NodeApi {
         self.core
             .metrics
             .observe("CordonNode", async {
+                let id = req.get_ref().node_id;
+                self.core
+                    .authorize(&Caller::of(&req), "node.cordon", Resource::Node(id))?;
                 let node = self
                     .set_schedulability(req.into_inner().node_id, model::Schedulability::Cordoned)
                     .await?;
@@ -153,6 +163,9 @@ impl NodeService for NodeApi {
         self.core
             .metrics
             .observe("UncordonNode", async {
+                let id = req.get_ref().node_id;
+                self.core
+                    .authorize(&Caller::of(&req), "node.uncordon", Resource::Node(id))?;
                 let node = self
                     .set_schedulability(
                         req.into_inner().node_id,

@@ -49,9 +49,9 @@ fn record_info(r: &TokenRecord) -> pb::TokenInfo {
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, Status> {
     let mut map = BTreeMap::new();
     for pair in labels {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| Status::invalid_argument(format!("labels: {pair:?} is not key=value")))?;
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            Status::invalid_argument(format!("labels: {pair:?} is not key=value"))
+        })?;
         map.insert(k.to_string(), v.to_string());
     }
     let pairs = map.iter().map(|(k, v)| (k.as_str(), v.as_str()));

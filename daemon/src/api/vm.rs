@@ -4,6 +4,8 @@ use super::convert::{spec_from_pb, vm_to_pb};
 use super::pagination;
 use crate::core::Core;
 use crate::host::allowlist::{HostPaths, NotAllowed};
+use crate::security::authz::Resource;
+use crate::security::Caller;
 use crate::state::{model, Action, CommandOutcome};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::vm_service_server::VmService;
@@ -82,8 +84,10 @@ impl VmService for VmApi {
             .metrics
             .observe("RestartVm", async {
                 let id = request_id::from_request(&req)?;
+                let caller = Caller::of(&req);
                 let name = req.into_inner().name;
                 validate::vm_name(&name)?;
+                self.core.authorize_vm(&caller, "vm.restart", &name)?;
                 let outcome = self.core.propose_as(Action::RestartVm { name }, id).await?;
                 Ok(Response::new(pb::RestartVmResponse {
                     vm: Some(vm_of(outcome)?),
@@ -99,6 +103,9 @@ impl VmService for VmApi {
         self.core
             .metrics
             .observe("StreamVmLogs", async {
+                validate::vm_name(&req.get_ref().name)?;
+                self.core
+                    .authorize_vm(&Caller::of(&req), "logs.read", &req.get_ref().name)?;
                 let stream = super::logs::stream(self.core.clone(), req).await?;
                 Ok(Response::new(stream))
             })
@@ -113,6 +120,7 @@ impl VmService for VmApi {
             .metrics
             .observe("CreateVm", async {
                 let id = request_id::from_request(&req)?;
+                let caller = Caller::of(&req);
                 let req = req.into_inner();
                 validate::create_vm(&req)?;
                 let spec = req
@@ -120,6 +128,11 @@ impl VmService for VmApi {
                     .as_ref()
                     .map(spec_from_pb)
                     .ok_or_else(|| Status::invalid_argument("spec: is required"))?;
+                let resource = Resource::Vm {
+                    name: &req.name,
+                    labels: &spec.labels,
+                };
+                self.core.authorize(&caller, "vm.create", resource)?;
                 self.check_paths(&req.name, &spec)?;
                 let desired = if req.stopped {
                     model::DesiredState::Stopped
@@ -146,9 +159,11 @@ impl VmService for VmApi {
         self.core
             .metrics
             .observe("GetVm", async {
+                let caller = Caller::of(&req);
                 let req = req.into_inner();
                 validate::vm_name(&req.name)?;
                 self.core.read_barrier(req.consistency).await?;
+                self.core.authorize_vm(&caller, "vm.read", &req.name)?;
                 let fleet = self.core.view.read();
                 let vm = fleet
                     .vms
@@ -168,6 +183,7 @@ impl VmService for VmApi {
         self.core
             .metrics
             .observe("ListVms", async {
+                let caller = Caller::of(&req);
                 let req = req.into_inner();
                 let size = pagination::page_size(req.page_size);
                 let after = pagination::vm_token(&req.page_token)?.map(str::to_string);
@@ -194,7 +210,20 @@ impl VmService for VmApi {
                             .labels
                             .iter()
                             .all(|(k, v)| vm.spec.labels.get(k) == Some(v));
-                    if !matches {
+                    // Only what the caller may see.
+                    let visible = || {
+                        let resource = Resource::Vm {
+                            name: &vm.name,
+                            labels: &vm.spec.labels,
+                        };
+                        self.core.authz.allows(
+                            fleet.policies.as_ref(),
+                            &caller,
+                            "vm.list",
+                            resource,
+                        )
+                    };
+                    if !matches || !visible() {
                         continue;
                     }
                     if vms.len() == size {
@@ -223,6 +252,8 @@ impl VmService for VmApi {
         self.core
             .metrics
             .observe("StartVm", async {
+                self.core
+                    .authorize_vm(&Caller::of(&req), "vm.start", &req.get_ref().name)?;
                 let vm = self
                     .set_desired(
                         &req.get_ref().name,
@@ -242,6 +273,8 @@ impl VmService for VmApi {
         self.core
             .metrics
             .observe("StopVm", async {
+                self.core
+                    .authorize_vm(&Caller::of(&req), "vm.stop", &req.get_ref().name)?;
                 let vm = self
                     .set_desired(
                         &req.get_ref().name,
@@ -262,8 +295,10 @@ impl VmService for VmApi {
             .metrics
             .observe("DeleteVm", async {
                 let id = request_id::from_request(&req)?;
+                let caller = Caller::of(&req);
                 let req = req.into_inner();
                 validate::vm_name(&req.name)?;
+                self.core.authorize_vm(&caller, "vm.delete", &req.name)?;
                 let delete = Action::DeleteVm {
                     name: req.name,
                     force: req.force,

@@ -8,6 +8,8 @@
 
 use super::convert::event_to_pb;
 use crate::core::Core;
+use crate::security::authz::Resource;
+use crate::security::Caller;
 use crate::state::EventRecord;
 use blixard_shared::limits::MAX_WATCHERS_PER_NODE;
 use blixard_shared::proto::v1 as pb;
@@ -58,6 +60,18 @@ struct WatchState {
     pending: VecDeque<EventRecord>,
     done: bool,
     _slot: WatcherSlot,
+    /// Who watches: events about VMs it may not read are skipped.
+    caller: Caller,
+}
+
+/// Whether `caller` may see `event`: events about a VM need `vm.read` on
+/// it (judged with the VM's labels now; a deleted VM has none), the rest
+/// are the cluster's, which `events.watch` already allowed.
+fn visible(core: &Core, caller: &Caller, event: &EventRecord) -> bool {
+    match event.subject.strip_prefix("vm/") {
+        Some(name) => core.authorize_vm(caller, "vm.read", name).is_ok(),
+        None => true,
+    }
 }
 
 /// The next item of a watch stream, or `None` when it ends.
@@ -68,6 +82,9 @@ async fn next_event(mut st: WatchState) -> Option<(Result<pb::WatchResponse, Sta
     loop {
         if let Some(event) = st.pending.pop_front() {
             st.last_sent = event.revision;
+            if !visible(&st.core, &st.caller, &event) {
+                continue;
+            }
             let item = pb::WatchResponse {
                 event: Some(event_to_pb(&event)),
             };
@@ -122,6 +139,9 @@ impl WatchService for WatchApi {
         self.core
             .metrics
             .observe("Watch", async {
+                let caller = Caller::of(&req);
+                self.core
+                    .authorize(&caller, "events.watch", Resource::Cluster)?;
                 let req = req.into_inner();
                 let open = self.watchers.fetch_add(1, Ordering::SeqCst);
                 self.core.metrics.watchers_connected.inc();
@@ -169,6 +189,7 @@ impl WatchService for WatchApi {
                     pending: VecDeque::new(),
                     done: false,
                     _slot: slot,
+                    caller,
                 };
                 let stream = futures_util::stream::unfold(state, next_event);
                 Ok(Response::new(Box::pin(stream) as Self::WatchStream))

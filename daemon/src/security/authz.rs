@@ -66,7 +66,11 @@ fn label_set(labels: &BTreeMap<String, String>) -> RestrictedExpression {
 /// The role entities: admin in operator in viewer, so a policy for
 /// viewers also covers operators and admins.
 fn roles() -> Result<Vec<Entity>, String> {
-    let chain = [("viewer", None), ("operator", Some("viewer")), ("admin", Some("operator"))];
+    let chain = [
+        ("viewer", None),
+        ("operator", Some("viewer")),
+        ("admin", Some("operator")),
+    ];
     chain
         .iter()
         .map(|(role, parent)| {
@@ -152,12 +156,22 @@ fn decide(
 ) -> Result<bool, String> {
     let principal = uid("Token", name)?;
     let attrs = HashMap::from([
-        ("name".to_string(), RestrictedExpression::new_string(name.to_string())),
-        ("role".to_string(), RestrictedExpression::new_string(role.to_string())),
+        (
+            "name".to_string(),
+            RestrictedExpression::new_string(name.to_string()),
+        ),
+        (
+            "role".to_string(),
+            RestrictedExpression::new_string(role.to_string()),
+        ),
         ("labels".to_string(), label_set(labels)),
     ]);
-    let token = Entity::new(principal.clone(), attrs, HashSet::from([uid("Role", role)?]))
-        .map_err(|e| e.to_string())?;
+    let token = Entity::new(
+        principal.clone(),
+        attrs,
+        HashSet::from([uid("Role", role)?]),
+    )
+    .map_err(|e| e.to_string())?;
     let (target, resource_labels) = match resource {
         Resource::Vm { name, labels } => (uid("Vm", name)?, Some(labels)),
         Resource::Node(id) => (uid("Node", &id.to_string())?, None),
@@ -176,10 +190,18 @@ fn decide(
     entities.extend([token, target_entity]);
     let entities =
         Entities::from_entities(entities, Some(&compiled.schema)).map_err(|e| e.to_string())?;
-    let action = EntityUid::from_str(&format!("Blixard::Action::{action:?}")).map_err(|e| e.to_string())?;
-    let request = Request::new(principal, action, target, Context::empty(), Some(&compiled.schema))
-        .map_err(|e| e.to_string())?;
-    let response = cedar_policy::Authorizer::new().is_authorized(&request, &compiled.policies, &entities);
+    let action =
+        EntityUid::from_str(&format!("Blixard::Action::{action:?}")).map_err(|e| e.to_string())?;
+    let request = Request::new(
+        principal,
+        action,
+        target,
+        Context::empty(),
+        Some(&compiled.schema),
+    )
+    .map_err(|e| e.to_string())?;
+    let response =
+        cedar_policy::Authorizer::new().is_authorized(&request, &compiled.policies, &entities);
     Ok(response.decision() == Decision::Allow)
 }
 
@@ -192,7 +214,10 @@ mod tests {
         Caller::Token {
             name: "t".into(),
             role,
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -200,7 +225,10 @@ mod tests {
     fn the_default_policies_read_as_the_roles_say() {
         let a = Authorizer::default();
         let web = BTreeMap::from([("team".to_string(), "web".to_string())]);
-        let vm = Resource::Vm { name: "web-1", labels: &web };
+        let vm = Resource::Vm {
+            name: "web-1",
+            labels: &web,
+        };
         let viewer = token(Role::Viewer, &[]);
         assert!(a.allows(None, &viewer, "vm.read", vm));
         assert!(!a.allows(None, &viewer, "vm.stop", vm));
@@ -213,7 +241,11 @@ mod tests {
         assert!(a.allows(None, &admin, "vm.delete", vm));
         let err = a.check(None, &viewer, "vm.stop", vm).unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
-        assert!(err.message().contains("vm.stop") && err.message().contains("web-1"), "{}", err.message());
+        assert!(
+            err.message().contains("vm.stop") && err.message().contains("web-1"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]
@@ -222,10 +254,35 @@ mod tests {
         let web = BTreeMap::from([("team".to_string(), "web".to_string())]);
         let db = BTreeMap::from([("team".to_string(), "db".to_string())]);
         let scoped = token(Role::Operator, &[("team", "web")]);
-        assert!(a.allows(None, &scoped, "vm.stop", Resource::Vm { name: "w", labels: &web }));
-        assert!(!a.allows(None, &scoped, "vm.stop", Resource::Vm { name: "d", labels: &db }));
-        assert!(!a.allows(None, &scoped, "vm.read", Resource::Vm { name: "d", labels: &db }));
+        assert!(a.allows(
+            None,
+            &scoped,
+            "vm.stop",
+            Resource::Vm {
+                name: "w",
+                labels: &web
+            }
+        ));
+        assert!(!a.allows(
+            None,
+            &scoped,
+            "vm.stop",
+            Resource::Vm {
+                name: "d",
+                labels: &db
+            }
+        ));
+        assert!(!a.allows(
+            None,
+            &scoped,
+            "vm.read",
+            Resource::Vm {
+                name: "d",
+                labels: &db
+            }
+        ));
         assert!(a.allows(None, &scoped, "node.read", Resource::Node(1)));
+        assert!(a.allows(None, &scoped, "node.list", Resource::Cluster));
     }
 
     #[test]
@@ -233,7 +290,10 @@ mod tests {
         let a = Authorizer::default();
         let viewer = token(Role::Viewer, &[]);
         let none = BTreeMap::new();
-        let vm = Resource::Vm { name: "x", labels: &none };
+        let vm = Resource::Vm {
+            name: "x",
+            labels: &none,
+        };
         assert!(a.allows(None, &viewer, "vm.read", vm));
         let record = PolicyRecord {
             policies: "permit(principal in Blixard::Role::\"admin\", action, resource);".into(),

@@ -9,7 +9,7 @@ use super::rules::{self, Need};
 use super::secrets::hash_token;
 use super::Caller;
 use crate::core::Core;
-use blixard_shared::auth::{Role, AUTHORIZATION_HEADER, BEARER_PREFIX};
+use blixard_shared::auth::{AUTHORIZATION_HEADER, BEARER_PREFIX};
 use openraft::async_runtime::WatchReceiver;
 use std::future::Future;
 use std::pin::Pin;
@@ -115,6 +115,9 @@ fn judge<B>(core: &Core, req: &http::Request<B>) -> Result<Caller, Status> {
     let node = peer_node(req);
     match need {
         Need::Open => Ok(node.map(Caller::Node).unwrap_or(Caller::Anonymous)),
+        Need::Closed => Err(Status::permission_denied(format!(
+            "{path}: no caller may call this method"
+        ))),
         Need::Member => match node {
             Some(id) if core.accepts_peer(id) => Ok(Caller::Node(id)),
             Some(id) => Err(Status::permission_denied(format!(
@@ -124,13 +127,13 @@ fn judge<B>(core: &Core, req: &http::Request<B>) -> Result<Caller, Status> {
                 "this method is for cluster nodes: it needs a node certificate of the cluster CA",
             )),
         },
-        Need::AdminOrNode => match node {
+        Need::TokenOrNode => match node {
             Some(id) => Ok(Caller::Node(id)),
-            None => token_caller(core, req, Role::Admin, path),
+            None => token_caller(core, req),
         },
-        Need::Role(role) => match node {
+        Need::Token => match node {
             Some(id) if core.accepts_peer(id) => Ok(Caller::Node(id)),
-            _ => token_caller(core, req, role, path),
+            _ => token_caller(core, req),
         },
     }
 }
@@ -162,13 +165,9 @@ fn unknown_token(core: &Core) -> Status {
     Status::unauthenticated("token is not valid: unknown, expired or revoked")
 }
 
-/// The token's caller, if the token is valid and its role is `need` or more.
-fn token_caller<B>(
-    core: &Core,
-    req: &http::Request<B>,
-    need: Role,
-    path: &str,
-) -> Result<Caller, Status> {
+/// The token's caller, if the token is valid (what it may do is the
+/// policies' decision, in the handler).
+fn token_caller<B>(core: &Core, req: &http::Request<B>) -> Result<Caller, Status> {
     let header = req
         .headers()
         .get(AUTHORIZATION_HEADER)
@@ -193,11 +192,5 @@ fn token_caller<B>(
     let Some((name, role, labels)) = found else {
         return Err(unknown_token(core));
     };
-    if role < need {
-        let method = path.trim_start_matches("/blixard.v1.");
-        return Err(Status::permission_denied(format!(
-            "token {name:?} has role {role}; {method} needs {need}"
-        )));
-    }
     Ok(Caller::Token { name, role, labels })
 }

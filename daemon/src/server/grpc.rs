@@ -4,12 +4,15 @@
 
 use super::tasks::{Lifetime, Tasks};
 use super::StartError;
-use crate::api::{cluster::ClusterApi, node::NodeApi, token::TokenApi, vm::VmApi, watch::WatchApi};
+use crate::api::{
+    cluster::ClusterApi, node::NodeApi, policy::PolicyApi, token::TokenApi, vm::VmApi,
+    watch::WatchApi,
+};
 use crate::core::Core;
 use crate::raft::service::RaftServer;
 use crate::security::gate::GateLayer;
 use crate::transport::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT};
-use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, MAX_REQUEST_BYTES};
+use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, MAX_POLICY_BYTES, MAX_REQUEST_BYTES};
 use blixard_shared::proto::v1 as pb;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ pub(super) const SERVICES: &[&str] = &[
     <pb::vm_service_server::VmServiceServer<VmApi> as NamedService>::NAME,
     <pb::watch_service_server::WatchServiceServer<WatchApi> as NamedService>::NAME,
     <pb::token_service_server::TokenServiceServer<TokenApi> as NamedService>::NAME,
+    <pb::policy_service_server::PolicyServiceServer<PolicyApi> as NamedService>::NAME,
 ];
 
 /// Serves the node's gRPC services on `listener` until the node stops; a
@@ -98,6 +102,10 @@ fn router(
         .add_service(
             pb::token_service_server::TokenServiceServer::new(TokenApi::new(core.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(core.clone()))
+                .max_decoding_message_size(2 * MAX_POLICY_BYTES + 4096),
         )
         .add_service(
             pb::raft_service_server::RaftServiceServer::new(RaftServer::new(core.clone()))

@@ -165,7 +165,7 @@ fn token_action() -> impl Strategy<Value = Action> {
                 role,
                 hash,
                 expires_ms,
-            labels: Default::default(),
+                labels: Default::default(),
             }
         ),
         token_name.prop_map(|name| Action::RevokeToken { name }),

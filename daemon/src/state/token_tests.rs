@@ -72,7 +72,7 @@ fn create(name: &str, n: usize, expires_ms: Option<u64>) -> Action {
         role: Role::Operator,
         hash: hash(n),
         expires_ms,
-            labels: Default::default(),
+        labels: Default::default(),
     }
 }
 

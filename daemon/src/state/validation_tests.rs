@@ -332,7 +332,7 @@ fn other_cases() -> Vec<(&'static str, Action)> {
                 role: Role::Admin,
                 hash: "cd".repeat(32),
                 expires_ms: None,
-            labels: Default::default(),
+                labels: Default::default(),
             },
         ),
         (
@@ -342,7 +342,7 @@ fn other_cases() -> Vec<(&'static str, Action)> {
                 role: Role::Admin,
                 hash: "CD".repeat(32),
                 expires_ms: None,
-            labels: Default::default(),
+                labels: Default::default(),
             },
         ),
         (

@@ -8,8 +8,8 @@ use super::{Fleet, Stamp};
 use crate::state::command::*;
 use crate::state::model::*;
 use blixard_shared::auth::Role;
-use std::collections::BTreeMap;
 use blixard_shared::limits::{MAX_JOIN_TOKENS, MAX_TOKENS};
+use std::collections::BTreeMap;
 
 /// The one refusal of a join token that cannot be redeemed, whatever the
 /// reason: a guesser learns nothing from it.

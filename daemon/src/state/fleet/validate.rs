@@ -50,7 +50,10 @@ fn check(action: &Action) -> Result<(), FieldError> {
             name, hash, labels, ..
         } => {
             rules::dns_label("name", name)?;
-            rules::label_pairs("labels", labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            rules::label_pairs(
+                "labels",
+                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )?;
             rules::token_hash("hash", hash)
         }
         Action::SetPolicies { policies, schema } => crate::policy::compile(policies, schema)
