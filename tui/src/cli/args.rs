@@ -65,6 +65,9 @@ pub enum Command {
     /// Client tokens: create (the secret is shown once), list, revoke (admin).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The cluster's Cedar authorization policies (admin).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Start a local 3-node cluster for trying things out; Ctrl-C stops it.
     Dev(dev::DevArgs),
 }
@@ -128,6 +131,22 @@ impl From<RoleArg> for Role {
     }
 }
 
+/// `blixard policy ...` (run by `policy.rs`).
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Replace the policies on every node. With --file, the given policy files (and --schema, else the schema in force); without, the contacted node reloads its policy_dir. A policy that does not parse or validate is refused with the line and the reason; the old ones stay.
+    Reload {
+        /// A Cedar policy file (repeatable; concatenated in order).
+        #[arg(long = "file", value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+        /// A Cedar schema file (default: the schema in force).
+        #[arg(long, value_name = "FILE")]
+        schema: Option<std::path::PathBuf>,
+    },
+    /// Print the policies in force (and, with --json, the schema and revision).
+    Get,
+}
+
 /// `blixard token ...` (run by `token.rs`).
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
@@ -142,6 +161,9 @@ pub enum TokenCmd {
         /// Unique name (DNS label; default: ROLE-UNIXSECONDS).
         #[arg(long)]
         name: Option<String>,
+        /// A label KEY=VALUE scoping the token: with the default policies it acts only on VMs carrying all its labels (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
     /// List tokens: name, role, creation and expiry (never their secrets).
     List,
@@ -388,6 +410,7 @@ mod tests {
                 role: RoleArg::Viewer,
                 ttl: Some(t),
                 name: None,
+                ..
             }) if t == Duration::from_secs(7 * 86_400)
         ));
         assert!(Cli::try_parse_from(["blixard", "token", "create", "--role", "root"]).is_err());

@@ -22,6 +22,7 @@ mod events;
 pub mod exit;
 mod node;
 mod output;
+mod policy;
 mod token;
 mod vm;
 
@@ -74,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             count,
         }) => events::watch(client()?, from, oldest, count, json).await,
         Command::Token(cmd) => token::run(&mut client()?, cmd, json).await,
+        Command::Policy(cmd) => policy::run(&mut client()?, cmd, json).await,
         // Its failures are not this command line's credentials' to explain.
         Command::Dev(args) => return dev::run(args).await,
     };

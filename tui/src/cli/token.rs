@@ -13,7 +13,6 @@ use blixard_shared::proto::v1::token_service_client::TokenServiceClient;
 use blixard_shared::time::now_ms;
 use blixard_shared::BlixardClient;
 use serde::Serialize;
-use std::time::Duration;
 
 /// `ttl_seconds` that means "never expires".
 const NEVER: u64 = 0;
@@ -30,6 +29,8 @@ pub struct TokenView {
     pub created_at_ms: u64,
     /// When it stops working (ms since the Unix epoch; 0: never).
     pub expires_at_ms: u64,
+    /// Its scoping labels, `key=value`.
+    pub labels: Vec<String>,
 }
 
 impl From<&pb::TokenInfo> for TokenView {
@@ -39,6 +40,7 @@ impl From<&pb::TokenInfo> for TokenView {
             role: t.role.clone(),
             created_at_ms: t.created_at_ms,
             expires_at_ms: t.expires_at_ms,
+            labels: t.labels.clone(),
         }
     }
 }
@@ -57,11 +59,27 @@ pub struct CreatedTokenView {
 /// Runs one `token` command.
 pub async fn run(client: &mut BlixardClient, cmd: TokenCmd, json: bool) -> Result<(), CliError> {
     match cmd {
-        TokenCmd::Create { role, ttl, name } => {
+        TokenCmd::Create {
+            role,
+            ttl,
+            name,
+            labels,
+        } => {
             let role = Role::from(role);
             let name = name.unwrap_or_else(|| default_name(role, now_ms()));
             blixard_shared::validate::dns_label("name", &name)?;
-            create(client, name, role, ttl, json).await
+            if let Some(bad) = labels.iter().find(|l| !l.contains('=')) {
+                return Err(CliError::usage(format!(
+                    "--label {bad:?}: expected KEY=VALUE"
+                )));
+            }
+            let req = pb::CreateTokenRequest {
+                name,
+                role: role.as_str().to_string(),
+                ttl_seconds: ttl.map_or(NEVER, |t| t.as_secs()),
+                labels,
+            };
+            create(client, req, json).await
         }
         TokenCmd::List => list(client, json).await,
         TokenCmd::Revoke { name } => {
@@ -93,16 +111,9 @@ fn default_name(role: Role, now_ms: u64) -> String {
 /// `token create`: prints the secret once, and says it is shown once.
 async fn create(
     client: &mut BlixardClient,
-    name: String,
-    role: Role,
-    ttl: Option<Duration>,
+    req: pb::CreateTokenRequest,
     json: bool,
 ) -> Result<(), CliError> {
-    let req = pb::CreateTokenRequest {
-        name,
-        role: role.as_str().to_string(),
-        ttl_seconds: ttl.map_or(NEVER, |t| t.as_secs()),
-    };
     let resp = client
         .call(|ch| {
             let req = req.clone();
@@ -190,11 +201,12 @@ mod tests {
             role: "operator".into(),
             created_at_ms: 1,
             expires_at_ms: 0,
+            labels: vec!["team=web".into()],
         };
         let listed = serde_json::to_value(TokenView::from(&info)).unwrap();
         assert_eq!(
             keys(&listed),
-            ["created_at_ms", "expires_at_ms", "name", "role"]
+            ["created_at_ms", "expires_at_ms", "labels", "name", "role"]
         );
         let created = serde_json::to_value(CreatedTokenView {
             token: TokenView::from(&info),
@@ -203,7 +215,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             keys(&created),
-            ["created_at_ms", "expires_at_ms", "name", "role", "secret"]
+            [
+                "created_at_ms",
+                "expires_at_ms",
+                "labels",
+                "name",
+                "role",
+                "secret"
+            ]
         );
         assert_eq!(created["secret"], "blxt_s");
     }
