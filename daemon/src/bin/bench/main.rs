@@ -36,6 +36,12 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Which {
+    /// The cost of one authorization decision (Cedar, default policies) and of the gate's token hash.
+    Authz {
+        /// Decisions to time per case.
+        #[arg(long, default_value_t = 100_000)]
+        iterations: usize,
+    },
     /// Watch fan-out: write acknowledged to event delivered at many watchers.
     Fanout {
         /// Concurrent watchers, spread over the three members.
@@ -125,6 +131,7 @@ enum Which {
     },
 }
 
+mod authz;
 mod cluster;
 mod etcd;
 mod failover;
@@ -419,6 +426,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Args::parse().which {
+        Which::Authz { iterations } => authz::run(iterations),
         Which::Write {
             clients,
             seconds,
