@@ -86,8 +86,26 @@ pub const MAX_GONE_PER_REPORT: usize = 1024;
 pub const MAX_TAIL_LINES: u32 = 100_000;
 /// Length of an event message (longer ones are cut).
 pub const MAX_EVENT_MESSAGE_LEN: usize = 512;
-/// Concurrent Watch streams per node; more fail with `ResourceExhausted`.
+/// Concurrent Watch streams per node, from every caller together; more
+/// fail with `ResourceExhausted` naming the limit (use another member).
 pub const MAX_WATCHERS_PER_NODE: usize = 1024;
+/// Concurrent Watch streams one identity (a client token; all anonymous
+/// callers of an `--insecure` node together) holds on one node; more fail
+/// with `ResourceExhausted` naming the limit, so one client cannot take
+/// every watcher slot and lock the console out. Member nodes are not held
+/// to it (they relay for clients counted where those called); they count
+/// toward [`MAX_WATCHERS_PER_NODE`].
+pub const MAX_WATCHERS_PER_IDENTITY: usize = 64;
+/// Concurrent `StreamVmLogs` streams per node, from every caller together
+/// (relays from other members included); more fail with
+/// `ResourceExhausted` naming the limit.
+pub const MAX_LOG_STREAMS_PER_NODE: usize = 256;
+/// Concurrent `StreamVmLogs` streams one identity holds on one node (as
+/// for [`MAX_WATCHERS_PER_IDENTITY`]; relays from member nodes are held to
+/// [`MAX_LOG_STREAMS_PER_NODE`] only); more fail with `ResourceExhausted`
+/// naming the limit.
+pub const MAX_LOG_STREAMS_PER_IDENTITY: usize = 16;
+
 /// Request ids remembered per client (the newest); a retry of an older one
 /// is applied again rather than answered from memory.
 pub const MAX_REQUEST_IDS_PER_CLIENT: usize = 16;

@@ -9,6 +9,7 @@ pub mod join;
 pub mod logs;
 pub mod node;
 pub mod pagination;
+pub mod slots;
 pub mod token;
 pub mod vm;
 pub mod watch;

@@ -2,9 +2,11 @@
 //! what each method needs (`rules`), the layer that checks every call
 //! (`gate`), the rules for daemon-to-daemon messages (`peer`), the TLS
 //! configuration of servers and clients (`tls`) and a joining node's
-//! side (`join`). `docs/security.md` has the threat model.
+//! side (`join`); who shares a per-identity quota (`identity`).
+//! `docs/security.md` has the threat model.
 
 pub mod gate;
+pub mod identity;
 pub mod join;
 pub mod peer;
 pub mod pki;
