@@ -186,3 +186,80 @@ async fn a_token_past_its_stream_caps_is_refused_while_another_token_still_strea
     drop((console_watch, console_logs, watches));
     cluster.shutdown().await;
 }
+
+/// A node allowing each token 5 requests a second, 10 at once.
+fn slow_rate(c: &mut blixard_daemon::config::Config) {
+    c.token_requests_per_sec = 5;
+    c.token_request_burst = 10;
+}
+
+async fn status(ch: &ApiChannel) -> Result<pb::ClusterStatus, tonic::Status> {
+    ClusterServiceClient::new(ch.clone())
+        .get_status(pb::GetStatusRequest {
+            consistency: pb::Consistency::Local as i32,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_its_rate_is_refused_with_a_hint_while_another_token_is_served() {
+    let cluster = TestCluster::start_with(1, slow_rate).await;
+    let (greedy, greedy_creds) = viewer(&cluster, "greedy").await;
+    let (polite, _) = viewer(&cluster, "polite").await;
+    let mut refusal = None;
+    for _ in 0..40 {
+        if let Err(status) = status(&greedy).await {
+            refusal = Some(status);
+            break;
+        }
+    }
+    let refusal = refusal.expect("40 calls at once pass a burst of 10");
+    assert_eq!(
+        refusal.code(),
+        tonic::Code::ResourceExhausted,
+        "{refusal:?}"
+    );
+    assert!(
+        refusal.message().contains("request_rate")
+            && refusal.message().contains("token \"greedy\""),
+        "{}",
+        refusal.message()
+    );
+    let retry_ms: u64 = refusal
+        .metadata()
+        .get("retry-after-ms")
+        .expect("a retry-after-ms hint")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("a number");
+    assert!(
+        (1..=200).contains(&retry_ms),
+        "one token in at most 200 ms at 5/s: {retry_ms}"
+    );
+    assert!(refusal
+        .message()
+        .contains(&format!("retry in {retry_ms} ms")));
+    // The rate layer sees who calls (it runs inside the gate): another
+    // token has its own bucket. Were it outside, every call would look
+    // anonymous and share the one bucket greedy just emptied.
+    status(&polite).await.expect("another token is served");
+    assert!(hits(&cluster, 0, Limit::RequestRate) >= 1);
+    // The client library waits out the hint and retries: the CLI is not
+    // failed by a burst, only slowed to the rate.
+    let mut cli = blixard_shared::BlixardClient::new([cluster.nodes[0].addr.to_string()])
+        .expect("client")
+        .with_credentials(greedy_creds);
+    let before = hits(&cluster, 0, Limit::RequestRate);
+    for _ in 0..20 {
+        cli.status(pb::Consistency::Local)
+            .await
+            .expect("served after waiting as asked");
+    }
+    assert!(
+        hits(&cluster, 0, Limit::RequestRate) > before,
+        "20 calls at 5/s had to wait"
+    );
+    cluster.shutdown().await;
+}

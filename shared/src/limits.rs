@@ -106,6 +106,26 @@ pub const MAX_LOG_STREAMS_PER_NODE: usize = 256;
 /// naming the limit.
 pub const MAX_LOG_STREAMS_PER_IDENTITY: usize = 16;
 
+/// Requests per second one identity (a client token; all anonymous callers
+/// together) may make to one node, on average: the default of the node
+/// config's `token_requests_per_sec`. Past it (and the burst) a call fails
+/// with `ResourceExhausted` and a `retry-after-ms` hint; member nodes and
+/// `RaftService` methods are not limited (Raft and forwarded writes are
+/// bounded by Raft itself; under `--insecure` members call as anonymous).
+pub const DEFAULT_TOKEN_REQUESTS_PER_SEC: u32 = 200;
+/// Requests one identity may make at once after being idle (the token
+/// bucket's size): the default of the node config's `token_request_burst`.
+/// Enough to read the largest cluster whole in one go ([`MAX_VMS`] at
+/// [`MAX_PAGE_SIZE`] is 1000 pages, plus the nodes), as the console does
+/// when it connects.
+pub const DEFAULT_TOKEN_REQUEST_BURST: u32 = 2000;
+/// Identities whose request rate one node tracks; a new one past it first
+/// drops the idle ones (a full bucket holds nothing worth keeping), then
+/// the one heard from least recently (which starts again with a full
+/// burst). Far above [`MAX_TOKENS`], so only a pathological churn of names
+/// ever evicts a bucket that was in use.
+pub const MAX_RATE_LIMITED_IDENTITIES: usize = 4096;
+
 /// Request ids remembered per client (the newest); a retry of an older one
 /// is applied again rather than answered from memory.
 pub const MAX_REQUEST_IDS_PER_CLIENT: usize = 16;

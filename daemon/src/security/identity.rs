@@ -35,6 +35,19 @@ impl Identity {
     }
 }
 
+/// Whether `path` is a method of the daemon-to-daemon `RaftService`
+/// (votes, appends, snapshots, forwarded writes, read indexes). Per-identity
+/// rates and the per-connection cap leave these alone as they leave members
+/// alone: with TLS only members reach them (the gate sees to it), and under
+/// `--insecure`, where every caller is anonymous, limiting them would put
+/// the cluster's heartbeats in the clients' shared bucket.
+pub fn is_peer_method(path: &str) -> bool {
+    use blixard_shared::proto::v1::raft_service_server::SERVICE_NAME;
+    path.strip_prefix('/')
+        .and_then(|p| p.strip_prefix(SERVICE_NAME))
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 impl fmt::Display for Identity {
     /// How refusals name the identity (a token's name, never its secret).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,5 +79,14 @@ mod tests {
         assert_eq!(Identity::of(&Caller::Anonymous), Identity::Anonymous);
         assert!(Identity::of(&Caller::Node(3)).is_node());
         assert!(!Identity::of(&a).is_node());
+    }
+
+    #[test]
+    fn peer_methods_are_the_raft_service_only() {
+        assert!(is_peer_method("/blixard.v1.RaftService/AppendEntries"));
+        assert!(is_peer_method("/blixard.v1.RaftService/Forward"));
+        assert!(!is_peer_method("/blixard.v1.RaftServiceX/Vote"));
+        assert!(!is_peer_method("/blixard.v1.VmService/CreateVm"));
+        assert!(!is_peer_method("blixard.v1.RaftService/Vote"));
     }
 }
