@@ -126,6 +126,22 @@ pub const DEFAULT_TOKEN_REQUEST_BURST: u32 = 2000;
 /// ever evicts a bucket that was in use.
 pub const MAX_RATE_LIMITED_IDENTITIES: usize = 4096;
 
+/// Deadline of a unary call on the server, whatever the client asked for
+/// (a shorter client deadline still wins): past it the call fails with
+/// `DeadlineExceeded` naming the limit, and its handler is dropped. Streams
+/// (`Watch`, `StreamVmLogs`, `StreamAppend`, `InstallSnapshot`, health
+/// `Watch`, reflection) have none; `Join` has [`JOIN_CALL_DEADLINE`].
+pub const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Deadline of a `Join` call, which waits up to two minutes for the new
+/// node to catch up before it is made a voter (and forwards to the leader).
+pub const JOIN_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(150);
+/// Calls one client connection has in the node's handlers at once; more
+/// wait (queued, in order) for one to finish. Held until a call's answer
+/// starts (a stream holds no slot once it is open; streams have their own
+/// caps). Member nodes and `RaftService` methods are not held to it: one
+/// pooled connection carries every write a member forwards for its clients.
+pub const MAX_CALLS_PER_CONNECTION: usize = 64;
+
 /// Request ids remembered per client (the newest); a retry of an older one
 /// is applied again rather than answered from memory.
 pub const MAX_REQUEST_IDS_PER_CLIENT: usize = 16;

@@ -3,10 +3,12 @@
 //! `RaftService`) on it until the node stops.
 //!
 //! Every call passes, outermost first: the gate (who is calling, and may
-//! they), then the request rate of that caller. tonic's `Server::layer`
-//! wraps earlier layers around later ones, so this order is the order of
-//! the `.layer` calls below.
+//! they), the request rate of that caller, then the call's deadline and
+//! its connection's share of the handlers (`call_limits`). tonic's
+//! `Server::layer` wraps earlier layers around later ones, so this order
+//! is the order of the `.layer` calls below.
 
+use super::call_limits::CallLimitsLayer;
 use super::tasks::{Lifetime, Tasks};
 use super::StartError;
 use crate::api::{cluster::ClusterApi, node::NodeApi, token::TokenApi, vm::VmApi, watch::WatchApi};
@@ -66,7 +68,10 @@ pub(super) fn serve(
 }
 
 /// The layers every call passes, outermost first (see the module doc).
-type Layers = tower_layer::Stack<RateLayer, tower_layer::Stack<GateLayer, tower_layer::Identity>>;
+type Layers = tower_layer::Stack<
+    CallLimitsLayer,
+    tower_layer::Stack<RateLayer, tower_layer::Stack<GateLayer, tower_layer::Identity>>,
+>;
 
 /// Every service the node serves, with its message size limits.
 fn router(
@@ -95,6 +100,7 @@ fn router(
             MAX_RATE_LIMITED_IDENTITIES,
             core.metrics.clone(),
         ))))
+        .layer(CallLimitsLayer::new(core.metrics.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

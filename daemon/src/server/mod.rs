@@ -6,6 +6,7 @@
 //! its health judge (`health`). Every long-lived task is supervised
 //! (`tasks`): one that fails is fatal to the node.
 
+pub mod call_limits;
 pub mod credentials;
 mod grpc;
 pub mod health;
