@@ -263,3 +263,162 @@ async fn a_token_over_its_rate_is_refused_with_a_hint_while_another_token_is_ser
     );
     cluster.shutdown().await;
 }
+
+const MIB: usize = 1024 * 1024;
+/// The snapshot cap of the snapshot test's nodes.
+const TEST_SNAPSHOT_CAP: usize = 16 * MIB;
+
+fn small_snapshots(c: &mut blixard_daemon::config::Config) {
+    c.max_snapshot_bytes = TEST_SNAPSHOT_CAP as u64;
+}
+
+/// This process's resident set (the nodes run in it), in bytes.
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// The highest resident set seen while `work` runs (sampled every 2 ms).
+async fn peak_rss_during<T>(work: impl std::future::Future<Output = T>) -> (T, usize) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut peak = rss_bytes();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_bytes());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak.max(rss_bytes())
+        })
+    };
+    let out = work.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.await.expect("sampler"))
+}
+
+/// A snapshot header from node `from` at `term`, for an empty fleet.
+fn snapshot_header(from: u64, term: u64) -> Vec<u8> {
+    let vote: blixard_daemon::raft::Vote = serde_json::from_value(serde_json::json!({
+        "leader_id": {"term": term, "node_id": from}, "committed": true
+    }))
+    .expect("vote");
+    let meta = blixard_daemon::raft::SnapshotMeta::default();
+    serde_json::to_vec(&(vote, meta)).expect("header")
+}
+
+/// The chunk size of the test's transfers: a quarter of the leader's, so
+/// the sender (in this process too) and the transport's buffers stay small
+/// beside what is measured.
+const TEST_CHUNK: usize = MIB / 4;
+
+/// `mib` MiB in chunks of [`TEST_CHUNK`], made as they are sent.
+fn chunks(
+    header: Vec<u8>,
+    mib: usize,
+) -> impl tokio_stream::Stream<Item = pb::SnapshotChunk> + Send {
+    tokio_stream::iter(0..mib * MIB / TEST_CHUNK).map(move |i| pb::SnapshotChunk {
+        header: if i == 0 { header.clone() } else { Vec::new() },
+        data: vec![i as u8; TEST_CHUNK],
+    })
+}
+
+fn inbox_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("snapshot-incoming")).map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_past_the_cap_is_refused_without_being_held_one_transfer_at_a_time() {
+    let cluster = TestCluster::start_with(2, small_snapshots).await;
+    let term = cluster.status_from_any().await.expect("status").term;
+    let (sender, target) = (0, 1);
+    let from = cluster.nodes[sender].id;
+    let inbox = cluster.nodes[target].dir.clone();
+    let member = cluster.node_credentials(sender);
+    let mut raft = RaftServiceClient::new(cluster.channel_with(target, &member));
+
+    // Once to warm the allocators up, then measured: the resident set,
+    // from before the first transfer (the allocator may hand pages back
+    // between the two), to the peak while 64 MiB stream at the node.
+    let idle = rss_bytes();
+    for n in [24, 64] {
+        let send = raft.install_snapshot(chunks(snapshot_header(from, term), n));
+        let before = idle.min(rss_bytes());
+        let (result, peak) = peak_rss_during(send).await;
+        let err = result.expect_err("a snapshot past the cap");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        assert!(
+            err.message().contains("snapshot_bytes"),
+            "{}",
+            err.message()
+        );
+        let grew = peak.saturating_sub(before);
+        eprintln!("{n} MiB against a 16 MiB cap: RSS {before} -> peak {peak} (+{grew} bytes)");
+        // A few chunks on each side, their encodings and the transport's
+        // buffers (1 MiB windows): far from the 16 MiB a transfer held in
+        // memory would take (holding it took 21-28 MiB here).
+        if n == 64 {
+            assert!(
+                grew < 10 * MIB,
+                "RSS grew by {grew} bytes streaming {n} MiB"
+            );
+        }
+        eventually(Duration::from_secs(10), "the temp file deleted", || async {
+            (inbox_files(&inbox) == 0).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(hits(&cluster, target, Limit::SnapshotBytes), 2);
+
+    // A transfer in progress (its sender pauses after the first chunk)
+    // holds the one slot: a second is refused, and leaves no file.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::SnapshotChunk {
+        header: snapshot_header(from, term),
+        data: vec![1; MIB],
+    })
+    .await
+    .expect("first chunk");
+    let mut first = raft.clone();
+    let pending = tokio::spawn(async move {
+        first
+            .install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the first transfer's file",
+        || async { (inbox_files(&inbox) == 1).then_some(()) },
+    )
+    .await;
+    let err = raft
+        .install_snapshot(chunks(snapshot_header(from, term), 1))
+        .await
+        .expect_err("a second transfer at once");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("snapshot_transfers"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(hits(&cluster, target, Limit::SnapshotTransfers), 1);
+    assert_eq!(inbox_files(&inbox), 1, "only the first transfer's file");
+    // The sender goes away mid-transfer: its file goes too.
+    pending.abort();
+    eventually(
+        Duration::from_secs(10),
+        "the aborted transfer's file deleted",
+        || async { (inbox_files(&inbox) == 0).then_some(()) },
+    )
+    .await;
+    drop(tx);
+    // Nothing was installed: the node still serves its state.
+    let status = status(&cluster.channel(target)).await.expect("status");
+    assert_eq!(status.members.len(), 2);
+    cluster.shutdown().await;
+}

@@ -9,9 +9,22 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
-/// Largest snapshot a node accepts from its leader; a bigger one fails the
-/// transfer (the leader retries with back-off).
-pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Largest snapshot a node accepts from its leader (the default of the
+/// node config's `max_snapshot_bytes`). The transfer is received into a
+/// file under `DATA/snapshot-incoming/`, never into memory; the chunk that
+/// would take it past this size fails it with `ResourceExhausted` and the
+/// file is deleted (the leader retries with back-off). Only a transfer
+/// received whole and under this size is read into memory to be installed.
+pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Snapshot transfers a node receives at once. A second one while one is
+/// in progress is refused with `Unavailable` (the condition clears when the
+/// first ends; the leader retries with back-off), so two transfers never
+/// fill the disk or memory twice.
+pub const MAX_SNAPSHOT_TRANSFERS: usize = 1;
+/// Longest wait for the next chunk of a snapshot transfer; past it the
+/// transfer fails with `DeadlineExceeded` and its file is deleted, so a
+/// sender that stalls cannot hold the one transfer slot for ever.
+pub const SNAPSHOT_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// VM names follow DNS label rules: at most this many characters.
 pub const MAX_NAME_LEN: usize = 63;

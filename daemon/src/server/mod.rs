@@ -102,6 +102,9 @@ impl NodeHandle {
 /// Starts a node with `config` and returns once it is serving.
 pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     config.data_dir = storage::claim_data_dir(&config.data_dir)?;
+    crate::raft::snapshot_inbox::clear(&config.data_dir).map_err(|e| {
+        storage::storage_err(&crate::raft::snapshot_inbox::dir(&config.data_dir), e)
+    })?;
     let backend = AnyBackend::open(&config)?;
     let tls = credentials::prepare(&config, config.listen).await?;
     let storage = storage::open(&config).await?;
