@@ -422,3 +422,53 @@ async fn a_snapshot_past_the_cap_is_refused_without_being_held_one_transfer_at_a
     assert_eq!(status.members.len(), 2);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_peer_pool_forgets_a_removed_member() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let victim = (leader + 1) % 3;
+    let victim_addr = cluster.nodes[victim].addr.to_string();
+    let pool = |i: usize| {
+        cluster.nodes[i]
+            .handle
+            .as_ref()
+            .expect("running")
+            .core
+            .pool
+            .addresses()
+    };
+    // The leader replicates to every member over the pool.
+    eventually(
+        Duration::from_secs(10),
+        "the leader's channel to the victim",
+        || async { pool(leader).contains(&victim_addr).then_some(()) },
+    )
+    .await;
+    ClusterServiceClient::new(cluster.channel(leader))
+        .remove_node(pb::RemoveNodeRequest {
+            node_id: cluster.nodes[victim].id,
+        })
+        .await
+        .expect("remove node");
+    let remaining: Vec<String> = (0..3)
+        .filter(|i| *i != victim)
+        .map(|i| cluster.nodes[i].addr.to_string())
+        .collect();
+    for i in (0..3).filter(|i| *i != victim) {
+        let held = eventually(
+            Duration::from_secs(20),
+            "the removed member's channel dropped",
+            || async {
+                let held = pool(i);
+                (!held.contains(&victim_addr)).then_some(held)
+            },
+        )
+        .await;
+        assert!(
+            held.iter().all(|a| remaining.contains(a)),
+            "node {i} holds only members' addresses: {held:?}"
+        );
+    }
+    cluster.shutdown().await;
+}

@@ -155,6 +155,11 @@ pub const JOIN_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_se
 /// pooled connection carries every write a member forwards for its clients.
 pub const MAX_CALLS_PER_CONNECTION: usize = 64;
 
+/// Channels to other nodes one node keeps open (one per member address,
+/// dropped when the address leaves the membership). A new one past it
+/// evicts the channel used least recently (it reconnects on next use).
+pub const MAX_PEER_CHANNELS: usize = MAX_NODES;
+
 /// Request ids remembered per client (the newest); a retry of an older one
 /// is applied again rather than answered from memory.
 pub const MAX_REQUEST_IDS_PER_CLIENT: usize = 16;

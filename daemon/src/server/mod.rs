@@ -158,7 +158,11 @@ async fn start_raft(
 ) -> Result<Arc<Core>, StartError> {
     let settings =
         raft_config::raft_config(&config).map_err(|e| StartError::Raft(e.to_string()))?;
-    let pool = PeerPool::new(tls.as_ref().map(crate::security::tls::peer_client_config));
+    let metrics = Metrics::new();
+    let pool = PeerPool::new(
+        tls.as_ref().map(crate::security::tls::peer_client_config),
+        metrics.clone(),
+    );
     let raft = Raft::new(
         config.node_id,
         Arc::new(settings),
@@ -174,7 +178,7 @@ async fn start_raft(
         raft,
         view: storage.view,
         pool,
-        metrics: Metrics::new(),
+        metrics,
         config,
         shutdown,
         startup_log: storage.startup_log,
