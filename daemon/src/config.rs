@@ -64,6 +64,16 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: (u64, u64) = (150, 250);
 /// at most 20,000 entries (0.4 s here; see docs/benchmarks.md).
 pub const DEFAULT_SNAPSHOT_THRESHOLD: u64 = 20_000;
 
+/// Range of `max_snapshot_bytes`: at least one wire chunk, at most the
+/// default (4 GiB).
+const MAX_SNAPSHOT_BYTES_RANGE: std::ops::RangeInclusive<u64> =
+    (blixard_shared::limits::SNAPSHOT_CHUNK_BYTES as u64)
+        ..=blixard_shared::limits::MAX_SNAPSHOT_BYTES;
+/// Range of `token_requests_per_sec`.
+const TOKEN_RATE_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+/// Range of `token_request_burst`.
+const TOKEN_BURST_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000_000;
+
 /// VM backend a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -206,6 +216,13 @@ pub struct FileConfig {
     fence_watchdog: Option<PathBuf>,
     /// Directories VM runners, kernels and initrds may come from.
     allowed_runner_dirs: Option<Vec<PathBuf>>,
+    /// Largest snapshot this node accepts from a leader (bytes).
+    max_snapshot_bytes: Option<u64>,
+    /// Requests per second one client token (or all anonymous callers) may
+    /// make to this node, on average.
+    token_requests_per_sec: Option<u32>,
+    /// Requests one client token may make at once after being idle.
+    token_request_burst: Option<u32>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -284,6 +301,17 @@ pub struct Config {
     /// VMs against its own list and every host again before it starts one,
     /// so the list is expected to agree across hosts.
     pub allowed_runner_dirs: Vec<PathBuf>,
+    /// Largest snapshot this node receives from a leader (default
+    /// `limits::MAX_SNAPSHOT_BYTES`); a bigger transfer is refused once it
+    /// passes this, without ever being held in memory.
+    pub max_snapshot_bytes: u64,
+    /// Average requests per second one identity (a client token; all
+    /// anonymous callers together) may make to this node (default
+    /// `limits::DEFAULT_TOKEN_REQUESTS_PER_SEC`); members are not limited.
+    pub token_requests_per_sec: u32,
+    /// Requests one identity may make at once after being idle (default
+    /// `limits::DEFAULT_TOKEN_REQUEST_BURST`).
+    pub token_request_burst: u32,
 }
 
 /// A configuration problem, naming the setting.
@@ -405,6 +433,30 @@ impl Config {
         if snapshot_threshold == 0 {
             return Err(invalid("snapshot_threshold", "must be positive"));
         }
+        let max_snapshot_bytes = file
+            .max_snapshot_bytes
+            .unwrap_or(blixard_shared::limits::MAX_SNAPSHOT_BYTES);
+        if !MAX_SNAPSHOT_BYTES_RANGE.contains(&max_snapshot_bytes) {
+            return Err(invalid(
+                "max_snapshot_bytes",
+                between(&MAX_SNAPSHOT_BYTES_RANGE),
+            ));
+        }
+        let token_requests_per_sec = file
+            .token_requests_per_sec
+            .unwrap_or(blixard_shared::limits::DEFAULT_TOKEN_REQUESTS_PER_SEC);
+        if !TOKEN_RATE_RANGE.contains(&token_requests_per_sec) {
+            return Err(invalid(
+                "token_requests_per_sec",
+                between(&TOKEN_RATE_RANGE),
+            ));
+        }
+        let token_request_burst = file
+            .token_request_burst
+            .unwrap_or(blixard_shared::limits::DEFAULT_TOKEN_REQUEST_BURST);
+        if !TOKEN_BURST_RANGE.contains(&token_request_burst) {
+            return Err(invalid("token_request_burst", between(&TOKEN_BURST_RANGE)));
+        }
         Ok(Self {
             node_id,
             data_dir: data_dir.clone(),
@@ -444,6 +496,9 @@ impl Config {
             fence_lease: Duration::from_millis(fence_lease_ms),
             fence_watchdog: file.fence_watchdog,
             allowed_runner_dirs,
+            max_snapshot_bytes,
+            token_requests_per_sec,
+            token_request_burst,
         })
     }
 
@@ -484,6 +539,9 @@ impl Config {
             fence_lease: DEFAULT_LEASE,
             fence_watchdog: None,
             allowed_runner_dirs: Vec::new(),
+            max_snapshot_bytes: blixard_shared::limits::MAX_SNAPSHOT_BYTES,
+            token_requests_per_sec: blixard_shared::limits::DEFAULT_TOKEN_REQUESTS_PER_SEC,
+            token_request_burst: blixard_shared::limits::DEFAULT_TOKEN_REQUEST_BURST,
         }
     }
 }
@@ -587,6 +645,9 @@ mod tests {
             ("zone = \"a\\tb\"\n", "zone"),
             ("advertise = \"no-port\"\n", "--advertise"),
             ("fence_lease_ms = 500\n", "fence_lease_ms"),
+            ("max_snapshot_bytes = 1000\n", "max_snapshot_bytes"),
+            ("token_requests_per_sec = 0\n", "token_requests_per_sec"),
+            ("token_request_burst = 0\n", "token_request_burst"),
         ] {
             std::fs::write(&path, text).unwrap();
             let mut f = base();

@@ -3,10 +3,13 @@
 //! when a member answers `Unavailable` naming the leader, it goes there.
 //!
 //! Retries are bounded ([`MAX_ATTEMPTS`] and [`RETRY_DEADLINE`]) and only
-//! happen on `Unavailable`. A daemon answers `Unavailable` to a write only
-//! before acting on it, or when the write carries a request id (every write
-//! this client's typed operations send does: [`crate::request_id`]), so a
-//! retried write is not applied twice.
+//! happen on `Unavailable`, and on `ResourceExhausted` carrying
+//! [`RETRY_AFTER_KEY`] (a node's request rate limit, which refuses before
+//! anything is done): after the wait it names, on the same endpoint. A
+//! daemon answers `Unavailable` to a write only before acting on it, or when
+//! the write carries a request id (every write this client's typed
+//! operations send does: [`crate::request_id`]), so a retried write is not
+//! applied twice.
 
 use crate::credentials::{ApiChannel, Credentials};
 use crate::leader_hint;
@@ -23,6 +26,24 @@ pub const RETRY_DEADLINE: Duration = Duration::from_secs(20);
 /// Time allowed to open a connection to one endpoint.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_START: Duration = Duration::from_millis(50);
+/// Metadata a daemon sets on a refusal over its request rate: milliseconds
+/// until a retry can pass.
+pub const RETRY_AFTER_KEY: &str = "retry-after-ms";
+
+/// The wait a rate refusal asks for, if `status` is one.
+pub fn retry_after(status: &tonic::Status) -> Option<Duration> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let ms: u64 = status
+        .metadata()
+        .get(RETRY_AFTER_KEY)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms))
+}
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 
 /// Why a call failed.
@@ -252,7 +273,16 @@ impl BlixardClient {
                         }
                     }
                 }
-                Err(status) => return Err(ClientError::Status(status)),
+                Err(status) => {
+                    let Some(wait) = retry_after(&status) else {
+                        return Err(ClientError::Status(status));
+                    };
+                    if attempt >= MAX_ATTEMPTS || started.elapsed() + wait > RETRY_DEADLINE {
+                        return Err(ClientError::Status(status));
+                    }
+                    tracing::debug!(endpoint = %address, wait_ms = wait.as_millis() as u64, "over the request rate; waiting as asked");
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
     }
@@ -266,6 +296,23 @@ mod tests {
     fn splits_comma_separated_endpoints() {
         let c = BlixardClient::new(["127.0.0.1:1, 127.0.0.1:2", "127.0.0.1:3"]).unwrap();
         assert_eq!(c.endpoints(), ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+    }
+
+    #[test]
+    fn only_a_rate_refusal_with_its_hint_is_waited_out() {
+        let mut status = tonic::Status::resource_exhausted("request_rate: ...");
+        assert_eq!(retry_after(&status), None, "no hint, no retry");
+        status.metadata_mut().insert(
+            RETRY_AFTER_KEY,
+            tonic::metadata::MetadataValue::from_static("250"),
+        );
+        assert_eq!(retry_after(&status), Some(Duration::from_millis(250)));
+        let mut other = tonic::Status::invalid_argument("x");
+        other.metadata_mut().insert(
+            RETRY_AFTER_KEY,
+            tonic::metadata::MetadataValue::from_static("250"),
+        );
+        assert_eq!(retry_after(&other), None, "only ResourceExhausted");
     }
 
     #[test]

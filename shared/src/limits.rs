@@ -9,9 +9,22 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
-/// Largest snapshot a node accepts from its leader; a bigger one fails the
-/// transfer (the leader retries with back-off).
-pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Largest snapshot a node accepts from its leader (the default of the
+/// node config's `max_snapshot_bytes`). The transfer is received into a
+/// file under `DATA/snapshot-incoming/`, never into memory; the chunk that
+/// would take it past this size fails it with `ResourceExhausted` and the
+/// file is deleted (the leader retries with back-off). Only a transfer
+/// received whole and under this size is read into memory to be installed.
+pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Snapshot transfers a node receives at once. A second one while one is
+/// in progress is refused with `Unavailable` (the condition clears when the
+/// first ends; the leader retries with back-off), so two transfers never
+/// fill the disk or memory twice.
+pub const MAX_SNAPSHOT_TRANSFERS: usize = 1;
+/// Longest wait for the next chunk of a snapshot transfer; past it the
+/// transfer fails with `DeadlineExceeded` and its file is deleted, so a
+/// sender that stalls cannot hold the one transfer slot for ever.
+pub const SNAPSHOT_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// VM names follow DNS label rules: at most this many characters.
 pub const MAX_NAME_LEN: usize = 63;
@@ -86,8 +99,67 @@ pub const MAX_GONE_PER_REPORT: usize = 1024;
 pub const MAX_TAIL_LINES: u32 = 100_000;
 /// Length of an event message (longer ones are cut).
 pub const MAX_EVENT_MESSAGE_LEN: usize = 512;
-/// Concurrent Watch streams per node; more fail with `ResourceExhausted`.
+/// Concurrent Watch streams per node, from every caller together; more
+/// fail with `ResourceExhausted` naming the limit (use another member).
 pub const MAX_WATCHERS_PER_NODE: usize = 1024;
+/// Concurrent Watch streams one identity (a client token; all anonymous
+/// callers of an `--insecure` node together) holds on one node; more fail
+/// with `ResourceExhausted` naming the limit, so one client cannot take
+/// every watcher slot and lock the console out. Member nodes are not held
+/// to it (they relay for clients counted where those called); they count
+/// toward [`MAX_WATCHERS_PER_NODE`].
+pub const MAX_WATCHERS_PER_IDENTITY: usize = 64;
+/// Concurrent `StreamVmLogs` streams per node, from every caller together
+/// (relays from other members included); more fail with
+/// `ResourceExhausted` naming the limit.
+pub const MAX_LOG_STREAMS_PER_NODE: usize = 256;
+/// Concurrent `StreamVmLogs` streams one identity holds on one node (as
+/// for [`MAX_WATCHERS_PER_IDENTITY`]; relays from member nodes are held to
+/// [`MAX_LOG_STREAMS_PER_NODE`] only); more fail with `ResourceExhausted`
+/// naming the limit.
+pub const MAX_LOG_STREAMS_PER_IDENTITY: usize = 16;
+
+/// Requests per second one identity (a client token; all anonymous callers
+/// together) may make to one node, on average: the default of the node
+/// config's `token_requests_per_sec`. Past it (and the burst) a call fails
+/// with `ResourceExhausted` and a `retry-after-ms` hint; member nodes and
+/// `RaftService` methods are not limited (Raft and forwarded writes are
+/// bounded by Raft itself; under `--insecure` members call as anonymous).
+pub const DEFAULT_TOKEN_REQUESTS_PER_SEC: u32 = 200;
+/// Requests one identity may make at once after being idle (the token
+/// bucket's size): the default of the node config's `token_request_burst`.
+/// Enough to read the largest cluster whole in one go ([`MAX_VMS`] at
+/// [`MAX_PAGE_SIZE`] is 1000 pages, plus the nodes), as the console does
+/// when it connects.
+pub const DEFAULT_TOKEN_REQUEST_BURST: u32 = 2000;
+/// Identities whose request rate one node tracks; a new one past it first
+/// drops the idle ones (a full bucket holds nothing worth keeping), then
+/// the one heard from least recently (which starts again with a full
+/// burst). Far above [`MAX_TOKENS`], so only a pathological churn of names
+/// ever evicts a bucket that was in use.
+pub const MAX_RATE_LIMITED_IDENTITIES: usize = 4096;
+
+/// Deadline of a unary call on the server, whatever the client asked for
+/// (a shorter client deadline still wins): past it the call fails with
+/// `DeadlineExceeded` naming the limit, and its handler is dropped. Streams
+/// (`Watch`, `StreamVmLogs`, `StreamAppend`, `InstallSnapshot`, health
+/// `Watch`, reflection) have none; `Join` has [`JOIN_CALL_DEADLINE`].
+pub const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Deadline of a `Join` call, which waits up to two minutes for the new
+/// node to catch up before it is made a voter (and forwards to the leader).
+pub const JOIN_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(150);
+/// Calls one client connection has in the node's handlers at once; more
+/// wait (queued, in order) for one to finish. Held until a call's answer
+/// starts (a stream holds no slot once it is open; streams have their own
+/// caps). Member nodes and `RaftService` methods are not held to it: one
+/// pooled connection carries every write a member forwards for its clients.
+pub const MAX_CALLS_PER_CONNECTION: usize = 64;
+
+/// Channels to other nodes one node keeps open (one per member address,
+/// dropped when the address leaves the membership). A new one past it
+/// evicts the channel used least recently (it reconnects on next use).
+pub const MAX_PEER_CHANNELS: usize = MAX_NODES;
+
 /// Request ids remembered per client (the newest); a retry of an older one
 /// is applied again rather than answered from memory.
 pub const MAX_REQUEST_IDS_PER_CLIENT: usize = 16;

@@ -2,13 +2,21 @@
 //! relayed by any other node. History is the last N lines (bounded), then,
 //! with follow, new bytes as the file grows (rotation is noticed and the
 //! stream continues from the start of the new file).
+//!
+//! Every stream holds a slot under the node's caps (see `slots`) until it
+//! ends. A relay goes only to the owner's address in the Raft membership:
+//! the request names a VM, never an address, so no caller can point this
+//! node at an address of its choosing.
 
+use super::slots::{StreamCaps, StreamSlot};
 use crate::backend::supervisor::log_base;
 use crate::core::Core;
+use crate::security::Caller;
 use blixard_shared::limits::MAX_TAIL_LINES;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::vm_service_client::VmServiceClient;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use openraft::async_runtime::WatchReceiver;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -157,8 +165,39 @@ fn read_at(path: &Path, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// Serves `StreamVmLogs`: locally when this node owns the VM, otherwise by
-/// relaying from the owner.
+/// relaying from the owner; the stream holds a slot under `caps` (taken
+/// first, before any work) for as long as it lives.
 pub async fn stream(
+    core: Arc<Core>,
+    caps: &StreamCaps,
+    req: tonic::Request<pb::StreamVmLogsRequest>,
+) -> Result<LogStream, Status> {
+    let slot = caps.acquire(&Caller::of(&req))?;
+    let stream = open(core, req).await?;
+    Ok(holding(stream, slot))
+}
+
+/// `stream`, giving `slot` back when it is dropped (ended, or its client
+/// gone: the server drops a response stream whose client went away).
+fn holding(stream: LogStream, slot: StreamSlot) -> LogStream {
+    Box::pin(stream.map(move |item| {
+        let _held = &slot;
+        item
+    }))
+}
+
+/// The address of member `id` in this node's view of the Raft membership.
+fn member_address(core: &Core, id: u64) -> Option<String> {
+    let metrics = core.raft.metrics();
+    let m = metrics.borrow_watched();
+    m.membership_config
+        .membership()
+        .get_node(&id)
+        .map(|n| n.addr.clone())
+}
+
+/// The log stream itself (see [`stream`]).
+async fn open(
     core: Arc<Core>,
     req: tonic::Request<pb::StreamVmLogsRequest>,
 ) -> Result<LogStream, Status> {
@@ -174,14 +213,13 @@ pub async fn stream(
         }
         n => n,
     };
-    let (owner, owner_addr) = {
+    let owner = {
         let fleet = core.view.read();
         let vm = fleet
             .vms
             .get(&req.name)
             .ok_or_else(|| Status::not_found(format!("vm {:?} not found", req.name)))?;
-        let addr = fleet.nodes.get(&vm.node_id).map(|n| n.address.clone());
-        (vm.node_id, addr)
+        vm.node_id
     };
     if owner == 0 {
         return Err(Status::failed_precondition(format!(
@@ -197,8 +235,13 @@ pub async fn stream(
             "the vm moved while its logs were being relayed; retry",
         ));
     }
-    let addr = owner_addr
-        .ok_or_else(|| Status::unavailable(format!("node {owner} has no known address")))?;
+    // The membership's address, not one from the request or a record a
+    // departed node left: the pool keeps channels to members only.
+    let addr = member_address(&core, owner).ok_or_else(|| {
+        Status::unavailable(format!(
+            "node {owner} is not a member of the cluster, so its logs cannot be relayed"
+        ))
+    })?;
     let channel = core
         .pool
         .channel(&addr)

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod node;
 pub mod pagination;
 pub mod policy;
+pub mod slots;
 pub mod token;
 pub mod vm;
 pub mod watch;

@@ -2,11 +2,14 @@
 
 use super::convert::{spec_from_pb, vm_to_pb};
 use super::pagination;
+use super::slots::StreamCaps;
 use crate::core::Core;
 use crate::host::allowlist::{HostPaths, NotAllowed};
+use crate::metrics::Limit;
 use crate::security::authz::Resource;
 use crate::security::Caller;
 use crate::state::{model, Action, CommandOutcome};
+use blixard_shared::limits::{MAX_LOG_STREAMS_PER_IDENTITY, MAX_LOG_STREAMS_PER_NODE};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::vm_service_server::VmService;
 use blixard_shared::request_id;
@@ -21,13 +24,26 @@ pub struct VmApi {
     /// are expected to agree across hosts; each host checks again before
     /// it starts a VM).
     paths: HostPaths,
+    /// `StreamVmLogs` streams: [`MAX_LOG_STREAMS_PER_NODE`] in all,
+    /// [`MAX_LOG_STREAMS_PER_IDENTITY`] each.
+    log_streams: StreamCaps,
 }
 
 impl VmApi {
     /// A service over `core`.
     pub fn new(core: Arc<Core>) -> Self {
         let paths = HostPaths::from_config(&core.config);
-        Self { core, paths }
+        let log_streams = StreamCaps::new(
+            "StreamVmLogs",
+            (MAX_LOG_STREAMS_PER_NODE, Limit::LogStreamsPerNode),
+            (MAX_LOG_STREAMS_PER_IDENTITY, Limit::LogStreamsPerIdentity),
+            core.metrics.clone(),
+        );
+        Self {
+            core,
+            paths,
+            log_streams,
+        }
     }
 
     /// Refuses a spec naming a runner, kernel or initrd outside the allowed
@@ -106,7 +122,7 @@ impl VmService for VmApi {
                 validate::vm_name(&req.get_ref().name)?;
                 self.core
                     .authorize_vm(&Caller::of(&req), "logs.read", &req.get_ref().name)?;
-                let stream = super::logs::stream(self.core.clone(), req).await?;
+                let stream = super::logs::stream(self.core.clone(), &self.log_streams, req).await?;
                 Ok(Response::new(stream))
             })
             .await

@@ -7,17 +7,18 @@
 //! `ResourceExhausted` and resyncs by listing and watching again.
 
 use super::convert::event_to_pb;
+use super::slots::{StreamCaps, StreamSlot};
 use crate::core::Core;
+use crate::metrics::Limit;
 use crate::security::authz::Resource;
 use crate::security::Caller;
 use crate::state::EventRecord;
-use blixard_shared::limits::MAX_WATCHERS_PER_NODE;
+use blixard_shared::limits::{MAX_WATCHERS_PER_IDENTITY, MAX_WATCHERS_PER_NODE};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::watch_service_server::WatchService;
 use futures_util::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -27,28 +28,39 @@ const READ_BATCH: usize = 256;
 /// Serves watch streams of one node.
 pub struct WatchApi {
     core: Arc<Core>,
-    watchers: Arc<AtomicUsize>,
+    /// [`MAX_WATCHERS_PER_NODE`] in all, [`MAX_WATCHERS_PER_IDENTITY`] each.
+    caps: StreamCaps,
 }
 
 impl WatchApi {
     /// A service over `core`.
     pub fn new(core: Arc<Core>) -> Self {
-        Self {
-            core,
-            watchers: Arc::new(AtomicUsize::new(0)),
-        }
+        let caps = StreamCaps::new(
+            "Watch",
+            (MAX_WATCHERS_PER_NODE, Limit::WatchersPerNode),
+            (MAX_WATCHERS_PER_IDENTITY, Limit::WatchersPerIdentity),
+            core.metrics.clone(),
+        );
+        Self { core, caps }
     }
 }
 
-/// Counts a watcher while it lives.
+/// A watcher's place under the caps, counted in `watchers_connected` while
+/// it lives.
 struct WatcherSlot {
-    watchers: Arc<AtomicUsize>,
+    _slot: StreamSlot,
     core: Arc<Core>,
+}
+
+impl WatcherSlot {
+    fn new(slot: StreamSlot, core: Arc<Core>) -> Self {
+        core.metrics.watchers_connected.inc();
+        Self { _slot: slot, core }
+    }
 }
 
 impl Drop for WatcherSlot {
     fn drop(&mut self) {
-        self.watchers.fetch_sub(1, Ordering::SeqCst);
         self.core.metrics.watchers_connected.dec();
     }
 }
@@ -142,18 +154,8 @@ impl WatchService for WatchApi {
                 let caller = Caller::of(&req);
                 self.core
                     .authorize(&caller, "events.watch", Resource::Cluster)?;
+                let slot = WatcherSlot::new(self.caps.acquire(&caller)?, self.core.clone());
                 let req = req.into_inner();
-                let open = self.watchers.fetch_add(1, Ordering::SeqCst);
-                self.core.metrics.watchers_connected.inc();
-                let slot = WatcherSlot {
-                    watchers: self.watchers.clone(),
-                    core: self.core.clone(),
-                };
-                if open >= MAX_WATCHERS_PER_NODE {
-                    return Err(Status::resource_exhausted(format!(
-                        "this node already serves {MAX_WATCHERS_PER_NODE} watchers; use another member"
-                    )));
-                }
                 // A revision past this node's may be one a lagging member
                 // has not applied yet: catch up with the leader first, then
                 // judge (a revision past the cluster's would be a silent gap).

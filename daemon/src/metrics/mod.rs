@@ -40,6 +40,62 @@ pub struct MethodOnly {
     pub method: &'static str,
 }
 
+/// Labels of [`Metrics::limit_hits`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// Which limit: [`Limit::name`].
+    pub limit: &'static str,
+}
+
+/// Every limit whose hits are counted (`limit_hits{limit}`), so an
+/// operator sees which bound a node runs into; each is a constant of
+/// `blixard_shared::limits` or a config setting defaulting to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `MAX_WATCHERS_PER_NODE`: a Watch refused, the node full.
+    WatchersPerNode,
+    /// `MAX_WATCHERS_PER_IDENTITY`: a Watch refused, its caller at its cap.
+    WatchersPerIdentity,
+    /// `MAX_LOG_STREAMS_PER_NODE`: a `StreamVmLogs` refused, the node full.
+    LogStreamsPerNode,
+    /// `MAX_LOG_STREAMS_PER_IDENTITY`: a `StreamVmLogs` refused, its
+    /// caller at its cap.
+    LogStreamsPerIdentity,
+    /// The request rate of one identity: a call refused.
+    RequestRate,
+    /// `CALL_DEADLINE` / `JOIN_CALL_DEADLINE`: a call cut off.
+    CallDeadline,
+    /// `MAX_CALLS_PER_CONNECTION`: a call that had to wait for a slot.
+    CallsPerConnection,
+    /// The snapshot size cap: a transfer refused.
+    SnapshotBytes,
+    /// `MAX_SNAPSHOT_TRANSFERS`: a transfer refused, another in progress.
+    SnapshotTransfers,
+    /// `SNAPSHOT_CHUNK_TIMEOUT`: a transfer that stalled, ended.
+    SnapshotChunkTimeout,
+    /// `MAX_PEER_CHANNELS`: a peer channel evicted to make room.
+    PeerChannels,
+}
+
+impl Limit {
+    /// The `limit` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::WatchersPerNode => "watchers_per_node",
+            Limit::WatchersPerIdentity => "watchers_per_identity",
+            Limit::LogStreamsPerNode => "log_streams_per_node",
+            Limit::LogStreamsPerIdentity => "log_streams_per_identity",
+            Limit::RequestRate => "request_rate",
+            Limit::CallDeadline => "call_deadline",
+            Limit::CallsPerConnection => "calls_per_connection",
+            Limit::SnapshotBytes => "snapshot_bytes",
+            Limit::SnapshotTransfers => "snapshot_transfers",
+            Limit::SnapshotChunkTimeout => "snapshot_chunk_timeout",
+            Limit::PeerChannels => "peer_channels",
+        }
+    }
+}
+
 type U64Gauge = Gauge<u64, AtomicU64>;
 
 /// Every metric a daemon exports. Cheap to clone (all handles are shared).
@@ -74,6 +130,8 @@ pub struct Metrics {
     pub auth_refusals: Family<CodeOnly, Counter>,
     /// Watch streams open on this node.
     pub watchers_connected: U64Gauge,
+    /// Times a limit was hit, by limit (see [`Limit`]).
+    pub limit_hits: Family<LimitLabels, Counter>,
     /// Whether this node holds its fencing lease (0 or 1): at 0 its VMs
     /// are stopped and none start.
     pub fence_lease_valid: U64Gauge,
@@ -111,6 +169,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
             watchers_connected: Default::default(),
+            limit_hits: Default::default(),
             fence_lease_valid: Default::default(),
             fence_lease_lapses: Default::default(),
             vms_rescheduled: Default::default(),
@@ -182,6 +241,11 @@ impl Metrics {
             m.watchers_connected.clone(),
         );
         registry.register(
+            "limit_hits",
+            "Times a limit was hit (a call refused, cut off or made to wait), by limit",
+            m.limit_hits.clone(),
+        );
+        registry.register(
             "fence_lease_valid",
             "1 while this node holds its fencing lease",
             m.fence_lease_valid.clone(),
@@ -200,6 +264,24 @@ impl Metrics {
             registry: Arc::new(registry),
             ..m
         }
+    }
+
+    /// Counts one hit of `limit`.
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limit_hits
+            .get_or_create(&LimitLabels {
+                limit: limit.name(),
+            })
+            .inc();
+    }
+
+    /// Hits of `limit` so far (for tests and the console).
+    pub fn limit_hit_count(&self, limit: Limit) -> u64 {
+        self.limit_hits
+            .get_or_create(&LimitLabels {
+                limit: limit.name(),
+            })
+            .get()
     }
 
     /// Prometheus text exposition of every metric.

@@ -8,6 +8,7 @@
 pub mod log_store;
 pub mod network;
 pub mod service;
+pub mod snapshot_inbox;
 pub mod state_machine;
 
 use crate::state::{Command, CommandResult};

@@ -6,7 +6,8 @@
 //! of one gRPC call per request (see `stream_append` below).
 
 use super::{Snapshot, TypeConfig, Vote};
-use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
+use crate::metrics::{Limit, Metrics};
+use blixard_shared::limits::{MAX_PEER_CHANNELS, MAX_PEER_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use blixard_shared::proto::v1::raft_service_client::RaftServiceClient;
 use blixard_shared::proto::v1::{RaftPayload, SnapshotChunk};
 use futures_util::{Stream, StreamExt};
@@ -19,7 +20,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, OptionalSend};
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,28 +30,62 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Pool of channels to peers, keyed by address. Shared by the Raft network
-/// and by the API's forwarding to the leader. With TLS every channel
-/// trusts only the cluster CA and presents this node's certificate.
-#[derive(Clone, Default)]
+/// and by the API's forwarding to the leader and log relays, which all take
+/// their addresses from the Raft membership (never from a caller). With TLS
+/// every channel trusts only the cluster CA and presents this node's
+/// certificate.
+///
+/// Bounded: a task of the node (`server/loops.rs`) drops every address that
+/// leaves the membership ([`PeerPool::retain_members`]), and the pool holds
+/// at most [`MAX_PEER_CHANNELS`]; a new address past it evicts the channel
+/// used least recently (which reconnects on its next use).
+#[derive(Clone)]
 pub struct PeerPool {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, Pooled>>>,
     tls: Option<ClientTlsConfig>,
+    max: usize,
+    metrics: Metrics,
+}
+
+/// A pooled channel and when it was last handed out.
+struct Pooled {
+    channel: Channel,
+    used: Instant,
+}
+
+impl Default for PeerPool {
+    fn default() -> Self {
+        Self::new(None, Metrics::default())
+    }
 }
 
 impl PeerPool {
-    /// A pool whose channels use `tls` (`None`: plaintext, `--insecure`).
-    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+    /// A pool whose channels use `tls` (`None`: plaintext, `--insecure`),
+    /// counting evictions in `metrics`.
+    pub fn new(tls: Option<ClientTlsConfig>, metrics: Metrics) -> Self {
+        Self::with_max(tls, MAX_PEER_CHANNELS, metrics)
+    }
+
+    /// Like [`PeerPool::new`], holding at most `max` channels.
+    pub fn with_max(tls: Option<ClientTlsConfig>, max: usize, metrics: Metrics) -> Self {
         Self {
             channels: Arc::default(),
             tls,
+            max: max.max(1),
+            metrics,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pooled>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The channel to `address`, created (lazily connecting) on first use.
     pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = map.get(address) {
-            return Ok(ch.clone());
+        let mut map = self.lock();
+        if let Some(pooled) = map.get_mut(address) {
+            pooled.used = Instant::now();
+            return Ok(pooled.channel.clone());
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))?;
@@ -63,8 +98,50 @@ impl PeerPool {
             .http2_keep_alive_interval(crate::transport::HTTP2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(crate::transport::HTTP2_KEEPALIVE_TIMEOUT)
             .connect_lazy();
-        map.insert(address.to_string(), ch.clone());
+        if map.len() >= self.max {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, p)| p.used)
+                .map(|(a, _)| a.clone());
+            if let Some(evicted) = oldest {
+                map.remove(&evicted);
+                self.metrics.limit_hit(Limit::PeerChannels);
+                tracing::info!(%evicted, max = self.max, "peer pool full: evicted the channel used least recently");
+            }
+        }
+        map.insert(
+            address.to_string(),
+            Pooled {
+                channel: ch.clone(),
+                used: Instant::now(),
+            },
+        );
         Ok(ch)
+    }
+
+    /// Drops the channels to every address not in `members` (the current
+    /// membership's addresses); returns how many were dropped. Calls in
+    /// progress on a dropped channel finish (they hold their own handle).
+    pub fn retain_members(&self, members: &HashSet<String>) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|address, _| members.contains(address));
+        let dropped = before - map.len();
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                kept = map.len(),
+                "peer pool: dropped addresses no longer in the membership"
+            );
+        }
+        dropped
+    }
+
+    /// The addresses the pool holds channels to, sorted.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut addresses: Vec<String> = self.lock().keys().cloned().collect();
+        addresses.sort();
+        addresses
     }
 
     /// A Raft service client for `address`, with peer-sized message limits.
@@ -673,6 +750,28 @@ mod tests {
     ) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static {
         futures_util::stream::iter([heartbeat(), heartbeat()])
             .chain(futures_util::stream::pending())
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_members_only_and_at_most_its_cap() {
+        let metrics = Metrics::new();
+        let pool = PeerPool::with_max(None, 3, metrics.clone());
+        for a in ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"] {
+            pool.channel(a).unwrap();
+        }
+        // The first is used again, so the second is the least recent.
+        pool.channel("10.0.0.1:7000").unwrap();
+        pool.channel("10.0.0.4:7000").unwrap();
+        assert_eq!(
+            pool.addresses(),
+            ["10.0.0.1:7000", "10.0.0.3:7000", "10.0.0.4:7000"]
+        );
+        assert_eq!(metrics.limit_hit_count(Limit::PeerChannels), 1);
+        let members: HashSet<String> = ["10.0.0.1:7000".to_string(), "10.0.0.9:7000".to_string()]
+            .into_iter()
+            .collect();
+        assert_eq!(pool.retain_members(&members), 2);
+        assert_eq!(pool.addresses(), ["10.0.0.1:7000"]);
     }
 
     #[tokio::test]

@@ -3,10 +3,12 @@
 //! to the node core, and encodes the answer.
 
 use super::network::Remote;
+use super::snapshot_inbox::{Incoming, ReceiveError};
 use super::{Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::core::Core;
+use crate::metrics::Limit;
 use crate::security::{peer, Caller};
-use blixard_shared::limits::MAX_SNAPSHOT_BYTES;
+use blixard_shared::limits::{MAX_SNAPSHOT_TRANSFERS, SNAPSHOT_CHUNK_TIMEOUT};
 use blixard_shared::proto::v1::raft_service_server::RaftService;
 use blixard_shared::proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
 use futures_util::{Stream, StreamExt};
@@ -19,12 +21,17 @@ use tonic::{Request, Response, Status, Streaming};
 /// Receives Raft messages for this node.
 pub struct RaftServer {
     core: Arc<Core>,
+    /// Snapshot transfers being received ([`MAX_SNAPSHOT_TRANSFERS`]).
+    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 impl RaftServer {
     /// A server for `core`.
     pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+        Self {
+            core,
+            transfers: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOT_TRANSFERS)),
+        }
     }
 
     fn raft(&self) -> &Raft {
@@ -49,6 +56,47 @@ fn reply<T: Serialize, E: std::fmt::Display>(
     let data = serde_json::to_vec(&remote)
         .map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
     Ok(Response::new(RaftPayload { data }))
+}
+
+/// The next chunk of a snapshot transfer, `None` at its end; a sender
+/// silent for [`SNAPSHOT_CHUNK_TIMEOUT`] fails it.
+async fn next_chunk(
+    stream: &mut Streaming<SnapshotChunk>,
+    core: &Core,
+) -> Result<Option<SnapshotChunk>, Status> {
+    match tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, stream.next()).await {
+        Ok(next) => next.transpose(),
+        Err(_) => {
+            core.metrics.limit_hit(Limit::SnapshotChunkTimeout);
+            Err(ReceiveError::Stalled(SNAPSHOT_CHUNK_TIMEOUT).into())
+        }
+    }
+}
+
+/// Receives the rest of a transfer after its first chunk's `first` bytes
+/// into a file of the inbox (see `snapshot_inbox`), then reads it back:
+/// the node never holds more than one chunk of a transfer that passes its
+/// `max_snapshot_bytes`.
+async fn receive_snapshot(
+    core: &Core,
+    first: Vec<u8>,
+    stream: &mut Streaming<SnapshotChunk>,
+) -> Result<Vec<u8>, Status> {
+    let cap = core.config.max_snapshot_bytes;
+    let refused = |e: ReceiveError| {
+        if matches!(e, ReceiveError::TooLarge { .. }) {
+            core.metrics.limit_hit(Limit::SnapshotBytes);
+        }
+        tracing::warn!(error = %e, "snapshot transfer refused");
+        Status::from(e)
+    };
+    let mut incoming = Incoming::create(&core.config.data_dir, cap).map_err(refused)?;
+    incoming.append(first).await.map_err(refused)?;
+    while let Some(chunk) = next_chunk(stream, core).await? {
+        incoming.append(chunk.data).await.map_err(refused)?;
+    }
+    tracing::debug!(bytes = incoming.bytes(), "snapshot transfer received");
+    incoming.into_bytes().await.map_err(refused)
 }
 
 /// The answers of one `StreamAppend` call.
@@ -173,25 +221,23 @@ impl RaftService for RaftServer {
     ) -> Result<Response<RaftPayload>, Status> {
         let caller = Caller::of(&req);
         let mut stream = req.into_inner();
-        let first = stream
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))??;
+        let first = next_chunk(&mut stream, &self.core)
+            .await?
+            .ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))?;
         let (vote, meta): (Vote, SnapshotMeta) =
             serde_json::from_slice(&first.header).map_err(|e| {
                 Status::invalid_argument(format!("header: not a valid snapshot header: {e}"))
             })?;
         peer::check_snapshot(&vote, &meta, &caller)?;
-        let mut data = first.data;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
-                return Err(Status::resource_exhausted(format!(
-                    "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
-                )));
-            }
-            data.extend_from_slice(&chunk.data);
-        }
+        // Held until the snapshot is installed (or the call fails).
+        let _transfer = self.transfers.clone().try_acquire_owned().map_err(|_| {
+            self.core.metrics.limit_hit(Limit::SnapshotTransfers);
+            tracing::info!(from = ?caller, "snapshot transfer refused: another is in progress");
+            Status::unavailable(format!(
+                "snapshot_transfers: this node is already receiving a snapshot (at most {MAX_SNAPSHOT_TRANSFERS} at a time); retry when it ends"
+            ))
+        })?;
+        let data = receive_snapshot(&self.core, first.data, &mut stream).await?;
         tracing::info!(last_log = ?meta.last_log_id, bytes = data.len(), "received snapshot");
         let snapshot = Snapshot {
             meta,

@@ -2,13 +2,17 @@
 //! what each method needs (`rules`), the layer that checks every call
 //! (`gate`), the rules for daemon-to-daemon messages (`peer`), the TLS
 //! configuration of servers and clients (`tls`) and a joining node's
-//! side (`join`). `docs/security.md` has the threat model.
+//! side (`join`); per-identity request rates (`identity`, `ratelimit`,
+//! applied by `rate_layer`). `docs/security.md` has the threat model.
 
 pub mod authz;
 pub mod gate;
+pub mod identity;
 pub mod join;
 pub mod peer;
 pub mod pki;
+pub mod rate_layer;
+pub mod ratelimit;
 pub mod rules;
 pub mod secrets;
 pub mod tls;

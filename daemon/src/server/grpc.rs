@@ -1,7 +1,14 @@
 //! The gRPC phase of a node's start: bind the listener, then serve every
 //! service (health, reflection, the public API and the internal
 //! `RaftService`) on it until the node stops.
+//!
+//! Every call passes, outermost first: the gate (who is calling, and may
+//! they), the request rate of that caller, then the call's deadline and
+//! its connection's share of the handlers (`call_limits`). tonic's
+//! `Server::layer` wraps earlier layers around later ones, so this order
+//! is the order of the `.layer` calls below.
 
+use super::call_limits::CallLimitsLayer;
 use super::tasks::{Lifetime, Tasks};
 use super::StartError;
 use crate::api::{
@@ -11,8 +18,12 @@ use crate::api::{
 use crate::core::Core;
 use crate::raft::service::RaftServer;
 use crate::security::gate::GateLayer;
+use crate::security::rate_layer::RateLayer;
+use crate::security::ratelimit::RateLimiter;
 use crate::transport::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT};
-use blixard_shared::limits::{MAX_PEER_MESSAGE_BYTES, MAX_POLICY_BYTES, MAX_REQUEST_BYTES};
+use blixard_shared::limits::{
+    MAX_PEER_MESSAGE_BYTES, MAX_POLICY_BYTES, MAX_RATE_LIMITED_IDENTITIES, MAX_REQUEST_BYTES,
+};
 use blixard_shared::proto::v1 as pb;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,11 +71,17 @@ pub(super) fn serve(
     Ok(())
 }
 
+/// The layers every call passes, outermost first (see the module doc).
+type Layers = tower_layer::Stack<
+    CallLimitsLayer,
+    tower_layer::Stack<RateLayer, tower_layer::Stack<GateLayer, tower_layer::Identity>>,
+>;
+
 /// Every service the node serves, with its message size limits.
 fn router(
     core: &Arc<Core>,
     health: HealthServer<impl Health>,
-) -> Result<Router<tower_layer::Stack<GateLayer, tower_layer::Identity>>, StartError> {
+) -> Result<Router<Layers>, StartError> {
     let health_service = health;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -81,6 +98,13 @@ fn router(
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .layer(GateLayer::new(core.clone()))
+        .layer(RateLayer::new(Arc::new(RateLimiter::new(
+            core.config.token_requests_per_sec,
+            core.config.token_request_burst,
+            MAX_RATE_LIMITED_IDENTITIES,
+            core.metrics.clone(),
+        ))))
+        .layer(CallLimitsLayer::new(core.metrics.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -14,6 +14,9 @@ use crate::host::fence::{keep_lease, LeaseStatus, Watchdog};
 use crate::host::{facts, registration};
 use crate::leader::{liveness, scheduler};
 use crate::metrics::probes::Probes;
+use crate::shutdown::Shutdown;
+use openraft::async_runtime::WatchReceiver;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -63,9 +66,44 @@ pub(super) fn spawn_loops(core: &Arc<Core>, backend: AnyBackend, tasks: &mut Tas
     tasks.spawn("liveness", Lifetime::UntilShutdown, liveness);
     let scheduler = scheduler::run(core.clone(), core.shutdown.clone());
     tasks.spawn("scheduler", Lifetime::UntilShutdown, scheduler);
+    let pruning = prune_peer_pool(core.clone(), core.shutdown.clone());
+    tasks.spawn("peer pool pruning", Lifetime::UntilShutdown, pruning);
     match backend {
         AnyBackend::Qemu(b) => spawn_agent(core, b, tasks),
         AnyBackend::Process(b) => spawn_agent(core, b, tasks),
+    }
+}
+
+/// Keeps the peer pool to the current membership's addresses: each time
+/// the membership changes, channels to addresses no longer in it are
+/// dropped. Runs until shutdown or until Raft stops.
+async fn prune_peer_pool(core: Arc<Core>, mut shutdown: Shutdown) {
+    let mut rx = core.raft.metrics();
+    let mut seen = None;
+    loop {
+        let members = {
+            // Read in place, and only act on a new membership: the metrics
+            // change several times per write batch.
+            let m = rx.borrow_watched();
+            let config = &m.membership_config;
+            let log_id = *config.log_id();
+            (seen.as_ref() != Some(&log_id)).then(|| {
+                seen = Some(log_id);
+                config
+                    .membership()
+                    .nodes()
+                    .map(|(_, node)| node.addr.clone())
+                    .collect::<HashSet<String>>()
+            })
+        };
+        // A node without a membership yet (joining) keeps what it has.
+        if let Some(members) = members.filter(|m| !m.is_empty()) {
+            core.pool.retain_members(&members);
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.recv() => return,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! its health judge (`health`). Every long-lived task is supervised
 //! (`tasks`): one that fails is fatal to the node.
 
+pub mod call_limits;
 pub mod credentials;
 mod grpc;
 pub mod health;
@@ -101,6 +102,9 @@ impl NodeHandle {
 /// Starts a node with `config` and returns once it is serving.
 pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     config.data_dir = storage::claim_data_dir(&config.data_dir)?;
+    crate::raft::snapshot_inbox::clear(&config.data_dir).map_err(|e| {
+        storage::storage_err(&crate::raft::snapshot_inbox::dir(&config.data_dir), e)
+    })?;
     let backend = AnyBackend::open(&config)?;
     let tls = credentials::prepare(&config, config.listen).await?;
     let storage = storage::open(&config).await?;
@@ -154,7 +158,11 @@ async fn start_raft(
 ) -> Result<Arc<Core>, StartError> {
     let settings =
         raft_config::raft_config(&config).map_err(|e| StartError::Raft(e.to_string()))?;
-    let pool = PeerPool::new(tls.as_ref().map(crate::security::tls::peer_client_config));
+    let metrics = Metrics::new();
+    let pool = PeerPool::new(
+        tls.as_ref().map(crate::security::tls::peer_client_config),
+        metrics.clone(),
+    );
     let raft = Raft::new(
         config.node_id,
         Arc::new(settings),
@@ -170,7 +178,7 @@ async fn start_raft(
         raft,
         view: storage.view,
         pool,
-        metrics: Metrics::new(),
+        metrics,
         config,
         shutdown,
         startup_log: storage.startup_log,

@@ -37,6 +37,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of a member's log an error quotes.
 const LOG_TAIL_BYTES: usize = 2048;
+/// The config file every member starts with: the benchmarks drive one
+/// admin token at thousands of requests a second, far past the per-token
+/// rate a node allows by default (`limits::DEFAULT_TOKEN_REQUESTS_PER_SEC`),
+/// so members allow the most they can; what is measured is the write path,
+/// not the limiter.
+const BENCH_CONFIG: &str = "token_requests_per_sec = 1000000\ntoken_request_burst = 10000000\n";
 
 /// Whether a cluster runs secured (TLS and tokens) or `--insecure`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,6 +310,8 @@ fn node(
     let dir = root.join(format!("n{id}"));
     std::fs::create_dir_all(&dir)?;
     let ready = dir.join("ready.json");
+    let config = root.join(format!("n{id}.toml"));
+    std::fs::write(&config, BENCH_CONFIG)?;
     let mut cmd: Vec<String> = vec![
         bin.display().to_string(),
         "--node-id".into(),
@@ -318,6 +326,8 @@ fn node(
         "process".into(),
         "--log".into(),
         "warn".into(),
+        "--config".into(),
+        config.display().to_string(),
     ];
     cmd.extend(extra_args.iter().cloned());
     if security == Security::Insecure {
