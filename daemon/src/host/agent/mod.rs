@@ -346,7 +346,10 @@ impl<B: VmBackend> Agent<B> {
         }
     }
 
-    fn report(&mut self, vm: &VmRecord, state: VmState, reason: String) {
+    fn report(&mut self, vm: &VmRecord, state: VmState, mut reason: String) {
+        // What the record will hold: a longer reason would never match it
+        // and be proposed again on every pass.
+        crate::state::fleet::truncate_utf8(&mut reason, blixard_shared::limits::MAX_REASON_LEN);
         let me = self.local.entry(vm.name.clone()).or_default();
         let key = (state, reason.clone(), me.pid);
         let same_as_record = vm.state == state && vm.reason == reason && vm.observed.pid == me.pid;

@@ -313,8 +313,10 @@ fn vm_not_found(name: &str) -> Rejection {
     Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
 }
 
-/// Cuts `text` to at most `max` bytes, on a character boundary.
-fn truncate_utf8(text: &mut String, max: usize) {
+/// Cuts `text` to at most `max` bytes, on a character boundary (apply
+/// keeps this much of a reason; the agent cuts its own the same way, so it
+/// can tell a reason it already reported from a new one).
+pub(crate) fn truncate_utf8(text: &mut String, max: usize) {
     if text.len() > max {
         let mut cut = max;
         while !text.is_char_boundary(cut) {
