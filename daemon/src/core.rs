@@ -198,7 +198,7 @@ impl Core {
         })?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(FORWARD_TIMEOUT);
-        if let Some(caller) = crate::security::gate::current_caller() {
+        if let Some(caller) = crate::security::admit::current_caller() {
             if let Ok(value) = caller.describe().parse() {
                 req.metadata_mut()
                     .insert(crate::security::ON_BEHALF_OF_HEADER, value);

@@ -5,93 +5,44 @@
 //! allows that caller, and hands the handlers a [`Caller`] in the request's
 //! extensions. A refusal is answered here; the service never sees it.
 
+use super::admit::{Admit, AdmitLayer};
 use super::rules::{self, Need};
 use super::secrets::hash_token;
 use super::Caller;
 use crate::core::Core;
 use blixard_shared::auth::{AUTHORIZATION_HEADER, BEARER_PREFIX};
 use openraft::async_runtime::WatchReceiver;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
-/// The layer: wraps every service of the node's server in a [`Gate`].
-#[derive(Clone)]
-pub struct GateLayer {
-    core: Arc<Core>,
-}
+/// The gate's layer (see the module doc).
+pub type GateLayer = AdmitLayer<Gate>;
 
 impl GateLayer {
     /// A layer that judges callers against `core`'s tokens and membership.
     pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for GateLayer {
-    type Service = Gate<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Gate {
-            core: self.core.clone(),
-            inner,
+        AdmitLayer {
+            check: Gate { core },
         }
     }
 }
 
-/// The service the layer makes (see the module doc).
+/// The gate's check: who calls, and may they call this method at all.
 #[derive(Clone)]
-pub struct Gate<S> {
+pub struct Gate {
     core: Arc<Core>,
-    inner: S,
 }
 
-tokio::task_local! {
-    /// The caller of the call being handled, for code below the handlers
-    /// that forwards work on its behalf (`Core::forward` names it to the
-    /// leader); unset outside a call (the node's own loops).
-    pub static CURRENT_CALLER: Caller;
-}
-
-/// The caller of the call this task is handling, if any.
-pub fn current_caller() -> Option<Caller> {
-    CURRENT_CALLER.try_with(Caller::clone).ok()
-}
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl<S, B> tower_service::Service<http::Request<B>> for Gate<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match judge(&self.core, &req) {
+impl Admit for Gate {
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        match judge(&self.core, req) {
             Ok(caller) => {
-                req.extensions_mut().insert(caller.clone());
-                // The clone that was made ready is the one that serves.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(CURRENT_CALLER.scope(caller, inner.call(req)))
+                req.extensions_mut().insert(caller);
+                Ok(())
             }
             Err(status) => {
-                let path = req.uri().path().to_string();
+                let path = req.uri().path();
                 let code = blixard_shared::client::code_name(status.code());
                 self.core
                     .metrics
@@ -99,7 +50,7 @@ where
                     .get_or_create(&crate::metrics::CodeOnly { code })
                     .inc();
                 tracing::info!(%path, code, reason = %status.message(), "call refused");
-                Box::pin(std::future::ready(Ok(status.into_http())))
+                Err(status)
             }
         }
     }

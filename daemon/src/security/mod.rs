@@ -5,6 +5,7 @@
 //! side (`join`); per-identity request rates (`identity`, `ratelimit`,
 //! applied by `rate_layer`). `docs/security.md` has the threat model.
 
+pub mod admit;
 pub mod authz;
 pub mod gate;
 pub mod identity;

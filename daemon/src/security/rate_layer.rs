@@ -6,86 +6,38 @@
 //! every token sharing one bucket (a test in `tests/limits.rs` checks it).
 //! Daemon-to-daemon methods are not limited (see [`is_peer_method`]).
 
+use super::admit::{Admit, AdmitLayer};
 use super::identity::is_peer_method;
 use super::ratelimit::RateLimiter;
 use super::Caller;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-/// Wraps a service in a [`RateLimited`] over one shared limiter.
-#[derive(Clone)]
-pub struct RateLayer {
-    limiter: Arc<RateLimiter>,
-}
+/// The rate limit's layer: every call is checked against one shared limiter.
+pub type RateLayer = AdmitLayer<RateCheck>;
 
 impl RateLayer {
     /// A layer checking every call against `limiter`.
     pub fn new(limiter: Arc<RateLimiter>) -> Self {
-        Self { limiter }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for RateLayer {
-    type Service = RateLimited<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimited {
-            limiter: self.limiter.clone(),
-            inner,
+        AdmitLayer {
+            check: RateCheck { limiter },
         }
     }
 }
 
-/// The service [`RateLayer`] makes: refuses a call over its caller's rate
-/// before the inner service sees it.
+/// Refuses a call over its caller's rate before the inner service sees it.
 #[derive(Clone)]
-pub struct RateLimited<S> {
+pub struct RateCheck {
     limiter: Arc<RateLimiter>,
-    inner: S,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl<S, B> tower_service::Service<http::Request<B>> for RateLimited<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let caller = req
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or(Caller::Anonymous);
-        let checked = if is_peer_method(req.uri().path()) {
-            Ok(())
-        } else {
-            self.limiter.check(&caller)
-        };
-        match checked {
-            Ok(()) => {
-                // The clone that was made ready is the one that serves.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(req))
-            }
-            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+impl Admit for RateCheck {
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), tonic::Status> {
+        if is_peer_method(req.uri().path()) {
+            return Ok(());
         }
+        let anonymous = Caller::Anonymous;
+        let caller = req.extensions().get::<Caller>().unwrap_or(&anonymous);
+        self.limiter.check(caller)
     }
 }
 
@@ -93,6 +45,7 @@ where
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use std::task::{Context, Poll};
     use tower_layer::Layer;
     use tower_service::Service;
 
