@@ -96,6 +96,7 @@ fn no_secret_shows_in_logs_events_metrics_errors_json_or_state() {
         as_ops,
         &["vm", "create", "leaky", "--vcpus", "1", "--memory", "32"],
     );
+    assert!(out.status.success(), "{}", text(&out));
     seen += &text(&out);
     for args in [
         &["vm", "list"][..],
@@ -105,12 +106,18 @@ fn no_secret_shows_in_logs_events_metrics_errors_json_or_state() {
         &["token", "list"],
         &["events", "watch", "--oldest", "--count", "1"],
     ] {
-        seen += &text(&cli(&eps, args));
+        let out = cli(&eps, args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        seen += &text(&out);
     }
-    // Refusals: a role too weak, a wrong token, a used join token.
-    seen += &text(&cli_as(&eps, as_ops, &["token", "list"]));
+    // Refusals (exit code 7): a role too weak, a wrong token, a revoked one.
+    let refused = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+        text(&out)
+    };
+    seen += &refused(cli_as(&eps, as_ops, &["token", "list"]));
     let wrong = format!("{ops}x");
-    seen += &text(&cli_as(
+    seen += &refused(cli_as(
         &eps,
         As {
             ca_cert: ca,
@@ -121,7 +128,7 @@ fn no_secret_shows_in_logs_events_metrics_errors_json_or_state() {
     ));
     let out = cli(&eps, &["token", "revoke", "ops"]);
     assert!(out.status.success(), "{}", text(&out));
-    seen += &text(&cli_as(&eps, as_ops, &["vm", "list"]));
+    seen += &refused(cli_as(&eps, as_ops, &["vm", "list"]));
     // A node that tries a used join token: it fails to start; its log is kept.
     let reuse = std::process::Command::new(blixardd_bin())
         .args([
