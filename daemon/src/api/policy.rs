@@ -72,6 +72,9 @@ pub async fn replace(core: &Core, policies: String, schema: String) -> Result<u6
     policy::compile(&policies, &schema).map_err(|e| Status::invalid_argument(e.to_string()))?;
     core.propose(Action::SetPolicies { policies, schema })
         .await?;
+    // On a follower the write may not be applied here yet.
+    core.read_barrier(pb::Consistency::Linearizable as i32)
+        .await?;
     let revision = core.view.read().policies.as_ref().map_or(0, |p| p.revision);
     tracing::info!(revision, "policies replaced");
     Ok(revision)
