@@ -119,6 +119,19 @@ impl Core {
             .check(fleet.policies.as_ref(), caller, action, resource)
     }
 
+    /// Whether this node has applied everything it knows to be committed,
+    /// its own log from before a restart included: until it has, a token or
+    /// join token it does not know may be one it has not applied yet.
+    pub fn caught_up(&self) -> bool {
+        let committed = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .local_committed
+            .map_or(0, |l| l.index);
+        self.view.applied_index() >= committed.max(self.startup_log.1)
+    }
+
     /// Whether this node is the leader right now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow_watched().current_leader == Some(self.id)

@@ -17,7 +17,6 @@ use crate::request_id::RequestIds;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 /// Most tries of one call across all endpoints.
 pub const MAX_ATTEMPTS: usize = 12;
@@ -99,17 +98,6 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Normalises `host:port` or `scheme://host:port` into a URI with
-/// `scheme` (a scheme given with the address is replaced: TLS or not is
-/// the credentials' decision, not the address's).
-fn endpoint_uri(address: &str, scheme: &str) -> String {
-    let bare = address
-        .strip_prefix("http://")
-        .or_else(|| address.strip_prefix("https://"))
-        .unwrap_or(address);
-    format!("{scheme}://{bare}")
-}
-
 /// Cluster client over a list of endpoints, following leader hints.
 #[derive(Debug, Clone)]
 pub struct BlixardClient {
@@ -144,12 +132,12 @@ impl BlixardClient {
             return Err(ClientError::NoEndpoints);
         }
         for e in &endpoints {
-            Endpoint::from_shared(endpoint_uri(e, "http")).map_err(|err| {
-                ClientError::BadEndpoint {
+            Credentials::insecure()
+                .endpoint(e)
+                .map_err(|err| ClientError::BadEndpoint {
                     endpoint: e.clone(),
                     reason: err.to_string(),
-                }
-            })?;
+                })?;
         }
         Ok(Self {
             endpoints,
@@ -202,13 +190,11 @@ impl BlixardClient {
             endpoint: address.to_string(),
             reason: err.to_string(),
         };
-        let mut endpoint = Endpoint::from_shared(endpoint_uri(address, self.credentials.scheme()))
+        let mut endpoint = self
+            .credentials
+            .endpoint(address)
             .map_err(bad)?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        if let Some(tls) = self.credentials.tls() {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
-        }
+            .connect_timeout(CONNECT_TIMEOUT);
         if let Some(t) = self.request_timeout {
             endpoint = endpoint.timeout(t);
         }

@@ -7,7 +7,7 @@ use crate::auth::{Secret, AUTHORIZATION_HEADER, BEARER_PREFIX};
 use std::path::Path;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// A channel that sends the client's token on every call.
 pub type ApiChannel = InterceptedService<Channel, Credentials>;
@@ -138,6 +138,22 @@ impl Credentials {
         } else {
             "http"
         }
+    }
+
+    /// An endpoint for `address` (`host:port`, or a URI whose scheme is
+    /// replaced: TLS or not is the credentials' decision, not the
+    /// address's), with these credentials' TLS and no delay on writes.
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let bare = address
+            .strip_prefix("http://")
+            .or_else(|| address.strip_prefix("https://"))
+            .unwrap_or(address);
+        let mut endpoint =
+            Endpoint::from_shared(format!("{}://{bare}", self.scheme()))?.tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        Ok(endpoint)
     }
 
     /// `channel`, sending these credentials' token on every call.

@@ -152,17 +152,9 @@ pub fn lazy_channel(
     credentials: &Credentials,
     connect_timeout: Duration,
 ) -> Result<ApiChannel, tonic::transport::Error> {
-    let bare = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"))
-        .unwrap_or(endpoint);
-    let mut ep =
-        tonic::transport::Endpoint::from_shared(format!("{}://{bare}", credentials.scheme()))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true);
-    if let Some(tls) = credentials.tls() {
-        ep = ep.tls_config(tls.clone())?;
-    }
+    let ep = credentials
+        .endpoint(endpoint)?
+        .connect_timeout(connect_timeout);
     Ok(credentials.wrap(ep.connect_lazy()))
 }
 

@@ -119,9 +119,7 @@ pub async fn issue_certificate(
     // write: strangers guessing tokens must not grow the log. The write
     // below stays the judge (it is what makes a token work once).
     let known = core.view.read().join_tokens.contains_key(&hash);
-    if !known
-        && core.view.applied_index() >= core.raft_metrics().local_committed.map_or(0, |l| l.index)
-    {
+    if !known && core.caught_up() {
         return Err(Status::unauthenticated(
             crate::state::fleet::JOIN_TOKEN_INVALID,
         ));

@@ -11,7 +11,6 @@ use super::secrets::hash_token;
 use super::Caller;
 use crate::core::Core;
 use blixard_shared::auth::{AUTHORIZATION_HEADER, BEARER_PREFIX};
-use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
@@ -103,14 +102,7 @@ fn peer_node<B>(req: &http::Request<B>) -> Option<u64> {
 /// be one it has not seen yet, and `Unavailable` (naming the leader) sends
 /// the client to retry or elsewhere.
 fn unknown_token(core: &Core) -> Status {
-    let applied = core.view.applied_index();
-    let committed = core
-        .raft
-        .metrics()
-        .borrow_watched()
-        .local_committed
-        .map_or(0, |l| l.index);
-    if applied < committed.max(core.startup_log.1) {
+    if !core.caught_up() {
         return core.unavailable("this node is catching up with the cluster; retry shortly");
     }
     Status::unauthenticated("token is not valid: unknown, expired or revoked")

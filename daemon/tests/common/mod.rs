@@ -176,17 +176,11 @@ impl TestCluster {
 
     /// A channel to node `i` (index into `nodes`) with `credentials`.
     pub fn channel_with(&self, i: usize, credentials: &Credentials) -> ApiChannel {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(format!(
-            "{}://{}",
-            credentials.scheme(),
-            self.nodes[i].addr
-        ))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(20));
-        if let Some(tls) = credentials.tls() {
-            endpoint = endpoint.tls_config(tls.clone()).expect("tls");
-        }
+        let endpoint = credentials
+            .endpoint(&self.nodes[i].addr.to_string())
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(20));
         credentials.wrap(endpoint.connect_lazy())
     }
 

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::Endpoint;
 use tonic::Code;
 
 /// Bound on one client request: past it the outcome is unknown.
@@ -22,13 +21,9 @@ pub fn channels(endpoints: &[String], creds: &Credentials) -> Result<Vec<Channel
     endpoints
         .iter()
         .map(|e| {
-            let mut ep = Endpoint::from_shared(format!("{}://{e}", creds.scheme()))
+            let ep = creds
+                .endpoint(e)
                 .map_err(|err| format!("endpoint {e}: {err}"))?;
-            if let Some(tls) = creds.tls() {
-                ep = ep
-                    .tls_config(tls.clone())
-                    .map_err(|err| format!("endpoint {e}: {err}"))?;
-            }
             let ch = ep
                 .connect_timeout(Duration::from_millis(500))
                 .connect_lazy();

@@ -7,7 +7,6 @@ use super::duration::expiry_word;
 use super::output::{known_word, print_json, print_table, NO_NODE};
 use super::CliError;
 use blixard_shared::proto::v1 as pb;
-use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::time::now_ms;
 use blixard_shared::BlixardClient;
 use serde::Serialize;
@@ -154,12 +153,7 @@ async fn create_join_token(
     ttl: Duration,
     json: bool,
 ) -> Result<(), CliError> {
-    let req = pb::CreateJoinTokenRequest {
-        ttl_seconds: ttl.as_secs(),
-    };
-    let resp = client
-        .call(|ch| async move { ClusterServiceClient::new(ch).create_join_token(req).await })
-        .await?;
+    let resp = client.create_join_token(ttl).await?;
     tracing::info!(expires_at_ms = resp.expires_at_ms, "join token created");
     let view = JoinTokenView {
         token: resp.token,

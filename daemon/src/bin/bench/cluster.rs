@@ -263,13 +263,7 @@ pub(crate) fn blixardd_bin() -> Result<PathBuf> {
 /// `creds`: TLS and the token on every call when secured, plaintext
 /// otherwise. It reconnects by itself after the member restarts.
 pub(crate) fn channel(addr: &str, creds: &Credentials) -> Result<ApiChannel> {
-    let mut endpoint =
-        tonic::transport::Endpoint::from_shared(format!("{}://{addr}", creds.scheme()))?
-            .tcp_nodelay(true);
-    if let Some(tls) = creds.tls() {
-        endpoint = endpoint.tls_config(tls.clone())?;
-    }
-    Ok(creds.wrap(endpoint.connect_lazy()))
+    Ok(creds.wrap(creds.endpoint(addr)?.connect_lazy()))
 }
 
 /// TLS with the CA and the bootstrap admin token that `--init` wrote in
