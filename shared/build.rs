@@ -13,6 +13,8 @@ const PROTOS: &[&str] = &[
     "blixard/v1/raft.proto",
     "blixard/v1/token.proto",
     "blixard/v1/policy.proto",
+    "blixard/v1/audit.proto",
+    "blixard/v1/quota.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

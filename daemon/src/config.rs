@@ -223,6 +223,9 @@ pub struct FileConfig {
     token_requests_per_sec: Option<u32>,
     /// Requests one client token may make at once after being idle.
     token_request_burst: Option<u32>,
+    /// Records the replicated audit trail keeps (the leader's setting is
+    /// the cluster's).
+    audit_ring_len: Option<u32>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -312,6 +315,10 @@ pub struct Config {
     /// Requests one identity may make at once after being idle (default
     /// `limits::DEFAULT_TOKEN_REQUEST_BURST`).
     pub token_request_burst: u32,
+    /// Records the audit trail keeps, the oldest dropped first (default
+    /// `limits::DEFAULT_AUDIT_RING_LEN`). A cluster-wide setting: the
+    /// leader's is the one in force, so set it alike on every node.
+    pub audit_ring_len: u32,
 }
 
 /// A configuration problem, naming the setting.
@@ -457,6 +464,15 @@ impl Config {
         if !TOKEN_BURST_RANGE.contains(&token_request_burst) {
             return Err(invalid("token_request_burst", between(&TOKEN_BURST_RANGE)));
         }
+        let audit_ring_len = file
+            .audit_ring_len
+            .unwrap_or(blixard_shared::limits::DEFAULT_AUDIT_RING_LEN);
+        if !blixard_shared::limits::AUDIT_RING_LEN_RANGE.contains(&audit_ring_len) {
+            return Err(invalid(
+                "audit_ring_len",
+                between(&blixard_shared::limits::AUDIT_RING_LEN_RANGE),
+            ));
+        }
         Ok(Self {
             node_id,
             data_dir: data_dir.clone(),
@@ -499,6 +515,7 @@ impl Config {
             max_snapshot_bytes,
             token_requests_per_sec,
             token_request_burst,
+            audit_ring_len,
         })
     }
 
@@ -542,6 +559,7 @@ impl Config {
             max_snapshot_bytes: blixard_shared::limits::MAX_SNAPSHOT_BYTES,
             token_requests_per_sec: blixard_shared::limits::DEFAULT_TOKEN_REQUESTS_PER_SEC,
             token_request_burst: blixard_shared::limits::DEFAULT_TOKEN_REQUEST_BURST,
+            audit_ring_len: blixard_shared::limits::DEFAULT_AUDIT_RING_LEN,
         }
     }
 }
@@ -648,6 +666,7 @@ mod tests {
             ("max_snapshot_bytes = 1000\n", "max_snapshot_bytes"),
             ("token_requests_per_sec = 0\n", "token_requests_per_sec"),
             ("token_request_burst = 0\n", "token_request_burst"),
+            ("audit_ring_len = 5\n", "audit_ring_len"),
         ] {
             std::fs::write(&path, text).unwrap();
             let mut f = base();

@@ -50,6 +50,8 @@ pub struct Core {
     pub tls: Option<crate::security::pki::TlsMaterial>,
     /// Decides with the replicated Cedar policies.
     pub authz: crate::security::authz::Authorizer,
+    /// Hands this node's audit records to the replicated trail.
+    pub audit: std::sync::Arc<crate::audit::Recorder>,
 }
 
 /// The gRPC status for a rejected command.
@@ -98,8 +100,11 @@ impl Core {
         resource: crate::security::authz::Resource<'_>,
     ) -> Result<(), Status> {
         let fleet = self.view.read();
-        self.authz
-            .check(fleet.policies.as_ref(), caller, action, resource)
+        let decision = self
+            .authz
+            .check(fleet.policies.as_ref(), caller, action, resource);
+        crate::audit::note::decision(action, || resource.to_string(), decision.is_ok());
+        decision
     }
 
     /// [`Core::authorize`] about VM `name` as the state has it (its labels;
@@ -115,8 +120,11 @@ impl Core {
         let none = std::collections::BTreeMap::new();
         let labels = fleet.vms.get(name).map_or(&none, |vm| &vm.spec.labels);
         let resource = crate::security::authz::Resource::Vm { name, labels };
-        self.authz
-            .check(fleet.policies.as_ref(), caller, action, resource)
+        let decision = self
+            .authz
+            .check(fleet.policies.as_ref(), caller, action, resource);
+        crate::audit::note::decision(action, || resource.to_string(), decision.is_ok());
+        decision
     }
 
     /// Whether this node has applied everything it knows to be committed,

@@ -24,6 +24,7 @@
 //!   signal, and the transport settings both ends of a connection share.
 
 pub mod api;
+pub mod audit;
 pub mod backend;
 pub mod config;
 pub mod core;

@@ -4,13 +4,10 @@
 
 mod common;
 
-use blixard_shared::auth::Secret;
 use blixard_shared::proto::v1 as pb;
-use blixard_shared::Credentials;
 use common::{create_req, eventually, TestCluster};
 use pb::cluster_service_client::ClusterServiceClient;
 use pb::policy_service_client::PolicyServiceClient;
-use pb::token_service_client::TokenServiceClient;
 use pb::vm_service_client::VmServiceClient;
 use pb::watch_service_client::WatchServiceClient;
 use std::time::Duration;
@@ -22,24 +19,6 @@ fn labelled(name: &str, team: &str) -> pb::CreateVmRequest {
         spec.labels.insert("team".into(), team.into());
     }
     req
-}
-
-/// A token's credentials: the cluster CA and the new token's secret.
-async fn token(cluster: &TestCluster, name: &str, role: &str, labels: &[&str]) -> Credentials {
-    let resp = TokenServiceClient::new(cluster.channel(0))
-        .create_token(pb::CreateTokenRequest {
-            name: name.into(),
-            role: role.into(),
-            ttl_seconds: 0,
-            labels: labels.iter().map(|l| l.to_string()).collect(),
-        })
-        .await
-        .expect("token")
-        .into_inner();
-    Credentials::from_ca_file(&cluster.nodes[0].dir.join("tls/ca.pem"))
-        .expect("ca")
-        .token(&Secret::new(resp.secret))
-        .expect("secret")
 }
 
 async fn names(vms: &mut VmServiceClient<blixard_shared::ApiChannel>) -> Vec<String> {
@@ -65,7 +44,7 @@ async fn a_labelled_token_sees_and_acts_on_only_its_vms() {
         .await
         .expect("web-1");
     admin.create_vm(labelled("db-1", "db")).await.expect("db-1");
-    let web = token(&cluster, "web-team", "operator", &["team=web"]).await;
+    let web = cluster.token("web-team", "operator", &["team=web"]).await.0;
     let mut vms = VmServiceClient::new(cluster.channel_with(0, &web));
     // Its watch opens before the writes below, from now.
     let mut watch = WatchServiceClient::new(cluster.channel_with(0, &web))
@@ -135,7 +114,7 @@ async fn a_labelled_token_sees_and_acts_on_only_its_vms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_reload_takes_effect_everywhere_and_a_broken_one_changes_nothing() {
     let cluster = TestCluster::start(3).await;
-    let viewer = token(&cluster, "reader", "viewer", &[]).await;
+    let viewer = cluster.token("reader", "viewer", &[]).await.0;
     for i in 0..3 {
         let mut vms = VmServiceClient::new(cluster.channel_with(i, &viewer));
         vms.list_vms(pb::ListVmsRequest::default())

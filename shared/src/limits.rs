@@ -183,3 +183,49 @@ pub const DEFAULT_MAX_VOTERS: usize = 5;
 /// the replicated state holds): past it the reload is refused and the old
 /// policies stay.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+
+/// Largest VM spec by [`crate::validate::SpecFields::weight`] (its text
+/// fields): a bigger one is refused at the API and at apply. Far above any
+/// real spec (a long command line, a few dozen labels), so that
+/// [`MAX_VMS`] specs cannot fill a snapshot on their own.
+pub const MAX_VM_SPEC_BYTES: usize = 16 * 1024;
+/// Most bytes all VM specs together may weigh in the replicated state
+/// (the fleet's byte budget): past it a create fails with
+/// `ResourceExhausted` until VMs are deleted. With the records' own
+/// overhead the state stays well under a quarter of
+/// [`MAX_SNAPSHOT_BYTES`], the most a receiver accepts.
+pub const MAX_FLEET_SPEC_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Most label quotas the cluster holds; a new one past it is refused
+/// (`ResourceExhausted`).
+pub const MAX_QUOTAS: usize = 1000;
+
+/// The audit ring's size when the leader's config does not set
+/// `audit_ring_len`.
+pub const DEFAULT_AUDIT_RING_LEN: u32 = 10_000;
+/// The sizes `audit_ring_len` may take. At the top, with fields bounded by
+/// [`MAX_AUDIT_FIELD_LEN`], the ring weighs at most ~60 MB of state.
+pub const AUDIT_RING_LEN_RANGE: std::ops::RangeInclusive<u32> = 100..=100_000;
+/// Longest principal, peer, method, action or target an audit record
+/// keeps (longer ones are cut, on a character boundary).
+pub const MAX_AUDIT_FIELD_LEN: usize = 128;
+/// Records one node holds for the trail before they are written; past it
+/// new ones are counted as dropped (`limit_hits{limit="audit_queue"}`).
+pub const MAX_AUDIT_QUEUE: usize = 8192;
+/// Most records one audit batch (one log entry) carries.
+pub const MAX_AUDIT_BATCH: usize = 1024;
+/// How long a node gathers records before it writes a batch: the longest
+/// a record takes to reach the trail when the cluster is healthy, plus
+/// one commit.
+pub const AUDIT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Refused calls one node records per second on average (a token bucket
+/// with [`AUDIT_DENIAL_BURST`]); past it they are counted as dropped
+/// (`limit_hits{limit="audit_denials"}`), so a flood of bad tokens cannot
+/// push the real records out of the ring.
+pub const AUDIT_DENIALS_PER_SEC: u32 = 50;
+/// Refused calls one node records at once after a quiet spell.
+pub const AUDIT_DENIAL_BURST: u32 = 500;
+/// Audit records one `ListAudit` page holds at most (and by default).
+pub const MAX_AUDIT_PAGE: u32 = 1000;
+/// Questions one `CheckAccess` call may ask.
+pub const MAX_ACCESS_QUERIES: usize = 256;

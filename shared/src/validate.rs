@@ -184,7 +184,51 @@ pub fn spec_fields(prefix: &str, spec: &SpecFields<'_>) -> Result<(), FieldError
     spec_resources(prefix, spec)?;
     spec_boot(prefix, spec)?;
     label_pairs(&format!("{prefix}.labels"), spec.labels.iter().copied())?;
-    spec_placement(prefix, spec)
+    spec_placement(prefix, spec)?;
+    let weight = spec.weight();
+    if weight > MAX_VM_SPEC_BYTES {
+        return Err(FieldError::new(
+            prefix,
+            format!(
+                "the spec's text fields (paths, command line, labels, constraints, group) total {weight} bytes; at most {MAX_VM_SPEC_BYTES}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl SpecFields<'_> {
+    /// What the spec costs the replicated state, bytes: its text fields
+    /// plus a fixed share for the numbers. The unit of the per-spec and
+    /// fleet-wide byte budgets (`MAX_VM_SPEC_BYTES`, `MAX_FLEET_SPEC_BYTES`).
+    pub fn weight(&self) -> usize {
+        const NUMBERS: usize = 64;
+        let labels: usize = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let constraints: usize = self.constraints.iter().map(String::len).sum();
+        NUMBERS
+            + self.image.len()
+            + self.kernel.len()
+            + self.initrd.len()
+            + self.cmdline.len()
+            + self.runner.len()
+            + labels
+            + constraints
+            + self.group.len()
+    }
+}
+
+/// A quota's label, `key=value`, held to the label rules.
+pub fn quota_label(field: &str, label: &str) -> Result<(), FieldError> {
+    let Some((key, value)) = label.split_once('=') else {
+        return Err(FieldError::new(
+            field,
+            format!("expected key=value (like team=web), got {label:?}"),
+        ));
+    };
+    if value.is_empty() {
+        return Err(FieldError::new(field, "the label's value is empty"));
+    }
+    label_pairs(field, [(key, value)])
 }
 
 /// vCPUs and memory within their ranges.

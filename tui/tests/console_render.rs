@@ -154,3 +154,54 @@ fn insecure_header() {
         .next()
         .is_some_and(|l| l.contains("INSECURE")));
 }
+
+/// The audit view follows the trail; the header names the identity the
+/// console runs as once the daemon said it.
+#[test]
+fn audit_view_and_identity() {
+    use blixard_shared::proto::v1 as pb;
+    let mut m = model();
+    update(
+        &mut m,
+        Msg::Access(blixard_tui::console::access::AccessReport {
+            principal: "token:ops".into(),
+            role: "operator".into(),
+            labels: vec!["team=web".into()],
+            answers: vec![],
+        }),
+    );
+    for (seq, principal, action, target, result, code) in [
+        (1, "token:admin", "vm.create", "Vm::\"web-1\"", "ok", "ok"),
+        (
+            2,
+            "token:ops",
+            "vm.delete",
+            "Vm::\"db-1\"",
+            "denied",
+            "permission_denied",
+        ),
+        (3, "anonymous", "vm.list", "", "denied", "unauthenticated"),
+    ] {
+        update(
+            &mut m,
+            Msg::Audit(pb::AuditRecord {
+                seq,
+                time_ms: NOW_MS - 1000 + seq,
+                node_id: 1,
+                principal: principal.into(),
+                peer: "127.0.0.1:40000".into(),
+                method: String::new(),
+                action: action.into(),
+                target: target.into(),
+                result: result.into(),
+                code: code.into(),
+            }),
+        );
+    }
+    update(&mut m, key('7'));
+    check("audit", &m);
+    assert!(render(&m, 200, 50)
+        .lines()
+        .next()
+        .is_some_and(|l| l.contains("as token:ops (operator, team=web)")));
+}

@@ -3,6 +3,7 @@
 //! command through the node core or reads applied state after the read
 //! barrier the request asks for.
 
+pub mod audit;
 pub mod cluster;
 pub mod convert;
 pub mod join;
@@ -10,6 +11,7 @@ pub mod logs;
 pub mod node;
 pub mod pagination;
 pub mod policy;
+pub mod quota;
 pub mod slots;
 pub mod token;
 pub mod vm;

@@ -9,7 +9,7 @@ use crate::policy;
 use crate::security::authz::Resource;
 use crate::security::Caller;
 use crate::state::Action;
-use blixard_shared::limits::MAX_POLICY_BYTES;
+use blixard_shared::limits::{MAX_ACCESS_QUERIES, MAX_POLICY_BYTES};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::policy_service_server::PolicyService;
 use std::path::Path;
@@ -150,4 +150,77 @@ impl PolicyService for PolicyApi {
             })
             .await
     }
+
+    async fn check_access(
+        &self,
+        req: Request<pb::CheckAccessRequest>,
+    ) -> Result<Response<pb::CheckAccessResponse>, Status> {
+        self.core
+            .metrics
+            .observe("CheckAccess", async {
+                let caller = Caller::of(&req);
+                let queries = req.into_inner().queries;
+                if queries.len() > MAX_ACCESS_QUERIES {
+                    return Err(Status::invalid_argument(format!(
+                        "queries: at most {MAX_ACCESS_QUERIES}, got {}",
+                        queries.len()
+                    )));
+                }
+                let allowed = answer(&self.core, &caller, &queries)?;
+                let (role, labels) = match &caller {
+                    Caller::Token { role, labels, .. } => (
+                        role.as_str().to_string(),
+                        labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                    ),
+                    _ => (String::new(), Vec::new()),
+                };
+                Ok(Response::new(pb::CheckAccessResponse {
+                    principal: caller.describe(),
+                    role,
+                    labels,
+                    allowed,
+                    insecure: self.core.config.insecure,
+                }))
+            })
+            .await
+    }
+}
+
+/// Whether `caller` may do each queried action, by the policies in force
+/// (a VM's labels as the state has them).
+fn answer(core: &Core, caller: &Caller, queries: &[pb::AccessQuery]) -> Result<Vec<bool>, Status> {
+    let fleet = core.view.read();
+    let none = std::collections::BTreeMap::new();
+    queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            if q.action.is_empty() || q.action.len() > 64 {
+                return Err(Status::invalid_argument(format!(
+                    "queries[{i}].action: 1 to 64 characters, like \"vm.stop\""
+                )));
+            }
+            let resource = match q.kind.as_str() {
+                "vm" => Resource::Vm {
+                    name: &q.name,
+                    labels: fleet.vms.get(&q.name).map_or(&none, |vm| &vm.spec.labels),
+                },
+                "node" => Resource::Node(q.name.parse().map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "queries[{i}].name: a node id (a positive integer), got {:?}",
+                        q.name
+                    ))
+                })?),
+                "cluster" => Resource::Cluster,
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "queries[{i}].kind: \"vm\", \"node\" or \"cluster\", got {other:?}"
+                    )))
+                }
+            };
+            Ok(core
+                .authz
+                .allows(fleet.policies.as_ref(), caller, &q.action, resource))
+        })
+        .collect()
 }

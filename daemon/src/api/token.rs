@@ -97,6 +97,7 @@ impl TokenService for TokenApi {
             .observe("CreateToken", async {
                 self.core
                     .authorize(&Caller::of(&req), "token.create", Resource::Cluster)?;
+                crate::audit::note::target(format!("Token::{:?}", req.get_ref().name));
                 let new = parse_create(req.get_ref())?;
                 let secret =
                     secrets::new_client_token().map_err(|e| Status::internal(e.to_string()))?;
@@ -153,6 +154,7 @@ impl TokenService for TokenApi {
                 self.core
                     .authorize(&Caller::of(&req), "token.revoke", Resource::Cluster)?;
                 let req = req.into_inner();
+                crate::audit::note::target(format!("Token::{:?}", req.name));
                 blixard_shared::validate::dns_label("name", &req.name)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 self.core

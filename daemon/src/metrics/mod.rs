@@ -75,6 +75,10 @@ pub enum Limit {
     SnapshotChunkTimeout,
     /// `MAX_PEER_CHANNELS`: a peer channel evicted to make room.
     PeerChannels,
+    /// `MAX_AUDIT_QUEUE`: an audit record dropped, the node's queue full.
+    AuditQueue,
+    /// `AUDIT_DENIALS_PER_SEC`: a refused call not recorded, over budget.
+    AuditDenials,
 }
 
 impl Limit {
@@ -92,6 +96,8 @@ impl Limit {
             Limit::SnapshotTransfers => "snapshot_transfers",
             Limit::SnapshotChunkTimeout => "snapshot_chunk_timeout",
             Limit::PeerChannels => "peer_channels",
+            Limit::AuditQueue => "audit_queue",
+            Limit::AuditDenials => "audit_denials",
         }
     }
 }

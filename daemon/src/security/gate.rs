@@ -35,12 +35,22 @@ pub struct Gate {
 
 impl Admit for Gate {
     fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        let note = req
+            .extensions()
+            .get::<std::sync::Arc<crate::audit::note::Note>>()
+            .cloned();
         match judge(&self.core, req) {
             Ok(caller) => {
+                if let Some(note) = note {
+                    note.set_caller(caller.clone());
+                }
                 req.extensions_mut().insert(caller);
                 Ok(())
             }
             Err(status) => {
+                if let (Some(note), Some(id)) = (note, peer_node(req)) {
+                    note.set_caller(Caller::Node(id));
+                }
                 let path = req.uri().path();
                 let code = blixard_shared::client::code_name(status.code());
                 self.core

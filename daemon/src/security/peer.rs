@@ -95,6 +95,7 @@ pub fn check_forward(action: &Action, caller: &Caller) -> Result<(), Status> {
         Action::RegisterNode(reg) => reg.id,
         Action::RenewLease { id, .. } => *id,
         Action::ReportVmStatus { node_id, .. } => *node_id,
+        Action::RecordAudit(batch) => batch.node_id,
         Action::PlaceVm { .. }
         | Action::RescheduleVm { .. }
         | Action::SetNodeHealth { .. }

@@ -49,8 +49,88 @@ pub fn need(path: &str) -> Need {
         )
         | ("blixard.v1.WatchService", "Watch")
         | ("blixard.v1.TokenService", "CreateToken" | "ListTokens" | "RevokeToken")
-        | ("blixard.v1.PolicyService", "ReloadPolicies" | "GetPolicies") => Need::Token,
+        | ("blixard.v1.PolicyService", "ReloadPolicies" | "GetPolicies" | "CheckAccess")
+        | ("blixard.v1.AuditService", "ListAudit" | "WatchAudit")
+        | ("blixard.v1.QuotaService", "SetQuota" | "ListQuotas" | "DeleteQuota") => Need::Token,
         _ => Need::Closed,
+    }
+}
+
+/// How the audit trail treats a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audited {
+    /// The Cedar action the method asks about (or, for the join path,
+    /// which asks no policy, a name of the same form).
+    pub action: &'static str,
+    /// Every call is recorded; otherwise only refusals.
+    pub mutating: bool,
+}
+
+/// How the audit trail treats `path`; `None`: not audited (daemon-to-daemon
+/// traffic, health checks, reflection, methods the table does not know).
+pub fn audited(path: &str) -> Option<Audited> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    let write = |action| {
+        Some(Audited {
+            action,
+            mutating: true,
+        })
+    };
+    let read = |action| {
+        Some(Audited {
+            action,
+            mutating: false,
+        })
+    };
+    match (service, method) {
+        ("blixard.v1.ClusterService", m) => match m {
+            "GetStatus" => read("cluster.status"),
+            "RemoveNode" => write("cluster.remove_node"),
+            "TransferLeadership" => write("cluster.transfer_leader"),
+            "CreateJoinToken" => write("cluster.join_token"),
+            "Join" => write("cluster.join"),
+            "IssueCertificate" => write("cluster.issue_certificate"),
+            _ => None,
+        },
+        ("blixard.v1.NodeService", m) => match m {
+            "ListNodes" => read("node.list"),
+            "GetNode" => read("node.read"),
+            "CordonNode" => write("node.cordon"),
+            "UncordonNode" => write("node.uncordon"),
+            _ => None,
+        },
+        ("blixard.v1.VmService", m) => match m {
+            "CreateVm" => write("vm.create"),
+            "GetVm" => read("vm.read"),
+            "ListVms" => read("vm.list"),
+            "StartVm" => write("vm.start"),
+            "StopVm" => write("vm.stop"),
+            "RestartVm" => write("vm.restart"),
+            "DeleteVm" => write("vm.delete"),
+            "StreamVmLogs" => read("logs.read"),
+            _ => None,
+        },
+        ("blixard.v1.WatchService", "Watch") => read("events.watch"),
+        ("blixard.v1.TokenService", m) => match m {
+            "CreateToken" => write("token.create"),
+            "ListTokens" => read("token.list"),
+            "RevokeToken" => write("token.revoke"),
+            _ => None,
+        },
+        ("blixard.v1.PolicyService", m) => match m {
+            "ReloadPolicies" => write("policy.reload"),
+            "GetPolicies" => read("policy.read"),
+            "CheckAccess" => read("access.check"),
+            _ => None,
+        },
+        ("blixard.v1.AuditService", "ListAudit" | "WatchAudit") => read("audit.read"),
+        ("blixard.v1.QuotaService", m) => match m {
+            "SetQuota" => write("quota.set"),
+            "DeleteQuota" => write("quota.set"),
+            "ListQuotas" => read("quota.read"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -93,6 +173,11 @@ mod tests {
                         need(&path),
                         Need::Closed,
                         "{path} is not in the gate's table"
+                    );
+                    assert_eq!(
+                        audited(&path).is_some(),
+                        service.name() != "RaftService",
+                        "{path}: every client method is in the audit table, no peer method"
                     );
                 }
             }

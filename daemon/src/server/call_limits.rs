@@ -34,6 +34,7 @@ use tonic::Status;
 /// this list against every streaming method the node serves.
 pub const STREAMING_METHODS: &[&str] = &[
     "/blixard.v1.WatchService/Watch",
+    "/blixard.v1.AuditService/WatchAudit",
     "/blixard.v1.VmService/StreamVmLogs",
     "/blixard.v1.RaftService/StreamAppend",
     "/blixard.v1.RaftService/InstallSnapshot",

@@ -2,8 +2,9 @@
 //! service (health, reflection, the public API and the internal
 //! `RaftService`) on it until the node stops.
 //!
-//! Every call passes, outermost first: the gate (who is calling, and may
-//! they), the request rate of that caller, then the call's deadline and
+//! Every call passes, outermost first: the audit layer (which records
+//! mutating and refused calls, `crate::audit`), the gate (who is calling,
+//! and may they), the request rate of that caller, then the call's deadline and
 //! its connection's share of the handlers (`call_limits`). tonic's
 //! `Server::layer` wraps earlier layers around later ones, so this order
 //! is the order of the `.layer` calls below.
@@ -12,9 +13,10 @@ use super::call_limits::CallLimitsLayer;
 use super::tasks::{Lifetime, Tasks};
 use super::StartError;
 use crate::api::{
-    cluster::ClusterApi, node::NodeApi, policy::PolicyApi, token::TokenApi, vm::VmApi,
-    watch::WatchApi,
+    audit::AuditApi, cluster::ClusterApi, node::NodeApi, policy::PolicyApi, quota::QuotaApi,
+    token::TokenApi, vm::VmApi, watch::WatchApi,
 };
+use crate::audit::layer::AuditLayer;
 use crate::core::Core;
 use crate::raft::service::RaftServer;
 use crate::security::gate::GateLayer;
@@ -50,6 +52,8 @@ pub(super) const SERVICES: &[&str] = &[
     <pb::watch_service_server::WatchServiceServer<WatchApi> as NamedService>::NAME,
     <pb::token_service_server::TokenServiceServer<TokenApi> as NamedService>::NAME,
     <pb::policy_service_server::PolicyServiceServer<PolicyApi> as NamedService>::NAME,
+    <pb::audit_service_server::AuditServiceServer<AuditApi> as NamedService>::NAME,
+    <pb::quota_service_server::QuotaServiceServer<QuotaApi> as NamedService>::NAME,
 ];
 
 /// Serves the node's gRPC services on `listener` until the node stops; a
@@ -74,7 +78,10 @@ pub(super) fn serve(
 /// The layers every call passes, outermost first (see the module doc).
 type Layers = tower_layer::Stack<
     CallLimitsLayer,
-    tower_layer::Stack<RateLayer, tower_layer::Stack<GateLayer, tower_layer::Identity>>,
+    tower_layer::Stack<
+        RateLayer,
+        tower_layer::Stack<GateLayer, tower_layer::Stack<AuditLayer, tower_layer::Identity>>,
+    >,
 >;
 
 /// Every service the node serves, with its message size limits.
@@ -97,6 +104,7 @@ fn router(
     Ok(server
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(AuditLayer::new(core.clone()))
         .layer(GateLayer::new(core.clone()))
         .layer(RateLayer::new(Arc::new(RateLimiter::new(
             core.config.token_requests_per_sec,
@@ -130,6 +138,14 @@ fn router(
         .add_service(
             pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(core.clone()))
                 .max_decoding_message_size(2 * MAX_POLICY_BYTES + 4096),
+        )
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::new(AuditApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::quota_service_server::QuotaServiceServer::new(QuotaApi::new(core.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
             pb::raft_service_server::RaftServiceServer::new(RaftServer::new(core.clone()))

@@ -66,6 +66,8 @@ pub(super) fn spawn_loops(core: &Arc<Core>, backend: AnyBackend, tasks: &mut Tas
     tasks.spawn("liveness", Lifetime::UntilShutdown, liveness);
     let scheduler = scheduler::run(core.clone(), core.shutdown.clone());
     tasks.spawn("scheduler", Lifetime::UntilShutdown, scheduler);
+    let audit = crate::audit::recorder::run(core.clone(), core.shutdown.clone());
+    tasks.spawn("audit recorder", Lifetime::UntilShutdown, audit);
     let pruning = prune_peer_pool(core.clone(), core.shutdown.clone());
     tasks.spawn("peer pool pruning", Lifetime::UntilShutdown, pruning);
     match backend {

@@ -172,6 +172,7 @@ async fn start_raft(
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    let audit = Arc::new(crate::audit::Recorder::new(config.node_id, metrics.clone()));
     Ok(Arc::new(Core {
         id: config.node_id,
         address: advertise,
@@ -184,6 +185,7 @@ async fn start_raft(
         startup_log: storage.startup_log,
         tls,
         authz: Default::default(),
+        audit,
     }))
 }
 

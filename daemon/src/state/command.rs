@@ -204,6 +204,21 @@ pub enum Action {
         /// The node joining with it (not yet in the cluster).
         node_id: u64,
     },
+    /// Writes a node's batch of audit records to the trail (once per
+    /// batch: see `state::audit`). Records no event.
+    RecordAudit(super::audit::AuditBatch),
+    /// Sets (creates or replaces) the quota of one label.
+    SetQuota {
+        /// `key=value`.
+        label: String,
+        /// At least one limit set.
+        limits: super::quota::QuotaLimits,
+    },
+    /// Removes the quota of one label.
+    DeleteQuota {
+        /// `key=value`.
+        label: String,
+    },
     /// A client's write carrying its request id (see
     /// `blixard_shared::request_id`): a second one with the same id and the
     /// same write is answered with the first one's outcome instead of being

@@ -6,9 +6,11 @@
 //! the state exactly as it was), so every replica that applies the same log
 //! holds the same state.
 
+pub mod audit;
 pub mod command;
 pub mod fleet;
 pub mod model;
+pub mod quota;
 
 pub use command::{Action, Command, CommandOutcome, CommandResult, Rejection, RejectionCode};
 pub use fleet::Fleet;

@@ -154,6 +154,26 @@ impl TestCluster {
         (resp.token, resp.ca_fingerprint)
     }
 
+    /// Creates a client token (through node 1, as admin) and returns
+    /// credentials that present it, with its secret.
+    pub async fn token(&self, name: &str, role: &str, labels: &[&str]) -> (Credentials, String) {
+        let resp = pb::token_service_client::TokenServiceClient::new(self.channel(0))
+            .create_token(pb::CreateTokenRequest {
+                name: name.into(),
+                role: role.into(),
+                ttl_seconds: 0,
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+            })
+            .await
+            .expect("token")
+            .into_inner();
+        let credentials = Credentials::from_ca_file(&self.nodes[0].dir.join("tls/ca.pem"))
+            .expect("ca")
+            .token(&Secret::new(resp.secret.clone()))
+            .expect("secret");
+        (credentials, resp.secret)
+    }
+
     /// The admin credentials of this cluster (see [`admin_credentials`]).
     pub fn credentials(&self) -> Credentials {
         admin_credentials(&self.nodes[0].dir)

@@ -68,6 +68,12 @@ pub enum Command {
     /// The cluster's Cedar authorization policies (admin).
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// The audit trail: who did what, and every refused call (admin).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Quotas per label: what the VMs carrying a label may use together.
+    #[command(subcommand)]
+    Quota(QuotaCmd),
     /// Start a local 3-node cluster for trying things out; Ctrl-C stops it.
     Dev(dev::DevArgs),
 }
@@ -145,6 +151,54 @@ pub enum PolicyCmd {
     },
     /// Print the policies in force (and, with --json, the schema and revision).
     Get,
+}
+
+/// `blixard audit ...` (run by `audit.rs`).
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List the records held, oldest first (and, with --follow, new ones as they are written).
+    List {
+        /// Only records of the last DURATION (30m, 1h, 7d).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// Only this principal: token:NAME, node:ID or anonymous.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only this action (vm.create), or a prefix ending in '.' (vm.).
+        #[arg(long)]
+        action: Option<String>,
+        /// Keep printing new records until stopped (one JSON object a line with --json).
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+/// `blixard quota ...` (run by `quota.rs`).
+#[derive(Debug, Subcommand)]
+pub enum QuotaCmd {
+    /// Set the quota of a label (admin): creates and starts past it are refused.
+    Set {
+        /// The label, KEY=VALUE (team=web).
+        #[arg(value_name = "KEY=VALUE")]
+        label: String,
+        /// Most vCPUs the label's running VMs may have together.
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// Most memory the label's running VMs may have together, MiB.
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// Most VMs the label may have, in any state.
+        #[arg(long)]
+        vms: Option<u32>,
+    },
+    /// List quotas with what their VMs use now.
+    List,
+    /// Delete the quota of a label (admin).
+    Delete {
+        /// The label, KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        label: String,
+    },
 }
 
 /// `blixard token ...` (run by `token.rs`).

@@ -15,6 +15,7 @@
 //! [`blixard_tui::connect`], shared with the console.
 
 mod args;
+mod audit;
 mod cluster;
 mod dev;
 mod duration;
@@ -23,11 +24,12 @@ pub mod exit;
 mod node;
 mod output;
 mod policy;
+mod quota;
 mod token;
 mod vm;
 
 pub use args::Cli;
-use args::{Command, EventsCmd};
+use args::{AuditCmd, Command, EventsCmd};
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::BlixardClient;
 pub use exit::CliError;
@@ -76,6 +78,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }) => events::watch(client()?, from, oldest, count, json).await,
         Command::Token(cmd) => token::run(&mut client()?, cmd, json).await,
         Command::Policy(cmd) => policy::run(&mut client()?, cmd, json).await,
+        Command::Audit(AuditCmd::List {
+            since,
+            principal,
+            action,
+            follow,
+        }) => {
+            audit::list(
+                client()?,
+                audit::filter(since, principal, action),
+                follow,
+                json,
+            )
+            .await
+        }
+        Command::Quota(cmd) => quota::run(&mut client()?, cmd, json).await,
         // Its failures are not this command line's credentials' to explain.
         Command::Dev(args) => return dev::run(args).await,
     };

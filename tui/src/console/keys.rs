@@ -204,7 +204,7 @@ const fn on(
 /// those are).
 pub const KEYS: &[KeyBinding] = &[
     everywhere(
-        "0-6",
+        "0-7",
         "switch view",
         &[
             (Char('0'), A::Go(View::Overview)),
@@ -214,6 +214,7 @@ pub const KEYS: &[KeyBinding] = &[
             (Char('4'), A::Go(View::Events)),
             (Char('5'), A::Go(View::Raft)),
             (Char('6'), A::Go(View::Console)),
+            (Char('7'), A::Go(View::Audit)),
         ],
         Listed::Help,
     ),
@@ -549,6 +550,7 @@ pub const COMMANDS: &[CommandWord] = &[
     show(View::Events, ":events"),
     show(View::Raft, ":raft"),
     show(View::Console, ":console"),
+    show(View::Audit, ":audit"),
     CommandWord {
         word: "logs",
         aliases: &[],

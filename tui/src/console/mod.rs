@@ -6,13 +6,15 @@
 //! once, then applies `Watch` events incrementally, failing over between
 //! endpoints and resuming from the last revision it saw.
 //!
-//! [`keys`] describes every key and `:` command once (dispatch, footer,
+//! [`access`] holds what the console's token may do, as the daemon
+//! answers it. [`keys`] describes every key and `:` command once (dispatch, footer,
 //! help, read-only); [`layout`] holds the geometry that drawing and mouse
 //! hit-testing share. `update` and `view` both build on `model`, `keys` and
 //! `layout`, and never on each other.
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod keys;
 pub mod layout;
 pub mod model;

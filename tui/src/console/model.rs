@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 pub const MAX_LOG_LINES: usize = 100_000;
 /// Cluster events kept for the events view.
 pub const MAX_EVENTS: usize = 10_000;
+/// Audit records the console keeps; the oldest go first.
+pub const MAX_AUDIT_ROWS: usize = 10_000;
 /// Leadership changes remembered for the Raft view.
 pub const MAX_LEADER_HISTORY: usize = 100;
 /// How long a status line message stays (ms).
@@ -48,11 +50,13 @@ pub enum View {
     Raft,
     /// The console's own logs.
     Console,
+    /// The cluster's audit trail (needs `audit.read`).
+    Audit,
 }
 
 impl View {
     /// Every view, in footer order.
-    pub const ALL: [View; 7] = [
+    pub const ALL: [View; 8] = [
         View::Overview,
         View::Nodes,
         View::Vms,
@@ -60,6 +64,7 @@ impl View {
         View::Events,
         View::Raft,
         View::Console,
+        View::Audit,
     ];
 
     /// Name used in the footer and by `:` commands.
@@ -72,6 +77,7 @@ impl View {
             View::Events => "events",
             View::Raft => "raft",
             View::Console => "console",
+            View::Audit => "audit",
         }
     }
 }
@@ -291,6 +297,16 @@ pub struct Model {
     pub color: bool,
     /// Terminal size (columns, rows), for mapping mouse clicks to rows.
     pub size: (u16, u16),
+    /// Who the console runs as and what the policies let it do.
+    pub access: super::access::Access,
+    /// The newest audit records, oldest first, at most `MAX_AUDIT_ROWS`.
+    pub audit: VecDeque<pb::AuditRecord>,
+    /// Why no audit records come (the token may not read them).
+    pub audit_note: Option<String>,
+    /// Audit filter (principal, action, target or result contains it).
+    pub audit_filter: String,
+    /// Audit records scrolled up from the newest.
+    pub audit_scroll: usize,
 }
 
 impl Model {
@@ -328,6 +344,11 @@ impl Model {
             status_line: None,
             show_help: false,
             now_ms: 0,
+            access: Default::default(),
+            audit: VecDeque::new(),
+            audit_note: None,
+            audit_filter: String::new(),
+            audit_scroll: 0,
             quit: false,
             color: true,
             size: DEFAULT_SIZE,
@@ -400,6 +421,20 @@ impl Model {
         self.events
             .iter()
             .filter(|e| f.is_empty() || e.kind.contains(&f) || e.subject.contains(&f))
+            .collect()
+    }
+
+    /// Audit records passing the filter, oldest first.
+    pub fn visible_audit(&self) -> Vec<&pb::AuditRecord> {
+        let f = self.audit_filter.to_lowercase();
+        self.audit
+            .iter()
+            .filter(|r| {
+                f.is_empty()
+                    || [&r.principal, &r.action, &r.target, &r.result]
+                        .iter()
+                        .any(|field| field.to_lowercase().contains(&f))
+            })
             .collect()
     }
 

@@ -96,6 +96,12 @@ pub enum Msg {
     },
     /// An action finished: a message for the status line, or an error.
     ActionDone(Result<String, String>),
+    /// A record of the audit trail.
+    Audit(pb::AuditRecord),
+    /// Why the audit trail cannot be shown.
+    AuditUnavailable(String),
+    /// What the console's token may do (`CheckAccess`).
+    Access(super::access::AccessReport),
 }
 
 /// An operation on the cluster the operator asked for.
@@ -178,6 +184,8 @@ pub enum Cmd {
     OpenLogs(String),
     /// Stop streaming logs.
     CloseLogs,
+    /// Ask the daemon what the console's token may do.
+    CheckAccess(Vec<super::access::AccessKey>),
     /// Leave the console.
     Quit,
 }

@@ -10,11 +10,14 @@
 //! Every channel uses the console's [`Credentials`]: TLS with the cluster CA
 //! and the token on every call, or plaintext for an `--insecure` cluster.
 
+use super::access::{AccessKey, AccessReport};
 use super::msg::{Action, Link, Msg};
 use crate::connect::{explain, lazy_channel};
-use blixard_shared::limits::MAX_PAGE_SIZE;
+use blixard_shared::limits::{MAX_ACCESS_QUERIES, MAX_PAGE_SIZE};
 use blixard_shared::paging::read_all_pages;
 use blixard_shared::proto::v1 as pb;
+use blixard_shared::proto::v1::audit_service_client::AuditServiceClient;
+use blixard_shared::proto::v1::policy_service_client::PolicyServiceClient;
 use blixard_shared::proto::v1::{
     cluster_service_client::ClusterServiceClient, node_service_client::NodeServiceClient,
     vm_service_client::VmServiceClient, watch_service_client::WatchServiceClient,
@@ -98,6 +101,12 @@ impl Net {
                 current.clone(),
                 tx.clone(),
             )),
+            tokio::spawn(audit_loop(
+                endpoints.clone(),
+                credentials.clone(),
+                current.clone(),
+                tx.clone(),
+            )),
         ];
         Self {
             endpoints,
@@ -142,6 +151,26 @@ impl Net {
         }));
     }
 
+    /// Asks the member in use what the console's token may do; the answer
+    /// arrives as [`Msg::Access`]. A daemon that cannot answer (an older
+    /// one, or unreachable) leaves the last answer standing: every action
+    /// is still decided by the daemon when it is sent.
+    pub fn check_access(&self, keys: Vec<AccessKey>) {
+        let endpoint = self.endpoint();
+        let credentials = self.credentials.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            match ask_access(&endpoint, &credentials, keys).await {
+                Ok(report) => {
+                    let _ = tx.send(Msg::Access(report)).await;
+                }
+                Err(s) => {
+                    tracing::debug!(code = ?s.code(), reason = %s.message(), "access check failed")
+                }
+            }
+        });
+    }
+
     /// Stops the log stream.
     pub fn close_logs(&mut self) {
         if let Some(t) = self.logs.take() {
@@ -157,6 +186,45 @@ impl Drop for Net {
             t.abort();
         }
     }
+}
+
+/// `CheckAccess` for `keys`, in calls of at most `MAX_ACCESS_QUERIES`.
+async fn ask_access(
+    endpoint: &str,
+    credentials: &Credentials,
+    keys: Vec<AccessKey>,
+) -> Result<AccessReport, Status> {
+    let ch = channel(endpoint, credentials)
+        .ok_or_else(|| Status::unavailable(format!("no channel to {endpoint}")))?;
+    let mut client = PolicyServiceClient::new(ch);
+    let mut report = AccessReport {
+        principal: String::new(),
+        role: String::new(),
+        labels: Vec::new(),
+        answers: Vec::with_capacity(keys.len()),
+    };
+    let ask = |chunk: &[AccessKey]| pb::CheckAccessRequest {
+        queries: chunk
+            .iter()
+            .map(|k| pb::AccessQuery {
+                action: k.action.to_string(),
+                kind: k.kind.to_string(),
+                name: k.name.clone(),
+            })
+            .collect(),
+    };
+    for chunk in keys.chunks(MAX_ACCESS_QUERIES) {
+        let mut req = tonic::Request::new(ask(chunk));
+        req.set_timeout(STATUS_TIMEOUT);
+        let resp = client.check_access(req).await?.into_inner();
+        report.principal = resp.principal;
+        report.role = resp.role;
+        report.labels = resp.labels;
+        report
+            .answers
+            .extend(chunk.iter().cloned().zip(resp.allowed));
+    }
+    Ok(report)
 }
 
 /// Sends `vm`'s console output to the UI until the stream ends; `Err` says
@@ -596,6 +664,54 @@ async fn watch(
         })
         .await?;
     Ok(r.into_inner())
+}
+
+/// How long the audit stream waits before it opens again after a refusal
+/// (the policies may change) or a break.
+const AUDIT_RETRY: Duration = Duration::from_secs(5);
+
+/// Follows the audit trail on the member in use, from the oldest record
+/// held, resuming after the last one it passed on. A token that may not
+/// read the trail gets a note saying so (asked again every
+/// [`AUDIT_RETRY`], in case the policies change).
+async fn audit_loop(
+    endpoints: Vec<String>,
+    credentials: Credentials,
+    current: Arc<Mutex<usize>>,
+    tx: mpsc::Sender<Msg>,
+) {
+    let mut last = 0u64;
+    loop {
+        let endpoint = &endpoints[current_index(&current, endpoints.len())];
+        if let Some(ch) = channel(endpoint, &credentials) {
+            let req = pb::WatchAuditRequest {
+                filter: None,
+                after_seq: last,
+                from_oldest: last == 0,
+            };
+            match AuditServiceClient::new(ch).watch_audit(req).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    while let Some(Ok(resp)) = stream.next().await {
+                        let Some(record) = resp.record else { continue };
+                        last = record.seq;
+                        if tx.send(Msg::Audit(record)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                    let why = format!("this token may not read the audit trail: {}", s.message());
+                    if tx.send(Msg::AuditUnavailable(why)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::OutOfRange => last = 0,
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(AUDIT_RETRY).await;
+    }
 }
 
 /// Polls the cluster status of the member in use, every [`STATUS_POLL`].

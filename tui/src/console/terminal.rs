@@ -123,6 +123,7 @@ async fn event_loop(
                     Cmd::Run(action) => net.run(action),
                     Cmd::OpenLogs(vm) => net.open_logs(vm),
                     Cmd::CloseLogs => net.close_logs(),
+                    Cmd::CheckAccess(keys) => net.check_access(keys),
                     Cmd::Quit => {}
                 }
             }

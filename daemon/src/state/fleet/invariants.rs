@@ -77,6 +77,29 @@ impl Fleet {
                 return broken(format!("vm {:?} is placed without an epoch", vm.name));
             }
         }
+        let weight: u64 = self
+            .vms
+            .values()
+            .map(|vm| super::vms::spec_weight(&vm.spec))
+            .sum();
+        if weight != self.spec_bytes {
+            return broken(format!(
+                "specs weigh {weight} bytes but the fleet counts {}",
+                self.spec_bytes
+            ));
+        }
+        if self.audit.records.len() > self.audit.capacity as usize
+            || self.quotas.len() > blixard_shared::limits::MAX_QUOTAS
+        {
+            return broken("the audit ring or the quotas are past their bounds".into());
+        }
+        let mut seqs = self.audit.records.iter().map(|r| r.seq);
+        if let Some(first) = seqs.next() {
+            let last = seqs.try_fold(first, |previous, seq| (seq == previous + 1).then_some(seq));
+            if last != Some(self.audit.last_seq) {
+                return broken("audit sequence numbers are not gap-free up to last_seq".into());
+            }
+        }
         self.check_tokens()
     }
 

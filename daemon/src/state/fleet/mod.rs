@@ -9,13 +9,16 @@
 
 mod invariants;
 mod nodes;
+mod quotas;
 mod requests;
 mod tokens;
 mod validate;
 mod vms;
 
+use super::audit::AuditTrail;
 use super::command::*;
 use super::model::*;
+use super::quota::QuotaLimits;
 use blixard_shared::limits::{EVENT_RING_LEN, MAX_EVENT_MESSAGE_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -74,6 +77,16 @@ pub struct Fleet {
     /// defaults (`crate::policy`).
     #[serde(default)]
     pub policies: Option<PolicyRecord>,
+    /// The audit trail: who did what, bounded (see `state::audit`).
+    #[serde(default)]
+    pub audit: AuditTrail,
+    /// Quotas by label (`key=value`), at most `MAX_QUOTAS`.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, QuotaLimits>,
+    /// The weight of every VM's spec together (`SpecFields::weight`): the
+    /// fleet's byte budget, `MAX_FLEET_SPEC_BYTES`.
+    #[serde(default)]
+    pub spec_bytes: u64,
 }
 
 /// When a command is applied: its log index (the revision every record and
@@ -182,6 +195,12 @@ impl Fleet {
                 self.create_join_token(at, hash, *expires_ms)
             }
             Action::RedeemJoinToken { hash, node_id } => self.redeem_join_token(at, hash, *node_id),
+            Action::RecordAudit(batch) => {
+                self.audit.append(batch);
+                Ok(CommandOutcome::Done)
+            }
+            Action::SetQuota { label, limits } => self.set_quota(label, *limits),
+            Action::DeleteQuota { label } => self.delete_quota(label),
             Action::Retryable { .. } => Err(Rejection::new(
                 RejectionCode::InvalidArgument,
                 "a retryable write cannot wrap another",
@@ -311,6 +330,11 @@ fn node_not_found(id: u64) -> Rejection {
 
 fn vm_not_found(name: &str) -> Rejection {
     Rejection::new(RejectionCode::NotFound, format!("vm {name:?} not found"))
+}
+
+/// [`truncate_utf8`] for the callers outside the fleet (audit fields).
+pub fn truncate_field(text: &mut String, max: usize) {
+    truncate_utf8(text, max);
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary (apply

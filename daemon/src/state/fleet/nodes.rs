@@ -75,6 +75,7 @@ impl Fleet {
     pub(super) fn remove_node(&mut self, at: Stamp, id: u64) -> CommandResult {
         self.node(id)?;
         self.nodes.remove(&id);
+        self.audit.forget_node(id);
         let mut lost = 0usize;
         for vm in self.vms.values_mut().filter(|vm| vm.node_id == id) {
             let vm = Arc::make_mut(vm);

@@ -6,6 +6,7 @@
 //! the state (existence, limits, epochs) is checked by each action's own
 //! method; what depends on the command's time (token expiry) too.
 
+use crate::state::audit::AuditBatch;
 use crate::state::command::{Action, NodeRegistration, Rejection, RejectionCode};
 use crate::state::model::VmReport;
 use blixard_shared::request_id::REQUEST_ID_KEY;
@@ -65,8 +66,66 @@ fn check(action: &Action) -> Result<(), FieldError> {
         Action::CreateJoinToken { hash, .. } | Action::RedeemJoinToken { hash, .. } => {
             rules::token_hash("hash", hash)
         }
+        Action::RecordAudit(batch) => audit_batch(batch),
+        Action::SetQuota { label, limits } => {
+            rules::quota_label("label", label)?;
+            if !limits.any() {
+                return Err(FieldError::new(
+                    "limits",
+                    "set at least one of vcpus, memory_mib and vms",
+                ));
+            }
+            Ok(())
+        }
+        Action::DeleteQuota { label } => rules::quota_label("label", label),
         Action::Retryable { request_id, action } => retryable(request_id, action),
     }
+}
+
+/// A node's audit batch: bounded count, bounded fields, a ring size in range.
+fn audit_batch(batch: &AuditBatch) -> Result<(), FieldError> {
+    use blixard_shared::limits::{AUDIT_RING_LEN_RANGE, MAX_AUDIT_BATCH, MAX_AUDIT_FIELD_LEN};
+    rules::node_id("node_id", batch.node_id)?;
+    if batch.entries.len() > MAX_AUDIT_BATCH {
+        return Err(FieldError::new(
+            "entries",
+            format!(
+                "at most {MAX_AUDIT_BATCH} records a batch, got {}",
+                batch.entries.len()
+            ),
+        ));
+    }
+    if let Some(capacity) = batch.capacity {
+        if !AUDIT_RING_LEN_RANGE.contains(&capacity) {
+            return Err(FieldError::new(
+                "capacity",
+                format!(
+                    "must be between {} and {}, got {capacity}",
+                    AUDIT_RING_LEN_RANGE.start(),
+                    AUDIT_RING_LEN_RANGE.end()
+                ),
+            ));
+        }
+    }
+    for (i, e) in batch.entries.iter().enumerate() {
+        let fields = [
+            ("principal", &e.principal),
+            ("peer", &e.peer),
+            ("method", &e.method),
+            ("action", &e.action),
+            ("target", &e.target),
+            ("code", &e.code),
+        ];
+        for (name, value) in fields {
+            if value.len() > MAX_AUDIT_FIELD_LEN {
+                return Err(FieldError::new(
+                    format!("entries[{i}].{name}"),
+                    format!("at most {MAX_AUDIT_FIELD_LEN} bytes"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a node says about itself: the rules its daemon's config is held to.

@@ -6,7 +6,8 @@ use super::nodes::node_subject;
 use super::{truncate_utf8, Fleet, Stamp};
 use crate::state::command::*;
 use crate::state::model::*;
-use blixard_shared::limits::{MAX_REASON_LEN, MAX_VMS};
+use crate::state::quota;
+use blixard_shared::limits::{MAX_FLEET_SPEC_BYTES, MAX_REASON_LEN, MAX_VMS};
 use std::sync::Arc;
 
 impl Fleet {
@@ -18,7 +19,7 @@ impl Fleet {
         spec: &VmSpec,
         desired: DesiredState,
     ) -> CommandResult {
-        self.check_new_vm(name, spec)?;
+        self.check_new_vm(name, spec, desired)?;
         let vm = VmRecord {
             name: name.to_string(),
             spec: spec.clone(),
@@ -34,6 +35,7 @@ impl Fleet {
             observed: Observed::default(),
         };
         self.vms.insert(name.to_string(), Arc::new(vm.clone()));
+        self.spec_bytes = self.spec_bytes.saturating_add(spec_weight(spec));
         self.push_event(
             at,
             "vm.created",
@@ -50,7 +52,12 @@ impl Fleet {
 
     /// The checks of a create against the current state (its fields were
     /// checked before, see `validate.rs`).
-    fn check_new_vm(&self, name: &str, spec: &VmSpec) -> Result<(), Rejection> {
+    fn check_new_vm(
+        &self,
+        name: &str,
+        spec: &VmSpec,
+        desired: DesiredState,
+    ) -> Result<(), Rejection> {
         if self.vms.contains_key(name) {
             return Err(Rejection::new(
                 RejectionCode::AlreadyExists,
@@ -63,6 +70,22 @@ impl Fleet {
                 format!("the cluster holds the maximum of {MAX_VMS} VMs"),
             ));
         }
+        let weight = spec_weight(spec);
+        if self.spec_bytes.saturating_add(weight) > MAX_FLEET_SPEC_BYTES {
+            return Err(Rejection::new(
+                RejectionCode::ResourceExhausted,
+                format!(
+                    "the cluster's VM specs would weigh {} bytes, past its budget of {MAX_FLEET_SPEC_BYTES}; delete VMs first",
+                    self.spec_bytes.saturating_add(weight)
+                ),
+            ));
+        }
+        let add = quota::Addition {
+            vm: true,
+            runs: desired == DesiredState::Running,
+        };
+        quota::check(&self.quotas, &self.vms, spec, add)
+            .map_err(|m| Rejection::new(RejectionCode::ResourceExhausted, m))?;
         self.check_some_node_fits(spec)?;
         if spec.node_id != 0 && !self.nodes.contains_key(&spec.node_id) {
             return Err(Rejection::new(
@@ -110,6 +133,14 @@ impl Fleet {
         let current = self.vm(name)?;
         if current.desired == desired {
             return Ok(CommandOutcome::Vm(current.clone()));
+        }
+        if desired == DesiredState::Running {
+            let add = quota::Addition {
+                vm: false,
+                runs: true,
+            };
+            quota::check(&self.quotas, &self.vms, &current.spec, add)
+                .map_err(|m| Rejection::new(RejectionCode::ResourceExhausted, m))?;
         }
         let vm = self.vm_mut(name)?;
         vm.desired = desired;
@@ -377,7 +408,9 @@ impl Fleet {
             }
             self.departed.insert(name.to_string(), placed_on);
         }
-        self.vms.remove(name);
+        if let Some(vm) = self.vms.remove(name) {
+            self.spec_bytes = self.spec_bytes.saturating_sub(spec_weight(&vm.spec));
+        }
         self.push_event(
             at,
             "vm.deleted",
@@ -436,4 +469,9 @@ fn desired_word(d: DesiredState) -> &'static str {
         DesiredState::Running => "running",
         DesiredState::Stopped => "stopped",
     }
+}
+
+/// What `spec` costs the fleet's byte budget.
+pub(super) fn spec_weight(spec: &VmSpec) -> u64 {
+    spec.fields().weight() as u64
 }

@@ -99,6 +99,19 @@ pub(super) fn request(model: &mut Model, action: Action) -> Vec<Cmd> {
         model.say(READ_ONLY, true);
         return vec![];
     }
+    let key = action.access_key();
+    if model.access.denies(&key) {
+        let who = model.access.principal.as_deref().unwrap_or("this token");
+        model.say(
+            format!(
+                "{who} may not {}: the cluster's policies do not allow {} (ask an admin)",
+                action.describe(),
+                key.action
+            ),
+            true,
+        );
+        return vec![];
+    }
     if action.destructive() {
         model.input = Input::Confirm(action);
         vec![]

@@ -110,6 +110,7 @@ pub(super) fn current_filter(model: &Model) -> &str {
     match model.view {
         View::Nodes => &model.node_filter,
         View::Events => &model.events_filter,
+        View::Audit => &model.audit_filter,
         _ => &model.vm_filter,
     }
 }
@@ -119,6 +120,7 @@ fn set_filter(model: &mut Model, text: String) {
     match model.view {
         View::Nodes => model.node_filter = text,
         View::Events => model.events_filter = text,
+        View::Audit => model.audit_filter = text,
         _ => model.vm_filter = text,
     }
 }
@@ -287,5 +289,50 @@ mod tests {
         m.view = View::Nodes;
         let cmds = on_key(&mut m, KeyEvent::from(KeyCode::Char('u')));
         assert_eq!(cmds, vec![Cmd::Run(Action::Uncordon(1))]);
+    }
+
+    #[test]
+    fn what_the_policies_deny_is_refused_and_greyed_and_the_rest_acts() {
+        use crate::console::access::{greyed, AccessReport};
+        let mut m = model(false);
+        let cmds = update(&mut m, Msg::Tick { now_ms: 10_000 });
+        let Some(Cmd::CheckAccess(keys)) = cmds.first() else {
+            panic!("the console asks what it may do: {cmds:?}");
+        };
+        let answers = keys
+            .iter()
+            .map(|k| (k.clone(), k.action != "vm.stop"))
+            .collect();
+        update(
+            &mut m,
+            Msg::Access(AccessReport {
+                principal: "token:ops".into(),
+                role: "operator".into(),
+                labels: vec![],
+                answers,
+            }),
+        );
+        m.view = View::Vms;
+        keep_selection(&mut m);
+        let stop = KEYS
+            .iter()
+            .find(|b| b.help == "stop")
+            .expect("the stop key");
+        assert!(greyed(&m, stop), "stop is greyed out");
+        let start = KEYS
+            .iter()
+            .find(|b| b.help == "start")
+            .expect("the start key");
+        assert!(!greyed(&m, start));
+        let cmds = on_key(&mut m, KeyEvent::from(KeyCode::Char('x')));
+        assert!(!reached(&m, &cmds), "the denied stop is not sent");
+        let said = m
+            .status_line
+            .clone()
+            .map(|(text, _, _)| text)
+            .unwrap_or_default();
+        assert!(said.contains("token:ops may not stop vm web-1"), "{said}");
+        let cmds = on_key(&mut m, KeyEvent::from(KeyCode::Char('r')));
+        assert!(reached(&m, &cmds), "restart is allowed");
     }
 }

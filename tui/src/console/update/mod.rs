@@ -27,7 +27,10 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Cmd> {
         Msg::Key(key) => return input::on_key(model, key),
         Msg::Mouse(m) => on_mouse(model, m),
         Msg::Resize { width, height } => model.size = (width, height),
-        Msg::Tick { now_ms } => on_tick(model, now_ms),
+        Msg::Tick { now_ms } => {
+            on_tick(model, now_ms);
+            return ask_access(model, false);
+        }
         Msg::Loaded {
             nodes,
             vms,
@@ -37,6 +40,7 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Cmd> {
             model.vms = vms.into_iter().map(|v| (v.name.clone(), v)).collect();
             model.revision = revision;
             keep_selection(model);
+            return ask_access(model, true);
         }
         Msg::Event(e) => on_event(model, e),
         Msg::VmChanged(vm) => {
@@ -67,12 +71,33 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Cmd> {
                 model.logs.ended = Some(reason);
             }
         }
+        Msg::Access(report) => model.access.take(report),
+        Msg::Audit(record) => {
+            model.audit_note = None;
+            if model.audit.len() == MAX_AUDIT_ROWS {
+                model.audit.pop_front();
+            }
+            model.audit.push_back(record);
+        }
+        Msg::AuditUnavailable(why) => model.audit_note = Some(why),
         Msg::ActionDone(result) => match result {
             Ok(text) => model.say(text, false),
             Err(text) => model.say(text, true),
         },
     }
     vec![]
+}
+
+/// Asks the daemon what the console may do, when the last answer is old
+/// (or `now`: new lists to ask about).
+fn ask_access(model: &mut Model, now: bool) -> Vec<Cmd> {
+    let due =
+        model.now_ms.saturating_sub(model.access.asked_at_ms) >= super::access::ACCESS_REFRESH_MS;
+    if !(now || due) || model.now_ms == 0 {
+        return vec![];
+    }
+    model.access.asked_at_ms = model.now_ms;
+    vec![Cmd::CheckAccess(super::access::questions(model))]
 }
 
 /// Advances the clock and lets an old status line go.
@@ -191,6 +216,11 @@ fn move_selection(model: &mut Model, delta: isize) {
             let max = model.visible_events().len();
             let scroll = model.events_scroll as isize - delta;
             model.events_scroll = scroll.clamp(0, max as isize) as usize;
+        }
+        View::Audit => {
+            let max = model.visible_audit().len();
+            let scroll = model.audit_scroll as isize - delta;
+            model.audit_scroll = scroll.clamp(0, max as isize) as usize;
         }
         View::Overview | View::Console => {}
     }

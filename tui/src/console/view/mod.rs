@@ -2,6 +2,7 @@
 //! draws the frame (header, status line, footer) and hands the body to the
 //! current view's module; dialogs and the help go on top.
 
+mod audit;
 mod console;
 mod dialog;
 mod events;
@@ -38,6 +39,7 @@ pub fn view(frame: &mut Frame, model: &Model) {
         View::Vms => vms::draw(frame, body, model, &t),
         View::Logs => logs::draw(frame, body, model, &t),
         View::Events => events::draw(frame, body, model, &t),
+        View::Audit => audit::draw(frame, body, model, &t),
         View::Raft => raft::draw(frame, body, model, &t),
         View::Console => console::draw(frame, body, &t),
     }
@@ -93,6 +95,10 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model, t: &Theme) {
         } else {
             Span::raw("")
         },
+        match model.access.identity() {
+            Some(who) => Span::raw(format!("  as {who}")),
+            None => Span::raw(""),
+        },
     ]);
     let line2 = Line::from(vec![
         Span::raw(" leader: "),
@@ -147,6 +153,11 @@ fn draw_footer(frame: &mut Frame, area: Rect, model: &Model, t: &Theme) {
     }
     spans.push(Span::raw("│ "));
     for b in keys::view_keys(model.view, model.read_only) {
+        // What the policies deny on the selection is greyed out.
+        if crate::console::access::greyed(model, b) {
+            spans.push(Span::styled(format!("{} {} ", b.label, b.help), t.dim()));
+            continue;
+        }
         spans.push(Span::styled(b.label.to_string(), t.title()));
         spans.push(Span::raw(format!(" {} ", b.help)));
     }
