@@ -134,6 +134,14 @@ async fn a_mixed_run_of_calls_is_recorded_once_each_with_its_identity() {
         })
         .await
         .expect("stop");
+    // A membership call a follower relays to the leader through the public
+    // API: recorded where the admin called, not again at the leader.
+    let follower = cluster.follower().await;
+    let relayed = pb::cluster_service_client::ClusterServiceClient::new(cluster.channel(follower))
+        .transfer_leadership(pb::TransferLeadershipRequest { to_node_id: 99 })
+        .await
+        .expect_err("no node 99");
+    let relay_code = blixard_shared::client::code_name(relayed.code());
     // A sentinel from each node: each node writes its records in order,
     // so once its sentinel is in the trail, so is everything before it.
     for i in 0..3 {
@@ -156,6 +164,21 @@ async fn a_mixed_run_of_calls_is_recorded_once_each_with_its_identity() {
     )
     .await;
 
+    let transfers: Vec<&pb::AuditRecord> = records
+        .iter()
+        .filter(|r| r.action == "cluster.transfer_leader")
+        .collect();
+    assert_eq!(
+        transfers.len(),
+        1,
+        "relayed once, recorded once: {transfers:#?}"
+    );
+    assert_eq!(transfers[0].principal, "token:admin");
+    assert_eq!(transfers[0].node_id, cluster.nodes[follower].id);
+    assert_eq!(
+        (transfers[0].result.as_str(), transfers[0].code.as_str()),
+        ("failed", relay_code)
+    );
     let expected: [Expected; 7] = [
         ("token:admin", 1, "vm.create", "Vm::\"aud-1\"", "ok", "ok"),
         (

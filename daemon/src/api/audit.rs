@@ -128,7 +128,7 @@ async fn next_record(
             let trail = &fleet.audit;
             if trail
                 .oldest_seq()
-                .is_some_and(|oldest| oldest > st.last_seen + 1)
+                .is_some_and(|oldest| oldest > st.last_seen.saturating_add(1))
             {
                 drop(fleet);
                 st.done = true;
@@ -236,7 +236,7 @@ impl AuditService for AuditApi {
                     match (req.after_seq, req.from_oldest) {
                         (0, false) => trail.last_seq,
                         (0, true) => oldest.saturating_sub(1),
-                        (after, _) if after + 1 < oldest => {
+                        (after, _) if after.saturating_add(1) < oldest => {
                             return Err(Status::out_of_range(format!(
                                 "after_seq: records after {after} are no longer held (oldest held: {oldest}); list again and watch from the list's last_seq"
                             )))

@@ -32,6 +32,14 @@ const FORWARD_SLACK: Duration = Duration::from_secs(10);
 fn with_deadline<T>(msg: T, deadline: Duration) -> Request<T> {
     let mut req = Request::new(msg);
     req.set_timeout(deadline);
+    // A relay names its client: the leader's audit trail leaves the relayed
+    // call out (it was recorded here).
+    if let Some(caller) = crate::security::admit::current_caller() {
+        if let Ok(value) = caller.describe().parse() {
+            req.metadata_mut()
+                .insert(crate::security::ON_BEHALF_OF_HEADER, value);
+        }
+    }
     req
 }
 

@@ -99,10 +99,15 @@ impl QuotaService for QuotaApi {
                     .read_barrier(pb::Consistency::Linearizable as i32)
                     .await?;
                 let fleet = self.core.view.read();
+                let used = quota::usage_all(&fleet.quotas, &fleet.vms);
                 let quotas = fleet
                     .quotas
                     .iter()
-                    .map(|(label, limits)| quota_to_pb(&fleet, label, limits))
+                    .map(|(label, limits)| pb::Quota {
+                        label: label.clone(),
+                        limits: Some(limits_to_pb(limits)),
+                        used: Some(limits_to_pb(&used.get(label).copied().unwrap_or_default())),
+                    })
                     .collect();
                 Ok(Response::new(pb::ListQuotasResponse { quotas }))
             })

@@ -7,8 +7,9 @@
 use super::note::{Note, NOTE};
 use super::recorder::is_refusal;
 use crate::core::Core;
+use crate::security::ratelimit::RETRY_AFTER_KEY;
 use crate::security::rules;
-use crate::security::Caller;
+use crate::security::{Caller, ON_BEHALF_OF_HEADER};
 use crate::state::audit::{AuditEntry, AuditResult};
 use blixard_shared::limits::MAX_AUDIT_FIELD_LEN;
 use std::future::Future;
@@ -78,38 +79,85 @@ where
         };
         let note = Arc::new(Note::default());
         req.extensions_mut().insert(note.clone());
-        let peer = peer_address(&req);
-        let core = self.core.clone();
-        let call = NOTE.scope(note.clone(), inner.call(req));
+        let mut pending = Pending {
+            core: self.core.clone(),
+            relayed: req.headers().contains_key(ON_BEHALF_OF_HEADER),
+            peer: peer_address(&req),
+            note: note.clone(),
+            method,
+            audited,
+            done: false,
+        };
+        let call = NOTE.scope(note, inner.call(req));
         Box::pin(async move {
-            let response = call.await?;
-            let code = status_code(&response);
-            let result = match code {
-                tonic::Code::Ok => AuditResult::Ok,
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => AuditResult::Denied,
-                _ => AuditResult::Failed,
-            };
-            if audited.mutating || result == AuditResult::Denied {
-                let noted = note.read();
-                let principal = noted
-                    .caller
-                    .as_ref()
-                    .map_or_else(|| "anonymous".to_string(), Caller::describe);
-                let action = noted.action.unwrap_or_else(|| audited.action.to_string());
-                let entry = AuditEntry {
-                    time_ms: blixard_shared::time::now_ms(),
-                    principal: cut(principal),
-                    peer: cut(peer),
-                    method: cut(method),
-                    action: cut(action),
-                    target: cut(noted.target.unwrap_or_default()),
-                    result,
-                    code: blixard_shared::client::code_name(code).to_string(),
-                };
-                core.audit.record(entry, is_refusal(result, code));
+            let response = call.await;
+            match &response {
+                Ok(r) => pending.finish(status_code(r), r.headers().contains_key(RETRY_AFTER_KEY)),
+                Err(_) => pending.finish(tonic::Code::Unknown, false),
             }
-            Ok(response)
+            response
         })
+    }
+}
+
+/// An audited call in flight: recorded when its answer is ready, or, if
+/// the call is dropped first (the client went away; a write it proposed
+/// may still commit), as `failed` with `cancelled` when it is dropped.
+struct Pending {
+    core: Arc<Core>,
+    note: Arc<Note>,
+    method: String,
+    peer: String,
+    audited: rules::Audited,
+    /// The call came with `x-blixard-on-behalf-of`: from a member node, it
+    /// relays a call recorded where its client called.
+    relayed: bool,
+    done: bool,
+}
+
+impl Pending {
+    fn finish(&mut self, code: tonic::Code, rate_limited: bool) {
+        self.done = true;
+        let result = match code {
+            tonic::Code::Ok => AuditResult::Ok,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => AuditResult::Denied,
+            _ => AuditResult::Failed,
+        };
+        if !(self.audited.mutating || result == AuditResult::Denied) {
+            return;
+        }
+        let noted = self.note.read();
+        if self.relayed && matches!(noted.caller, Some(Caller::Node(_))) {
+            return;
+        }
+        let principal = noted
+            .caller
+            .as_ref()
+            .map_or_else(|| "anonymous".to_string(), Caller::describe);
+        let action = noted
+            .action
+            .unwrap_or_else(|| self.audited.action.to_string());
+        let entry = AuditEntry {
+            time_ms: blixard_shared::time::now_ms(),
+            principal: cut(principal),
+            peer: cut(std::mem::take(&mut self.peer)),
+            method: cut(std::mem::take(&mut self.method)),
+            action: cut(action),
+            target: cut(noted.target.unwrap_or_default()),
+            result,
+            code: blixard_shared::client::code_name(code).to_string(),
+        };
+        self.core
+            .audit
+            .record(entry, is_refusal(result, rate_limited));
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(tonic::Code::Cancelled, false);
+        }
     }
 }
 

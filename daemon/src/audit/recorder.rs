@@ -57,6 +57,8 @@ pub struct Recorder {
     budget: Mutex<Budget>,
     wake: Notify,
     metrics: Metrics,
+    /// Becomes true when the writing loop has ended (its last flush done).
+    stopped: tokio::sync::watch::Sender<bool>,
 }
 
 impl Recorder {
@@ -67,7 +69,9 @@ impl Recorder {
             .map_or(0, |d| d.as_nanos() as u64);
         Self {
             node_id,
-            boot: nanos ^ u64::from(std::process::id()).rotate_left(48),
+            // The wall clock: later runs of the process get larger numbers,
+            // so the trail can refuse a batch of an earlier run.
+            boot: nanos,
             queue: Mutex::default(),
             budget: Mutex::new(Budget {
                 tokens: f64::from(AUDIT_DENIAL_BURST),
@@ -75,7 +79,15 @@ impl Recorder {
             }),
             wake: Notify::new(),
             metrics,
+            stopped: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Waits until the writing loop has made its last flush (or `limit`
+    /// passed): a stopping node calls it before it stops Raft.
+    pub async fn wait_stopped(&self, limit: Duration) {
+        let mut rx = self.stopped.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s)).await;
     }
 
     /// Queues one call's record (see the module doc for the limits).
@@ -136,9 +148,11 @@ impl Recorder {
     }
 }
 
-/// Whether `result` is a refusal that spends the budget.
-pub fn is_refusal(result: AuditResult, code: tonic::Code) -> bool {
-    result == AuditResult::Denied || code == tonic::Code::ResourceExhausted
+/// Whether a call's end is a refusal that spends the budget: denied, or
+/// refused for its caller's request rate (`rate_limited`; the cluster's
+/// own limits, quotas and budgets are failures, recorded like others).
+pub fn is_refusal(result: AuditResult, rate_limited: bool) -> bool {
+    result == AuditResult::Denied || rate_limited
 }
 
 /// The ring size to send with a batch: the leader's `audit_ring_len` when
@@ -157,15 +171,22 @@ pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
     let mut pending: Option<AuditBatch> = None;
     let mut backoff = AUDIT_FLUSH_INTERVAL;
     loop {
-        let wait = if pending.is_some() {
-            backoff
+        // While a batch waits to be sent again, a full queue does not cut
+        // the back-off short.
+        let stop = if pending.is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => false,
+                _ = shutdown.recv() => true,
+            }
         } else {
-            AUDIT_FLUSH_INTERVAL
+            tokio::select! {
+                _ = tokio::time::sleep(AUDIT_FLUSH_INTERVAL) => false,
+                _ = recorder.wake.notified() => false,
+                _ = shutdown.recv() => true,
+            }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = recorder.wake.notified() => {}
-            _ = shutdown.recv() => break,
+        if stop {
+            break;
         }
         loop {
             if pending.is_none() {
@@ -211,7 +232,11 @@ pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
     {
         tracing::warn!("audit records not written before the node stopped");
     }
+    recorder.stopped.send_replace(true);
 }
+
+/// How long a stopping node waits for its recorder's last flush.
+pub const STOP_WAIT: Duration = Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {
@@ -236,16 +261,22 @@ mod tests {
         for _ in 0..AUDIT_DENIAL_BURST + 10 {
             recorder.record(entry(AuditResult::Denied), true);
         }
-        let batch = recorder.take(1, None).expect("a batch");
-        assert_eq!(batch.entries.len(), AUDIT_DENIAL_BURST as usize);
-        assert!(batch.dropped >= 9, "over the budget: {}", batch.dropped);
+        let (mut queued, mut dropped, mut n) = (0, 0, 0);
+        while let Some(batch) = recorder.take(n + 1, None) {
+            n += 1;
+            assert!(batch.entries.len() <= MAX_AUDIT_BATCH);
+            queued += batch.entries.len();
+            dropped += batch.dropped;
+        }
+        assert_eq!(queued, AUDIT_DENIAL_BURST as usize);
+        assert!(dropped >= 9, "over the budget: {dropped}");
         for _ in 0..MAX_AUDIT_QUEUE + 3 {
             recorder.record(entry(AuditResult::Ok), false);
         }
-        let batch = recorder.take(2, None).expect("a batch");
+        let batch = recorder.take(n + 1, None).expect("a batch");
         assert_eq!(batch.entries.len(), MAX_AUDIT_BATCH);
         assert_eq!(batch.dropped, 3);
-        assert!(recorder.take(3, None).is_some(), "the rest waits");
+        assert!(recorder.take(n + 2, None).is_some(), "the rest waits");
     }
 
     #[test]

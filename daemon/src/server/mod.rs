@@ -79,6 +79,11 @@ impl NodeHandle {
     /// Stops serving, stops Raft and waits for the node's tasks to end.
     pub async fn shutdown(self) {
         self.trigger.trigger();
+        // The audit recorder's last batch needs Raft.
+        self.core
+            .audit
+            .wait_stopped(crate::audit::recorder::STOP_WAIT)
+            .await;
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown failed");
         }

@@ -69,8 +69,9 @@ pub struct AuditRecord {
 pub struct AuditBatch {
     /// The node whose calls these are (a forward of it must come from it).
     pub node_id: u64,
-    /// A number for this run of the node's process, so its batch numbers
-    /// may start again at 1 after a restart.
+    /// A number for this run of the node's process (its start time, ns),
+    /// so its batch numbers may start again at 1 after a restart; a batch
+    /// of an earlier run (a smaller number) arriving late is not applied.
     pub boot: u64,
     /// The batch's number within the boot: increasing; a batch at or below
     /// the last applied one of the same boot is a retry and applied never.
@@ -121,7 +122,8 @@ impl AuditTrail {
     /// batch (`false`: a retry of one applied before).
     pub fn append(&mut self, batch: &AuditBatch) -> bool {
         if let Some(&(boot, last)) = self.applied.get(&batch.node_id) {
-            if boot == batch.boot && batch.batch <= last {
+            // A batch of an earlier run, or one applied before.
+            if batch.boot < boot || (boot == batch.boot && batch.batch <= last) {
                 return false;
             }
         }
@@ -204,6 +206,10 @@ mod tests {
         assert!(!trail.append(&batch(1, 7, 1, 2)), "the same batch again");
         assert!(trail.append(&batch(2, 9, 1, 1)), "another node's batch 1");
         assert!(trail.append(&batch(1, 8, 1, 1)), "node 1 restarted");
+        assert!(
+            !trail.append(&batch(1, 7, 2, 1)),
+            "a late batch of its earlier run"
+        );
         assert_eq!(trail.records.len(), 4);
         let seqs: Vec<u64> = trail.records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4]);

@@ -52,6 +52,38 @@ pub fn usage(vms: &BTreeMap<String, Arc<VmRecord>>, label: &str) -> QuotaUse {
     used
 }
 
+/// What the VMs carrying each quota's label use now, in one pass over the
+/// VMs (each VM's labels looked up among the quotas): for listing every
+/// quota without a pass per quota.
+pub fn usage_all(
+    quotas: &BTreeMap<String, QuotaLimits>,
+    vms: &BTreeMap<String, Arc<VmRecord>>,
+) -> BTreeMap<String, QuotaUse> {
+    let mut used: BTreeMap<String, QuotaUse> = BTreeMap::new();
+    if quotas.is_empty() {
+        return used;
+    }
+    let mut label = String::new();
+    for vm in vms.values() {
+        for (k, v) in &vm.spec.labels {
+            label.clear();
+            label.push_str(k);
+            label.push('=');
+            label.push_str(v);
+            if !quotas.contains_key(&label) {
+                continue;
+            }
+            let u = used.entry(label.clone()).or_default();
+            u.vms = u.vms.saturating_add(1);
+            if vm.desired == DesiredState::Running {
+                u.vcpus = u.vcpus.saturating_add(vm.spec.vcpus);
+                u.memory_mib = u.memory_mib.saturating_add(vm.spec.memory_mib);
+            }
+        }
+    }
+    used
+}
+
 /// What one change adds to a label's use.
 #[derive(Debug, Clone, Copy)]
 pub struct Addition {

@@ -176,7 +176,7 @@ pub enum AuditCmd {
 /// `blixard quota ...` (run by `quota.rs`).
 #[derive(Debug, Subcommand)]
 pub enum QuotaCmd {
-    /// Set the quota of a label (admin): creates and starts past it are refused.
+    /// Set the quota of a label (admin): creates and starts past it are refused. Replaces the label's whole quota: a limit not given (or 0) is no limit.
     Set {
         /// The label, KEY=VALUE (team=web).
         #[arg(value_name = "KEY=VALUE")]

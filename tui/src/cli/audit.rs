@@ -169,7 +169,9 @@ async fn follow_from(
             .watch_audit(pb::WatchAuditRequest {
                 filter: Some(filter.clone()),
                 after_seq: last,
-                from_oldest: false,
+                // An empty trail: from its first record, so none written
+                // between the list and the watch is missed.
+                from_oldest: last == 0,
             })
             .await;
         match opened {

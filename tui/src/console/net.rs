@@ -669,6 +669,8 @@ async fn watch(
 /// How long the audit stream waits before it opens again after a refusal
 /// (the policies may change) or a break.
 const AUDIT_RETRY: Duration = Duration::from_secs(5);
+/// How long it waits before asking again after the policies refused it.
+const AUDIT_DENIED_RETRY: Duration = Duration::from_secs(60);
 
 /// Follows the audit trail on the member in use, from the oldest record
 /// held, resuming after the last one it passed on. A token that may not
@@ -705,6 +707,8 @@ async fn audit_loop(
                     if tx.send(Msg::AuditUnavailable(why)).await.is_err() {
                         return;
                     }
+                    // Each refusal is itself an audit record: ask rarely.
+                    tokio::time::sleep(AUDIT_DENIED_RETRY).await;
                 }
                 Err(s) if s.code() == tonic::Code::OutOfRange => last = 0,
                 Err(_) => {}

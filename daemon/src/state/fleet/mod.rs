@@ -226,6 +226,12 @@ impl Fleet {
         result
     }
 
+    /// Counts the weight of every VM spec again (`spec_bytes`), for a state
+    /// restored from a snapshot that may predate the count.
+    pub fn recount_spec_bytes(&mut self) {
+        self.spec_bytes = self.vms.values().map(|vm| vms::spec_weight(&vm.spec)).sum();
+    }
+
     /// The oldest revision still in the event ring.
     pub fn oldest_event_revision(&self) -> Option<u64> {
         self.events.front().map(|e| e.revision)
