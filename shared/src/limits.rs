@@ -212,10 +212,11 @@ pub const MAX_AUDIT_FIELD_LEN: usize = 128;
 /// Records one node holds for the trail before they are written; past it
 /// new ones are counted as dropped (`limit_hits{limit="audit_queue"}`).
 pub const MAX_AUDIT_QUEUE: usize = 8192;
-/// Most records one audit batch (one log entry) carries: small entries
-/// interleave with client writes (a 1024-record entry, ~250 KB, raised
-/// the 64-client write p99 by a third).
-pub const MAX_AUDIT_BATCH: usize = 256;
+/// Most records one audit batch (one log entry) carries. 256 was tried
+/// (smaller entries, to interleave with client writes) and cost more: four
+/// times the entries took 20-25% of the 64-client write throughput where
+/// 1024 took 5-7% (`docs/benchmarks.md`).
+pub const MAX_AUDIT_BATCH: usize = 1024;
 /// How long a node gathers records before it writes a batch: the longest
 /// a record takes to reach the trail when the cluster is healthy, plus
 /// one commit.
