@@ -19,6 +19,9 @@ use tonic::Status;
 
 /// How long a forwarded write or read index may take at the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Entries a node's apply may trail its commit index by and still count as
+/// caught up (see [`Core::caught_up`]).
+const CATCH_UP_SLACK: u64 = 256;
 /// How long a follower waits to apply up to a read index.
 const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -127,9 +130,13 @@ impl Core {
         decision
     }
 
-    /// Whether this node has applied everything it knows to be committed,
-    /// its own log from before a restart included: until it has, a token or
-    /// join token it does not know may be one it has not applied yet.
+    /// Whether this node has applied its own log from before a restart and
+    /// is within [`CATCH_UP_SLACK`] entries of what it knows to be
+    /// committed: until then, a token or join token it does not know may be
+    /// one it has not applied yet. The slack: under a steady write load
+    /// (the audit trail writes whenever clients call) a healthy node's
+    /// apply always trails its commit index by a few entries, and a bad
+    /// token must still be told it is bad, not to retry forever.
     pub fn caught_up(&self) -> bool {
         let committed = self
             .raft
@@ -137,7 +144,8 @@ impl Core {
             .borrow_watched()
             .local_committed
             .map_or(0, |l| l.index);
-        self.view.applied_index() >= committed.max(self.startup_log.1)
+        let applied = self.view.applied_index();
+        applied >= self.startup_log.1 && applied.saturating_add(CATCH_UP_SLACK) >= committed
     }
 
     /// Whether this node is the leader right now.
