@@ -106,7 +106,13 @@ pub fn transport_failure(status: &tonic::Status) -> bool {
     use std::io::ErrorKind;
     if !matches!(
         status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+        // `Cancelled`: hyper's "operation was canceled" when the server
+        // drops the connection before answering (a TLS server meeting
+        // plaintext does, depending on timing).
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
     ) {
         return false;
     }
