@@ -103,6 +103,18 @@ impl Core {
         resource: crate::security::authz::Resource<'_>,
     ) -> Result<(), Status> {
         let fleet = self.view.read();
+        self.decide(&fleet, caller, action, resource)
+    }
+
+    /// The decision of [`Core::authorize`] with the fleet in hand, noted
+    /// for the audit trail.
+    fn decide(
+        &self,
+        fleet: &crate::state::Fleet,
+        caller: &crate::security::Caller,
+        action: &str,
+        resource: crate::security::authz::Resource<'_>,
+    ) -> Result<(), Status> {
         let decision = self
             .authz
             .check(fleet.policies.as_ref(), caller, action, resource);
@@ -123,11 +135,7 @@ impl Core {
         let none = std::collections::BTreeMap::new();
         let labels = fleet.vms.get(name).map_or(&none, |vm| &vm.spec.labels);
         let resource = crate::security::authz::Resource::Vm { name, labels };
-        let decision = self
-            .authz
-            .check(fleet.policies.as_ref(), caller, action, resource);
-        crate::audit::note::decision(action, || resource.to_string(), decision.is_ok());
-        decision
+        self.decide(&fleet, caller, action, resource)
     }
 
     /// Whether this node has applied its own log from before a restart and

@@ -35,6 +35,7 @@ pub mod policy;
 pub mod raft;
 pub mod security;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod state;
 pub mod transport;

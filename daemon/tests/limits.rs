@@ -329,6 +329,25 @@ fn chunks(
     })
 }
 
+/// Streams `mib` MiB after `header` at `raft`, checks the node refuses it
+/// for its size cap, and returns the peak resident set seen meanwhile.
+async fn refused_past_the_cap(
+    raft: &mut RaftServiceClient<ApiChannel>,
+    header: Vec<u8>,
+    mib: usize,
+) -> usize {
+    let send = raft.install_snapshot(chunks(header, mib));
+    let (result, peak) = peak_rss_during(send).await;
+    let err = result.expect_err("a snapshot past the cap");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("snapshot_bytes"),
+        "{}",
+        err.message()
+    );
+    peak
+}
+
 fn inbox_files(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("snapshot-incoming")).map_or(0, |d| d.count())
 }
@@ -348,16 +367,8 @@ async fn a_snapshot_past_the_cap_is_refused_without_being_held_one_transfer_at_a
     // between the two), to the peak while 64 MiB stream at the node.
     let idle = rss_bytes();
     for n in [24, 64] {
-        let send = raft.install_snapshot(chunks(snapshot_header(from, term), n));
         let before = idle.min(rss_bytes());
-        let (result, peak) = peak_rss_during(send).await;
-        let err = result.expect_err("a snapshot past the cap");
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-        assert!(
-            err.message().contains("snapshot_bytes"),
-            "{}",
-            err.message()
-        );
+        let peak = refused_past_the_cap(&mut raft, snapshot_header(from, term), n).await;
         let grew = peak.saturating_sub(before);
         eprintln!("{n} MiB against a 16 MiB cap: RSS {before} -> peak {peak} (+{grew} bytes)");
         // A few chunks on each side, their encodings and the transport's
@@ -445,15 +456,7 @@ async fn a_5_gib_snapshot_from_a_valid_peer_does_not_raise_the_rss_by_more_than_
     // (an empty header is refused at once), then measure.
     let _ = raft.install_snapshot(chunks(Vec::new(), 1)).await;
     let before = rss_bytes();
-    let send = raft.install_snapshot(chunks(snapshot_header(from, term), 5 * 1024));
-    let (result, peak) = peak_rss_during(send).await;
-    let err = result.expect_err("5 GiB is past the cap");
-    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-    assert!(
-        err.message().contains("snapshot_bytes"),
-        "{}",
-        err.message()
-    );
+    let peak = refused_past_the_cap(&mut raft, snapshot_header(from, term), 5 * 1024).await;
     let grew = peak.saturating_sub(before);
     eprintln!("5 GiB against the 4 GiB default cap: RSS {before} -> peak {peak} (+{grew} bytes)");
     // The sender runs in this process too (its chunks, TLS and HTTP/2

@@ -147,18 +147,13 @@ async fn next_record(
             trail.last_seq <= st.last_seen
         };
         if st.pending.is_empty() && caught_up {
-            st.applied.borrow_and_update();
-            if st.core.view.read().audit.last_seq > st.last_seen {
-                continue;
-            }
-            let mut shutdown = st.core.shutdown.clone();
-            let stopping = tokio::select! {
-                r = st.applied.changed() => r.is_err(),
-                _ = shutdown.recv() => true,
-            };
-            if stopping {
+            let last = st.last_seen;
+            let waited = super::watch::wait_for_apply(&core, &mut st.applied, |fleet| {
+                fleet.audit.last_seq > last
+            })
+            .await;
+            if let Err(status) = waited {
                 st.done = true;
-                let status = Status::unavailable("node is shutting down; resume on another member");
                 return Some((Err(status), st));
             }
         }

@@ -118,25 +118,46 @@ async fn next_event(mut st: WatchState) -> Option<(Result<pb::WatchResponse, Sta
                 .extend(fleet.events_after(st.last_sent, READ_BATCH));
         }
         if st.pending.is_empty() {
-            st.applied.borrow_and_update();
-            // Re-check after marking seen, so an apply between the read and
-            // the wait is not missed.
-            let has_new = !st.core.view.read().events_after(st.last_sent, 1).is_empty();
-            if !has_new {
-                let mut shutdown = st.core.shutdown.clone();
-                let stopping = tokio::select! {
-                    r = st.applied.changed() => r.is_err(),
-                    _ = shutdown.recv() => true,
-                };
-                if stopping {
-                    st.done = true;
-                    let status =
-                        Status::unavailable("node is shutting down; resume on another member");
-                    return Some((Err(status), st));
-                }
+            let last = st.last_sent;
+            let core = st.core.clone();
+            let waited = wait_for_apply(&core, &mut st.applied, |fleet| {
+                !fleet.events_after(last, 1).is_empty()
+            })
+            .await;
+            if let Err(status) = waited {
+                st.done = true;
+                return Some((Err(status), st));
             }
         }
     }
+}
+
+/// A stream's wait for more: returns at once if `has_new` says the state
+/// already holds something after what the stream sent, else when the node
+/// applies another entry; `Unavailable` when the node stops. The applied
+/// index is marked seen before `has_new` is asked, so an apply between a
+/// stream's last read and this wait is not missed. Shared by `Watch` and
+/// `WatchAudit`.
+pub(super) async fn wait_for_apply(
+    core: &Core,
+    applied: &mut tokio::sync::watch::Receiver<u64>,
+    has_new: impl FnOnce(&crate::state::Fleet) -> bool,
+) -> Result<(), Status> {
+    applied.borrow_and_update();
+    if has_new(&core.view.read()) {
+        return Ok(());
+    }
+    let mut shutdown = core.shutdown.clone();
+    let stopping = tokio::select! {
+        r = applied.changed() => r.is_err(),
+        _ = shutdown.recv() => true,
+    };
+    if stopping {
+        return Err(Status::unavailable(
+            "node is shutting down; resume on another member",
+        ));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]

@@ -12,8 +12,6 @@ use crate::security::rules;
 use crate::security::{Caller, ON_BEHALF_OF_HEADER};
 use crate::state::audit::{AuditEntry, AuditResult};
 use blixard_shared::limits::MAX_AUDIT_FIELD_LEN;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -49,7 +47,7 @@ pub struct Audited<S> {
     inner: S,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+use crate::service::BoxFuture;
 
 impl<S, B> tower_service::Service<http::Request<B>> for Audited<S>
 where
@@ -70,9 +68,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        // The clone that was made ready is the one that serves.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::service::take_ready(&mut self.inner);
         let method = req.uri().path().to_string();
         let Some(audited) = rules::audited(&method) else {
             return Box::pin(inner.call(req));

@@ -41,13 +41,13 @@ impl Note {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).caller = Some(caller);
     }
 
-    fn decision(&self, action: &str, target: String, allowed: bool) {
+    fn decision(&self, action: &str, target: impl FnOnce() -> String, allowed: bool) {
         let mut noted = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if noted.denied {
             return;
         }
         if !allowed || noted.target.is_none() {
-            noted.target = Some(target);
+            noted.target = Some(target());
             noted.action = Some(action.to_string());
             noted.denied = !allowed;
         }
@@ -57,7 +57,7 @@ impl Note {
 /// Notes an authorization decision of the current call: the first one
 /// names the target, a refusal replaces it (and stays).
 pub fn decision(action: &str, target: impl FnOnce() -> String, allowed: bool) {
-    let _ = NOTE.try_with(|note| note.decision(action, target(), allowed));
+    let _ = NOTE.try_with(|note| note.decision(action, target, allowed));
 }
 
 /// Names the current call's target more precisely than its authorization

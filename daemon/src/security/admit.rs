@@ -6,8 +6,6 @@
 //! on the caller's behalf without the request in hand (`Core::forward`).
 
 use super::Caller;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use tonic::Status;
 
@@ -53,7 +51,7 @@ pub struct Admitted<A, S> {
     inner: S,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+use crate::service::BoxFuture;
 
 impl<A, S, B> tower_service::Service<http::Request<B>> for Admitted<A, S>
 where
@@ -78,9 +76,7 @@ where
         if let Err(status) = self.check.admit(&mut req) {
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
-        // The clone that was made ready is the one that serves.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::service::take_ready(&mut self.inner);
         match req.extensions().get::<Caller>().cloned() {
             Some(caller) => Box::pin(CURRENT_CALLER.scope(caller, inner.call(req))),
             None => Box::pin(inner.call(req)),

@@ -18,9 +18,7 @@ use crate::security::identity::is_peer_method;
 use crate::security::Caller;
 use blixard_shared::limits::{CALL_DEADLINE, JOIN_CALL_DEADLINE, MAX_CALLS_PER_CONNECTION};
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -183,7 +181,7 @@ pub struct CallLimits<S> {
     inner: S,
 }
 
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+use crate::service::BoxFuture;
 
 /// The remote address of the connection `req` came on, if known.
 fn remote_addr<B>(req: &http::Request<B>) -> Option<SocketAddr> {
@@ -220,9 +218,7 @@ where
         let member = matches!(req.extensions().get::<Caller>(), Some(Caller::Node(_)))
             || is_peer_method(&path);
         let connection = (!member).then(|| remote_addr(&req)).flatten();
-        // The clone that was made ready is the one that serves.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::service::take_ready(&mut self.inner);
         let (connections, metrics) = (self.layer.connections.clone(), self.layer.metrics.clone());
         let call = async move {
             let _slot = match connection {

@@ -43,13 +43,19 @@ pub fn carries(spec: &VmSpec, label: &str) -> bool {
 pub fn usage(vms: &BTreeMap<String, Arc<VmRecord>>, label: &str) -> QuotaUse {
     let mut used = QuotaUse::default();
     for vm in vms.values().filter(|vm| carries(&vm.spec, label)) {
-        used.vms = used.vms.saturating_add(1);
-        if vm.desired == DesiredState::Running {
-            used.vcpus = used.vcpus.saturating_add(vm.spec.vcpus);
-            used.memory_mib = used.memory_mib.saturating_add(vm.spec.memory_mib);
-        }
+        count(&mut used, vm);
     }
     used
+}
+
+/// Adds one VM to a label's use: every VM counts, its vCPUs and memory
+/// only while it is meant to run.
+fn count(used: &mut QuotaUse, vm: &VmRecord) {
+    used.vms = used.vms.saturating_add(1);
+    if vm.desired == DesiredState::Running {
+        used.vcpus = used.vcpus.saturating_add(vm.spec.vcpus);
+        used.memory_mib = used.memory_mib.saturating_add(vm.spec.memory_mib);
+    }
 }
 
 /// What the VMs carrying each quota's label use now, in one pass over the
@@ -73,12 +79,7 @@ pub fn usage_all(
             if !quotas.contains_key(&label) {
                 continue;
             }
-            let u = used.entry(label.clone()).or_default();
-            u.vms = u.vms.saturating_add(1);
-            if vm.desired == DesiredState::Running {
-                u.vcpus = u.vcpus.saturating_add(vm.spec.vcpus);
-                u.memory_mib = u.memory_mib.saturating_add(vm.spec.memory_mib);
-            }
+            count(used.entry(label.clone()).or_default(), vm);
         }
     }
     used

@@ -171,33 +171,28 @@ pub fn greyed(model: &Model, binding: &KeyBinding) -> bool {
     })
 }
 
-/// Whether every verb the keys offer is among the questions asked.
-#[cfg(test)]
-fn every_verb_is_asked_about() -> bool {
-    use super::keys::{NodeVerb, VmVerb};
-    let vm_verbs = [
-        VmVerb::Start,
-        VmVerb::Stop,
-        VmVerb::Restart,
-        VmVerb::Delete,
-        VmVerb::ForceDelete,
-    ];
-    let node_verbs = [NodeVerb::Cordon, NodeVerb::Uncordon];
-    vm_verbs
-        .iter()
-        .all(|v| VM_ACTIONS.contains(&v.action("a".into()).access_key().action))
-        && node_verbs
-            .iter()
-            .all(|v| NODE_ACTIONS.contains(&v.action(1).access_key().action))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_action_the_console_offers_is_asked_about() {
-        assert!(every_verb_is_asked_about());
+        use crate::console::keys::{NodeVerb, VmVerb};
+        let vm_verbs = [
+            VmVerb::Start,
+            VmVerb::Stop,
+            VmVerb::Restart,
+            VmVerb::Delete,
+            VmVerb::ForceDelete,
+        ];
+        for verb in vm_verbs {
+            let action = verb.action("a".into()).access_key().action;
+            assert!(VM_ACTIONS.contains(&action), "{verb:?}");
+        }
+        for verb in [NodeVerb::Cordon, NodeVerb::Uncordon] {
+            let action = verb.action(1).access_key().action;
+            assert!(NODE_ACTIONS.contains(&action), "{verb:?}");
+        }
     }
 
     #[test]
