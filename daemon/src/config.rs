@@ -226,6 +226,11 @@ pub struct FileConfig {
     /// Records the replicated audit trail keeps (the leader's setting is
     /// the cluster's).
     audit_ring_len: Option<u32>,
+    /// How the scheduler ranks the nodes that fit: `binpack` or `spread`
+    /// (the leader's setting is the cluster's).
+    placement_strategy: Option<String>,
+    /// Start with placement paused (see `Config::placement_paused`).
+    placement_paused: Option<bool>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -319,6 +324,12 @@ pub struct Config {
     /// `limits::DEFAULT_AUDIT_RING_LEN`). A cluster-wide setting: the
     /// leader's is the one in force, so set it alike on every node.
     pub audit_ring_len: u32,
+    /// The cluster's default placement strategy, `binpack` (default) or
+    /// `spread`; a VM's `strategy` overrides it. The leader's is in force.
+    pub placement_strategy: String,
+    /// While this node leads, place, preempt and drain nothing (healing
+    /// goes on): for maintenance, as Nomad's scheduler pause. Default off.
+    pub placement_paused: bool,
 }
 
 /// A configuration problem, naming the setting.
@@ -473,6 +484,12 @@ impl Config {
                 between(&blixard_shared::limits::AUDIT_RING_LEN_RANGE),
             ));
         }
+        let placement_strategy = file
+            .placement_strategy
+            .unwrap_or_else(|| "binpack".to_string());
+        if !matches!(placement_strategy.as_str(), "binpack" | "spread") {
+            return Err(invalid("placement_strategy", "must be binpack or spread"));
+        }
         Ok(Self {
             node_id,
             data_dir: data_dir.clone(),
@@ -516,6 +533,8 @@ impl Config {
             token_requests_per_sec,
             token_request_burst,
             audit_ring_len,
+            placement_strategy,
+            placement_paused: file.placement_paused.unwrap_or(false),
         })
     }
 
@@ -560,6 +579,8 @@ impl Config {
             token_requests_per_sec: blixard_shared::limits::DEFAULT_TOKEN_REQUESTS_PER_SEC,
             token_request_burst: blixard_shared::limits::DEFAULT_TOKEN_REQUEST_BURST,
             audit_ring_len: blixard_shared::limits::DEFAULT_AUDIT_RING_LEN,
+            placement_strategy: "binpack".to_string(),
+            placement_paused: false,
         }
     }
 }

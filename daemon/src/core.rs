@@ -55,6 +55,10 @@ pub struct Core {
     pub authz: crate::security::authz::Authorizer,
     /// Hands this node's audit records to the replicated trail.
     pub audit: std::sync::Arc<crate::audit::Recorder>,
+    /// While set, this node as leader places, preempts and drains
+    /// nothing (healing goes on): Nomad's scheduler pause. Starts from
+    /// config `placement_paused`.
+    pub placement_paused: std::sync::atomic::AtomicBool,
 }
 
 /// The gRPC status for a rejected command.

@@ -415,6 +415,7 @@ const MATRIX: &[(&str, blixard_shared::auth::Role)] = {
         ("GetNode", Viewer),
         ("Watch", Viewer),
         ("StreamVmLogs", Viewer),
+        ("ExplainVm", Viewer),
         ("CreateVm", Operator),
         ("StartVm", Operator),
         ("StopVm", Operator),
@@ -422,6 +423,8 @@ const MATRIX: &[(&str, blixard_shared::auth::Role)] = {
         ("DeleteVm", Operator),
         ("CordonNode", Operator),
         ("UncordonNode", Operator),
+        ("DrainNode", Operator),
+        ("MigrateVm", Operator),
         ("Join", Admin),
         ("RemoveNode", Admin),
         ("TransferLeadership", Admin),
@@ -534,6 +537,27 @@ async fn call(ch: blixard_shared::ApiChannel, method: &str, n: usize) -> Result<
             .map(drop),
         "CordonNode" => Nodes::new(ch)
             .cordon_node(pb::CordonNodeRequest { node_id: 99 })
+            .await
+            .map(drop),
+        "DrainNode" => Nodes::new(ch)
+            .drain_node(pb::DrainNodeRequest {
+                node_id: 99,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "MigrateVm" => Vms::new(ch)
+            .migrate_vm(pb::MigrateVmRequest {
+                name: missing(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "ExplainVm" => Vms::new(ch)
+            .explain_vm(pb::ExplainVmRequest {
+                name: missing(),
+                ..Default::default()
+            })
             .await
             .map(drop),
         "UncordonNode" => Nodes::new(ch)

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod constraint;
 pub mod credentials;
 pub mod leader_hint;
 pub mod limits;

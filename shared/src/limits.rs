@@ -79,6 +79,16 @@ pub const MAX_LIST_PAGES: usize = 100_000;
 
 /// Most VM records the cluster holds; creates beyond fail with `ResourceExhausted`.
 pub const MAX_VMS: usize = 1_000_000;
+/// Most VMs one preemption displaces.
+pub const MAX_PREEMPT_VICTIMS: usize = 256;
+/// Range of a drain's `parallel` (VMs moving at once).
+pub const DRAIN_PARALLEL_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
+/// A drain's default `parallel`.
+pub const DEFAULT_DRAIN_PARALLEL: u32 = 2;
+/// Longest drain deadline (7 days), ms; the default is one hour.
+pub const MAX_DRAIN_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// A drain's default deadline, ms.
+pub const DEFAULT_DRAIN_DEADLINE_MS: u64 = 3600 * 1000;
 /// Most node records the cluster holds.
 pub const MAX_NODES: usize = 10_000;
 /// Events the replicated ring keeps; older ones are dropped and a watcher

@@ -207,6 +207,74 @@ impl BlixardClient {
         .ok_or_else(|| missing("node"))
     }
 
+    /// Drains a node: cordons it and moves its VMs away, at most
+    /// `parallel` at a time, until `deadline_ms` from now (0s: defaults).
+    pub async fn drain_node(
+        &mut self,
+        node_id: u64,
+        deadline_ms: u64,
+        parallel: u32,
+    ) -> Result<pb::Node, ClientError> {
+        let id = self.next_request_id();
+        self.call(|ch| {
+            let req = with_id(
+                pb::DrainNodeRequest {
+                    node_id,
+                    deadline_ms,
+                    parallel,
+                },
+                &id,
+            );
+            async move { NodeServiceClient::new(ch).drain_node(req).await }
+        })
+        .await?
+        .node
+        .ok_or_else(|| missing("node"))
+    }
+
+    /// Moves a VM to `to_node_id` (0: the scheduler's pick), stopping it
+    /// first.
+    pub async fn migrate_vm(
+        &mut self,
+        name: &str,
+        to_node_id: u64,
+        live: bool,
+    ) -> Result<pb::Vm, ClientError> {
+        let name = name.to_string();
+        let id = self.next_request_id();
+        self.call(|ch| {
+            let req = with_id(
+                pb::MigrateVmRequest {
+                    name: name.clone(),
+                    to_node_id,
+                    live,
+                },
+                &id,
+            );
+            async move { VmServiceClient::new(ch).migrate_vm(req).await }
+        })
+        .await?
+        .vm
+        .ok_or_else(|| missing("vm"))
+    }
+
+    /// The placement engine's whole decision for a VM.
+    pub async fn explain_vm(
+        &mut self,
+        name: &str,
+        consistency: pb::Consistency,
+    ) -> Result<pb::ExplainVmResponse, ClientError> {
+        let name = name.to_string();
+        self.call(|ch| {
+            let req = pb::ExplainVmRequest {
+                name: name.clone(),
+                consistency: consistency as i32,
+            };
+            async move { VmServiceClient::new(ch).explain_vm(req).await }
+        })
+        .await
+    }
+
     /// Allows placing VMs on a node again.
     pub async fn uncordon_node(&mut self, node_id: u64) -> Result<pb::Node, ClientError> {
         let id = self.next_request_id();

@@ -176,6 +176,10 @@ pub struct SpecFields<'a> {
     pub max_per_node: u32,
     /// Scheduling priority.
     pub priority: i32,
+    /// Placement strategy (`binpack`, `spread`; empty: the cluster's).
+    pub strategy: &'a str,
+    /// Topology key the group is spread across (`zone`, `rack`, a label).
+    pub spread_by: &'a str,
 }
 
 /// Checks a VM spec's fields; `prefix` is the path of the spec in its
@@ -214,6 +218,8 @@ impl SpecFields<'_> {
             + labels
             + constraints
             + self.group.len()
+            + self.strategy.len()
+            + self.spread_by.len()
     }
 }
 
@@ -301,15 +307,30 @@ fn spec_placement(prefix: &str, spec: &SpecFields<'_>) -> Result<(), FieldError>
     )?;
     for (i, c) in spec.constraints.iter().enumerate() {
         let field = format!("{prefix}.constraints[{i}]");
-        if c.trim().is_empty() {
-            return Err(FieldError::new(field, "must not be empty"));
-        }
         bounded_text(&field, c, MAX_CONSTRAINT_LEN)?;
+        crate::constraint::Constraint::parse(c).map_err(|e| FieldError::new(field, e.0))?;
     }
     if !spec.group.is_empty() {
         dns_label(&f("group"), spec.group)?;
     } else if spec.max_per_node != 0 {
         return Err(FieldError::new(f("max_per_node"), "needs group to be set"));
+    } else if !spec.spread_by.is_empty() {
+        return Err(FieldError::new(
+            f("spread_by"),
+            "spreads the VMs of a group: needs group to be set",
+        ));
+    }
+    if !spec.spread_by.is_empty() {
+        label_pairs(&f("spread_by"), [(spec.spread_by, "")])?;
+    }
+    if !matches!(spec.strategy, "" | "binpack" | "spread") {
+        return Err(FieldError::new(
+            f("strategy"),
+            format!(
+                "must be binpack, spread or empty (the cluster's default), got {:?}",
+                spec.strategy
+            ),
+        ));
     }
     if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&spec.priority) {
         return Err(FieldError::new(
@@ -344,6 +365,8 @@ pub fn vm_spec(prefix: &str, spec: &VmSpec) -> Result<(), FieldError> {
             group: &spec.group,
             max_per_node: spec.max_per_node,
             priority: spec.priority,
+            strategy: &spec.strategy,
+            spread_by: &spec.spread_by,
         },
     )?;
     if RestartPolicy::try_from(spec.restart_policy).is_err() {
@@ -400,6 +423,22 @@ pub fn lease_ms(field: &str, value: u64) -> Result<(), FieldError> {
                 "must be between {} and {}, got {value}",
                 FENCE_LEASE_RANGE_MS.start(),
                 FENCE_LEASE_RANGE_MS.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A drain's `parallel`: within `DRAIN_PARALLEL_RANGE`.
+pub fn drain_parallel(field: &str, value: u32) -> Result<(), FieldError> {
+    let range = crate::limits::DRAIN_PARALLEL_RANGE;
+    if !range.contains(&value) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must be between {} and {}, got {value}",
+                range.start(),
+                range.end()
             ),
         ));
     }

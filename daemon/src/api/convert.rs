@@ -28,6 +28,8 @@ pub fn vm_to_pb(vm: &model::VmRecord) -> pb::Vm {
             started_at_ms: vm.observed.started_at_ms,
             restarts: vm.observed.restarts,
         }),
+        placement: String::new(),
+        moving_from: vm.moving.as_ref().map_or(0, |m| m.from),
     }
 }
 
@@ -56,6 +58,8 @@ fn spec_to_pb(s: &model::VmSpec) -> pb::VmSpec {
             model::RestartPolicy::Never => pb::RestartPolicy::Never,
         } as i32,
         node_id: s.node_id,
+        strategy: s.strategy.clone(),
+        spread_by: s.spread_by.clone(),
     }
 }
 
@@ -91,6 +95,8 @@ pub fn spec_from_pb(s: &pb::VmSpec) -> model::VmSpec {
             _ => model::RestartPolicy::Always,
         },
         node_id: s.node_id,
+        strategy: s.strategy.clone(),
+        spread_by: s.spread_by.clone(),
     }
 }
 
@@ -120,18 +126,19 @@ pub fn placed_on(fleet: &state::Fleet, node_id: u64) -> Placed {
     placed
 }
 
-/// What is placed on every node, in one pass over the VMs (for lists).
+/// What is placed on every node (for lists), from the fleet's index.
 pub fn placements(fleet: &state::Fleet) -> BTreeMap<u64, Placed> {
-    let mut by_node: BTreeMap<u64, Placed> = BTreeMap::new();
-    for vm in fleet.vms.values().filter(|vm| vm.node_id != 0) {
-        by_node.entry(vm.node_id).or_default().add(vm);
-    }
-    by_node
+    fleet
+        .nodes
+        .keys()
+        .map(|id| (*id, placed_on(fleet, *id)))
+        .collect()
 }
 
 /// Wire form of a node record, with what is placed on it.
 pub fn node_to_pb(node: &model::NodeRecord, placed: Placed, voter: bool) -> pb::Node {
     let Placed { vms, allocated } = placed;
+    let left = vms.len();
     pb::Node {
         id: node.id,
         address: node.address.clone(),
@@ -159,6 +166,23 @@ pub fn node_to_pb(node: &model::NodeRecord, placed: Placed, voter: bool) -> pb::
         registered_at_ms: node.registered_at_ms,
         updated_at_ms: node.updated_at_ms,
         voter,
+        drain: node.drain.as_ref().map(|d| pb::DrainStatus {
+            started_at_ms: d.started_ms,
+            deadline_ms: d.deadline_ms,
+            parallel: d.parallel,
+            moved: d.moved,
+            left: u32::try_from(left).unwrap_or(u32::MAX),
+            in_flight: d.in_flight.iter().cloned().collect(),
+            failed: d
+                .failed
+                .iter()
+                .map(|(name, reason)| pb::DrainFailure {
+                    name: name.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            outcome: d.outcome.clone().unwrap_or_default(),
+        }),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod cluster;
 pub mod convert;
+pub mod explain;
 pub mod join;
 pub mod logs;
 pub mod node;

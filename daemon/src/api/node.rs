@@ -156,6 +156,58 @@ impl NodeService for NodeApi {
             .await
     }
 
+    async fn drain_node(
+        &self,
+        req: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        use blixard_shared::limits::{
+            DEFAULT_DRAIN_DEADLINE_MS, DEFAULT_DRAIN_PARALLEL, MAX_DRAIN_DEADLINE_MS,
+        };
+        self.core
+            .metrics
+            .observe("DrainNode", async {
+                let id = req.get_ref().node_id;
+                self.core
+                    .authorize(&Caller::of(&req), "node.drain", Resource::Node(id))?;
+                let req = req.into_inner();
+                blixard_shared::validate::node_id("node_id", req.node_id)?;
+                let parallel = match req.parallel {
+                    0 => DEFAULT_DRAIN_PARALLEL,
+                    n => n,
+                };
+                blixard_shared::validate::drain_parallel("parallel", parallel)?;
+                let deadline = match req.deadline_ms {
+                    0 => DEFAULT_DRAIN_DEADLINE_MS,
+                    ms if ms > MAX_DRAIN_DEADLINE_MS => {
+                        return Err(Status::invalid_argument(format!(
+                            "deadline_ms: at most {MAX_DRAIN_DEADLINE_MS} (7 days), got {ms}"
+                        )))
+                    }
+                    ms => ms,
+                };
+                let outcome = self
+                    .core
+                    .propose(Action::DrainNode {
+                        id: req.node_id,
+                        deadline_ms: blixard_shared::time::now_ms().saturating_add(deadline),
+                        parallel,
+                    })
+                    .await?;
+                let CommandOutcome::Node(node) = outcome else {
+                    return Err(Status::internal(format!("unexpected outcome {outcome:?}")));
+                };
+                let fleet = self.core.view.read();
+                Ok(Response::new(pb::DrainNodeResponse {
+                    node: Some(node_to_pb(
+                        &node,
+                        placed_on(&fleet, req.node_id),
+                        self.voters().contains(&req.node_id),
+                    )),
+                }))
+            })
+            .await
+    }
+
     async fn uncordon_node(
         &self,
         req: Request<pb::UncordonNodeRequest>,

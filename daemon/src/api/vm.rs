@@ -1,13 +1,16 @@
 //! `blixard.v1.VmService`: create, read, list, start, stop and delete VMs.
 
 use super::convert::{spec_from_pb, vm_to_pb};
+use super::explain::{explain, vm_with_placement};
 use super::pagination;
 use super::slots::StreamCaps;
 use crate::core::Core;
 use crate::host::allowlist::{HostPaths, NotAllowed};
+use crate::leader::scheduler::policy_of;
 use crate::metrics::Limit;
 use crate::security::authz::Resource;
 use crate::security::Caller;
+use crate::state::placement::{self, Input};
 use crate::state::{model, Action, CommandOutcome};
 use blixard_shared::limits::{MAX_LOG_STREAMS_PER_IDENTITY, MAX_LOG_STREAMS_PER_NODE};
 use blixard_shared::proto::v1 as pb;
@@ -76,6 +79,37 @@ impl VmApi {
     }
 }
 
+impl VmApi {
+    /// The epoch a migration of `name` starts from, after the checks that
+    /// need no proposal: the VM is placed, and with no target some other
+    /// node fits it now (apply checks a named target itself).
+    fn migration_precheck(&self, name: &str, to: u64) -> Result<u64, Status> {
+        let policy = policy_of(&self.core);
+        let fleet = self.core.view.read();
+        let vm = fleet
+            .vms
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("vm {name:?} not found")))?;
+        if vm.node_id == 0 {
+            return Err(Status::failed_precondition(format!(
+                "vm {name:?} is not placed on any node ({}): there is nothing to migrate",
+                vm.state.word()
+            )));
+        }
+        if to == 0 && vm.spec.node_id == 0 && vm.desired == model::DesiredState::Running {
+            let here = std::collections::BTreeSet::from([vm.node_id]);
+            let decision = placement::decide(&Input::of(&fleet, &here, policy), vm, false);
+            if decision.node.is_none() {
+                return Err(Status::resource_exhausted(format!(
+                    "no other node can take vm {name:?} now: {}",
+                    decision.tally.refusals()
+                )));
+            }
+        }
+        Ok(vm.epoch)
+    }
+}
+
 /// `PermissionDenied` naming the field and who can allow it.
 fn refused(e: NotAllowed) -> Status {
     Status::permission_denied(format!("{e}; {}", e.field.remedy()))
@@ -108,6 +142,66 @@ impl VmService for VmApi {
                 Ok(Response::new(pb::RestartVmResponse {
                     vm: Some(vm_of(outcome)?),
                 }))
+            })
+            .await
+    }
+
+    async fn migrate_vm(
+        &self,
+        req: Request<pb::MigrateVmRequest>,
+    ) -> Result<Response<pb::MigrateVmResponse>, Status> {
+        self.core
+            .metrics
+            .observe("MigrateVm", async {
+                let id = request_id::from_request(&req)?;
+                let caller = Caller::of(&req);
+                let req = req.into_inner();
+                validate::vm_name(&req.name)?;
+                self.core.authorize_vm(&caller, "vm.migrate", &req.name)?;
+                if req.live {
+                    return Err(Status::unimplemented(
+                        "live: live migration is not offered yet; migrate without it (the VM is stopped on its node, then started on the new one)",
+                    ));
+                }
+                let expected_epoch = self.migration_precheck(&req.name, req.to_node_id)?;
+                let outcome = self
+                    .core
+                    .propose_as(
+                        Action::MoveVm {
+                            name: req.name,
+                            expected_epoch,
+                            to: req.to_node_id,
+                            cause: "migrate".into(),
+                        },
+                        id,
+                    )
+                    .await?;
+                Ok(Response::new(pb::MigrateVmResponse {
+                    vm: Some(vm_of(outcome)?),
+                }))
+            })
+            .await
+    }
+
+    async fn explain_vm(
+        &self,
+        req: Request<pb::ExplainVmRequest>,
+    ) -> Result<Response<pb::ExplainVmResponse>, Status> {
+        self.core
+            .metrics
+            .observe("ExplainVm", async {
+                let caller = Caller::of(&req);
+                let req = req.into_inner();
+                validate::vm_name(&req.name)?;
+                self.core.read_barrier(req.consistency).await?;
+                self.core.authorize_vm(&caller, "vm.read", &req.name)?;
+                let policy = policy_of(&self.core);
+                let fleet = self.core.view.read();
+                let vm = fleet
+                    .vms
+                    .get(&req.name)
+                    .ok_or_else(|| Status::not_found(format!("vm {:?} not found", req.name)))?;
+                Ok(Response::new(explain(&fleet, vm, policy)))
             })
             .await
     }
@@ -186,7 +280,7 @@ impl VmService for VmApi {
                     .get(&req.name)
                     .ok_or_else(|| Status::not_found(format!("vm {:?} not found", req.name)))?;
                 Ok(Response::new(pb::GetVmResponse {
-                    vm: Some(vm_to_pb(vm)),
+                    vm: Some(vm_with_placement(&fleet, vm, policy_of(&self.core))),
                 }))
             })
             .await
@@ -209,6 +303,7 @@ impl VmService for VmApi {
                 let state = model::VmState::from_pb(state);
                 validate::labels("labels", &req.labels)?;
                 self.core.read_barrier(req.consistency).await?;
+                let policy = policy_of(&self.core);
                 let fleet = self.core.view.read();
                 let range = match &after {
                     Some(name) => fleet.vms.range::<String, _>((
@@ -246,7 +341,7 @@ impl VmService for VmApi {
                         more = true;
                         break;
                     }
-                    vms.push(vm_to_pb(vm));
+                    vms.push(vm_with_placement(&fleet, vm, policy));
                 }
                 let next_page_token = match (more, vms.last()) {
                     (true, Some(last)) => last.name.clone(),

@@ -44,11 +44,21 @@ pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
         // down-threshold before judging them.
         let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
         let heartbeats = m.heartbeat.clone().unwrap_or_default();
+        // Health is judged from Raft heartbeats; a record of a node that
+        // is not (or not yet) a Raft member has none to judge by, so its
+        // health stays as it is (its fencing lease still governs its VMs).
+        let members: std::collections::BTreeSet<u64> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
         let changes: Vec<(u64, NodeHealth)> = {
             let fleet = core.view.read();
             fleet
                 .nodes
                 .values()
+                .filter(|node| members.contains(&node.id))
                 .filter_map(|node| {
                     let health = if node.id == core.id {
                         NodeHealth::Alive

@@ -3,5 +3,6 @@
 //! heartbeats (`liveness`). Each runs on every node and idles while the
 //! node follows, so a new leader takes over without a hand-off.
 
+pub mod drain;
 pub mod liveness;
 pub mod scheduler;

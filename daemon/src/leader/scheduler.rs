@@ -1,76 +1,90 @@
 //! Placement and healing, run by the leader: every VM that should run and
-//! has no node gets one, and a VM whose node's fencing lease has surely run
-//! out is taken off it (with a new epoch) to be placed again. The choice is one pure function ([`choose_node`]) so a fuller
-//! scheduler (constraints, anti-affinity, preemption, healing) can replace it
-//! without touching the loop; the state machine re-checks capacity when it
-//! applies the decision, so a stale decision can never overcommit a node.
+//! has no node gets one, in priority order then age, from the placement
+//! engine (`state::placement`, one pure function); a VM that fits nowhere
+//! may preempt lower-priority preemptible VMs, or waits and is tried again
+//! when the fleet's capacity changes. A VM whose node's fencing lease has
+//! surely run out is taken off it (with a new epoch) to be placed again,
+//! and drains move VMs off their nodes (`drain`). The state machine
+//! re-checks every hard rule when it applies a decision, so a stale
+//! decision can never overcommit a node or break a group's limit.
+//!
+//! A pass is event-driven and incremental: it wakes on every applied
+//! entry and reads the pending queue and the per-node load from the
+//! fleet's indexes (`state::fleet::FleetIndex`), never the whole fleet.
 
 use crate::config::DEFAULT_LEASE;
 use crate::core::Core;
 use crate::host::fence::HEAL_MARGIN;
 use crate::shutdown::Shutdown;
-use crate::state::{
-    Action, Command, DesiredState, Fleet, NodeHealth, Resources, Schedulability, VmRecord,
-};
+use crate::state::fleet::PendingKey;
+use crate::state::placement::{self, preempt, Input, Load, Planned, Policy, Strategy};
+use crate::state::{Action, Command, DesiredState, Fleet};
 use blixard_shared::time::now_ms;
+use futures_util::StreamExt;
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// Resync period of the placement loop.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
-/// Least time from the start of one pass to the start of the next. Every
-/// applied entry wakes the loop, and a pass reads the whole fleet under the
-/// lock apply waits on: under a steady write load on a large fleet, passes
-/// back to back would take the leader's CPU from the writes. A change after a
-/// quiet spell still starts a pass at once; under load, passes run at most
-/// 20 times a second, each seeing everything applied since the last.
-const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
+/// Least time from the start of one pass to the start of the next: a
+/// change after a quiet spell starts a pass at once; under a steady write
+/// load passes run at most 200 times a second, each seeing everything
+/// applied since the last (a pass with nothing pending reads two counters).
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(5);
 /// Most placements proposed per pass (the rest wait for the next pass).
 const MAX_PLACEMENTS_PER_PASS: usize = 256;
+/// Most pending VMs one pass asks the engine about.
+const MAX_EXAMINED_PER_PASS: usize = 1024;
+/// Pending VMs judged under one read lock: the lock is let go between
+/// chunks so apply never waits on a long pass.
+const CHUNK: usize = 64;
 /// Most VMs taken off lost nodes per pass.
 const MAX_RESCHEDULES_PER_PASS: usize = 256;
 
-/// Whether a node's backend can run `vm`: the process backend runs only
-/// runners; QEMU runs images, kernels and runners.
-pub fn backend_can_run(backend: &str, vm: &VmRecord) -> bool {
-    match backend {
-        "process" => !vm.spec.runner.is_empty(),
-        _ => true,
+/// The cluster's placement policy from this node's config (the leader's
+/// is the one in force).
+pub fn policy_of(core: &Core) -> Policy {
+    Policy {
+        strategy: Strategy::parse(&core.config.placement_strategy).unwrap_or_default(),
+        ..Policy::default()
     }
 }
 
-/// The node `vm` should go to: among schedulable, live nodes whose backend
-/// can run it and that have room (and the pinned node, if any), the fullest
-/// one that fits (bin packing keeps whole nodes free for large VMs); ties go
-/// to the lowest id. `None` when no node fits. `usage` is what each node
-/// already holds ([`Fleet::allocations`]), computed once per pass; `lost`
-/// are nodes whose fencing lease has run out (they could not run it).
-pub fn choose_node(
-    fleet: &Fleet,
-    usage: &BTreeMap<u64, Resources>,
-    lost: &BTreeSet<u64>,
-    vm: &VmRecord,
-) -> Option<u64> {
-    fleet
-        .nodes
-        .values()
-        .filter(|n| vm.spec.node_id == 0 || n.id == vm.spec.node_id)
-        .filter(|n| !lost.contains(&n.id))
-        .filter(|n| {
-            n.schedulability == Schedulability::Schedulable && n.health == NodeHealth::Alive
-        })
-        .filter(|n| backend_can_run(&n.backend, vm))
-        .filter_map(|n| {
-            let used = usage.get(&n.id).copied().unwrap_or_default();
-            let free_mem = n.capacity.memory_mib.checked_sub(used.memory_mib)?;
-            let free_cpu = n.capacity.vcpus.checked_sub(used.vcpus)?;
-            (free_mem >= vm.spec.memory_mib && free_cpu >= vm.spec.vcpus)
-                .then(|| (free_mem - vm.spec.memory_mib, n.id))
-        })
-        .min()
-        .map(|(_, id)| id)
+/// A digest of what decides whether a waiting VM fits: every node's
+/// state, free room and VM count. A VM judged to fit nowhere is not asked
+/// about again until it changes.
+pub fn capacity_fingerprint(fleet: &Fleet, lost: &BTreeSet<u64>) -> u64 {
+    let mut h = DefaultHasher::new();
+    for node in fleet.nodes.values() {
+        node.id.hash(&mut h);
+        (
+            node.schedulability as u8,
+            node.health as u8,
+            lost.contains(&node.id),
+        )
+            .hash(&mut h);
+        (node.capacity.vcpus, node.capacity.memory_mib).hash(&mut h);
+        let used = fleet.index.usage(node.id);
+        (used.vcpus, used.memory_mib).hash(&mut h);
+        fleet.index.count_on(node.id).hash(&mut h);
+        node.labels.hash(&mut h);
+        (&node.zone, &node.rack).hash(&mut h);
+    }
+    fleet.departed.len().hash(&mut h);
+    h.finish()
+}
+
+/// What the leader remembers between passes.
+#[derive(Debug, Default)]
+struct LeaderState {
+    tracker: LeaseTracker,
+    /// Pending VMs that fit nowhere, with the capacity fingerprint they
+    /// were judged at.
+    waiting: HashMap<String, u64>,
 }
 
 /// What the leader has seen of each node's lease renewals, on its own
@@ -124,19 +138,30 @@ impl LeaseTracker {
 /// Runs until shutdown; places and heals VMs while this node leads.
 pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
     let mut applied = core.view.subscribe();
-    let mut tracker = LeaseTracker::default();
+    let mut state = LeaderState::default();
+    let policy = policy_of(&core);
     loop {
         let started = Instant::now();
         let m = core.raft_metrics();
         if m.current_leader == Some(core.id) {
             let lost = {
                 let fleet = core.view.read();
-                tracker.lost_nodes(m.current_term, core.id, &fleet, Instant::now())
+                state
+                    .tracker
+                    .lost_nodes(m.current_term, core.id, &fleet, Instant::now())
             };
             reschedule_lost(&core, &lost).await;
-            forget_departed(&core, &mut tracker, &lost).await;
+            forget_departed(&core, &mut state.tracker, &lost).await;
             let lost: BTreeSet<u64> = lost.into_keys().collect();
-            place_pending(&core, &lost).await;
+            if !core
+                .placement_paused
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                super::drain::drive(&core, &lost, policy).await;
+                place_pending(&core, &lost, policy, &mut state.waiting).await;
+            }
+        } else {
+            state.waiting.clear();
         }
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
@@ -261,59 +286,175 @@ async fn forget_departed(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeMa
     }
 }
 
-async fn place_pending(core: &Core, lost: &BTreeSet<u64>) {
-    let decisions: Vec<(String, u64, u64)> = {
+/// One step a pass proposes.
+#[derive(Debug)]
+enum Step {
+    Place {
+        name: String,
+        node_id: u64,
+        expected_epoch: u64,
+    },
+    Preempt {
+        for_vm: String,
+        plan: preempt::Preemption,
+    },
+}
+
+/// Plans placements (and preemptions) for the pending queue, in its
+/// order, then proposes them.
+async fn place_pending(
+    core: &Core,
+    lost: &BTreeSet<u64>,
+    policy: Policy,
+    waiting: &mut HashMap<String, u64>,
+) {
+    let mut planned = Planned::default();
+    let mut steps = Vec::new();
+    let mut after: Option<PendingKey> = None;
+    let mut examined = 0;
+    loop {
         let fleet = core.view.read();
-        // Usage is counted once per pass and grows with each decision, so
-        // one pass never plans more onto a node than it holds.
-        let mut usage = fleet.allocations();
-        let mut decisions = Vec::new();
-        for vm in fleet
-            .vms
-            .values()
-            .filter(|vm| vm.desired == DesiredState::Running && vm.node_id == 0)
-        {
-            if decisions.len() == MAX_PLACEMENTS_PER_PASS {
+        if fleet.index.pending_len() == 0 {
+            waiting.clear();
+            break;
+        }
+        if waiting.len() > fleet.index.pending_len() {
+            waiting.retain(|name, _| fleet.vms.get(name).is_some_and(|vm| vm.node_id == 0));
+        }
+        let fingerprint = capacity_fingerprint(&fleet, lost);
+        let mut done = true;
+        let queue: Vec<PendingKey> = fleet
+            .index
+            .pending_after(after.as_ref())
+            .take(CHUNK + 1)
+            .cloned()
+            .collect();
+        for (chunk, key) in queue.iter().enumerate() {
+            if steps.len() >= MAX_PLACEMENTS_PER_PASS || examined >= MAX_EXAMINED_PER_PASS {
                 break;
             }
-            // A departed name (deleted or lost while placed) waits until its
-            // old host confirmed it gone or surely lost its lease.
-            if fleet.departed.contains_key(&vm.name) {
+            if chunk == CHUNK {
+                done = false;
+                break;
+            }
+            after = Some(key.clone());
+            let Some(vm) = fleet.vms.get(&key.name) else {
+                continue;
+            };
+            // A departed name (moved, preempted, deleted or lost while
+            // placed) waits until its old host confirmed it gone or
+            // surely lost its lease.
+            if fleet.departed.contains_key(&vm.name) || waiting.get(&vm.name) == Some(&fingerprint)
+            {
                 continue;
             }
-            if let Some(node) = choose_node(&fleet, &usage, lost, vm) {
-                let used = usage.entry(node).or_default();
-                used.vcpus = used.vcpus.saturating_add(vm.spec.vcpus);
-                used.memory_mib = used.memory_mib.saturating_add(vm.spec.memory_mib);
-                decisions.push((vm.name.clone(), node, vm.epoch));
+            examined += 1;
+            let (node, preemption) = {
+                let input = Input {
+                    fleet: &fleet,
+                    load: Load::with(&fleet, &planned),
+                    lost,
+                    policy,
+                };
+                let decision = placement::decide(&input, vm, false);
+                match decision.node {
+                    Some(node) => (Some(node), None),
+                    None => (None, preempt::plan(&input, vm)),
+                }
+            };
+            match (node, preemption) {
+                (Some(node_id), _) => {
+                    planned.add(node_id, vm);
+                    waiting.remove(&vm.name);
+                    steps.push(Step::Place {
+                        name: vm.name.clone(),
+                        node_id,
+                        expected_epoch: vm.epoch,
+                    });
+                }
+                (None, Some(plan)) => {
+                    planned.fill(plan.node);
+                    steps.push(Step::Preempt {
+                        for_vm: vm.name.clone(),
+                        plan,
+                    });
+                }
+                (None, None) => {
+                    waiting.insert(vm.name.clone(), fingerprint);
+                }
             }
         }
-        decisions
-    };
-    for (name, node_id, expected_epoch) in decisions {
-        let cmd = Command {
-            time_ms: now_ms(),
-            action: Action::PlaceVm {
-                name: name.clone(),
-                node_id,
-                expected_epoch,
-            },
-        };
-        match core.propose_local(cmd).await {
-            Ok(_) => tracing::info!(vm = %name, node_id, "placed vm"),
-            Err(e) if e.code() == tonic::Code::Unavailable => return,
-            Err(e) => {
-                tracing::debug!(vm = %name, node_id, error = %e.message(), "placement refused")
-            }
+        if done {
+            break;
         }
     }
+    let proposals = steps.into_iter().map(|step| {
+        let (action, what) = match step {
+            Step::Place {
+                name,
+                node_id,
+                expected_epoch,
+            } => (
+                Action::PlaceVm {
+                    name: name.clone(),
+                    node_id,
+                    expected_epoch,
+                },
+                format!("{name} on node {node_id}"),
+            ),
+            Step::Preempt { for_vm, plan } => (
+                Action::PreemptVms {
+                    for_vm: for_vm.clone(),
+                    node_id: plan.node,
+                    victims: plan
+                        .victims
+                        .iter()
+                        .map(|v| (v.name.clone(), v.epoch))
+                        .collect(),
+                },
+                format!(
+                    "{} vm(s) on node {} for {for_vm}",
+                    plan.victims.len(),
+                    plan.node
+                ),
+            ),
+        };
+        let is_place = matches!(action, Action::PlaceVm { .. });
+        let cmd = Command {
+            time_ms: now_ms(),
+            action,
+        };
+        async move {
+            match core.propose_local(cmd).await {
+                Ok(_) if is_place => {
+                    core.metrics.vms_placed.inc();
+                    tracing::info!(placement = %what, "placed vm");
+                }
+                Ok(_) => {
+                    core.metrics.vms_preempted.inc();
+                    tracing::warn!(preempted = %what, "preempted vms");
+                }
+                Err(e) if e.code() == tonic::Code::Unavailable => {}
+                Err(e) => {
+                    core.metrics.placements_refused.inc();
+                    tracing::debug!(step = %what, error = %e.message(), "placement refused")
+                }
+            }
+        }
+    });
+    // Independent decisions (each re-checked by apply), so they are
+    // proposed together: Raft batches them into few appends.
+    futures_util::stream::iter(proposals)
+        .buffer_unordered(MAX_PLACEMENTS_PER_PASS)
+        .for_each(|()| async {})
+        .await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::command::NodeRegistration;
-    use crate::state::VmSpec;
+    use crate::state::Resources;
     use std::collections::BTreeMap;
 
     fn node(f: &mut Fleet, rev: u64, id: u64, mem: u64, backend: &str) {
@@ -334,99 +475,6 @@ mod tests {
             }),
         };
         f.apply(rev, &cmd).unwrap();
-    }
-
-    fn vm(mem: u64, runner: &str, pin: u64) -> VmRecord {
-        VmRecord {
-            name: "v".into(),
-            spec: VmSpec {
-                vcpus: 1,
-                memory_mib: mem,
-                image: if runner.is_empty() {
-                    "default".into()
-                } else {
-                    String::new()
-                },
-                runner: runner.into(),
-                node_id: pin,
-                ..Default::default()
-            },
-            desired: DesiredState::Running,
-            node_id: 0,
-            epoch: 0,
-            state: crate::state::VmState::Pending,
-            reason: String::new(),
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            revision: 0,
-            restart_nonce: 0,
-            observed: Default::default(),
-        }
-    }
-
-    #[test]
-    fn packs_onto_the_fullest_node_that_fits() {
-        let mut f = Fleet::default();
-        node(&mut f, 1, 1, 4096, "qemu");
-        node(&mut f, 2, 2, 1024, "qemu");
-        assert_eq!(
-            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(512, "", 0)),
-            Some(2)
-        );
-        assert_eq!(
-            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(2048, "", 0)),
-            Some(1)
-        );
-        assert_eq!(
-            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(8192, "", 0)),
-            None
-        );
-        assert_eq!(
-            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(512, "", 1)),
-            Some(1),
-            "pinned"
-        );
-    }
-
-    #[test]
-    fn respects_backends_and_cordons() {
-        let mut f = Fleet::default();
-        node(&mut f, 1, 1, 4096, "process");
-        assert_eq!(
-            choose_node(&f, &f.allocations(), &BTreeSet::new(), &vm(128, "", 0)),
-            None,
-            "process nodes run only runners"
-        );
-        assert_eq!(
-            choose_node(
-                &f,
-                &f.allocations(),
-                &BTreeSet::new(),
-                &vm(128, "/bin/true", 0)
-            ),
-            Some(1)
-        );
-        f.apply(
-            2,
-            &Command {
-                time_ms: 0,
-                action: Action::SetSchedulability {
-                    id: 1,
-                    value: Schedulability::Cordoned,
-                },
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            choose_node(
-                &f,
-                &f.allocations(),
-                &BTreeSet::new(),
-                &vm(128, "/bin/true", 0)
-            ),
-            None,
-            "cordoned"
-        );
     }
 
     #[test]
@@ -467,22 +515,6 @@ mod tests {
         assert!(
             t.lost_nodes(2, 1, &f, after + limit + limit).is_empty(),
             "a new term starts every lease afresh"
-        );
-    }
-
-    #[test]
-    fn lost_nodes_get_no_placements() {
-        let mut f = Fleet::default();
-        node(&mut f, 1, 1, 4096, "qemu");
-        node(&mut f, 2, 2, 1024, "qemu");
-        let lost = BTreeSet::from([2]);
-        assert_eq!(
-            choose_node(&f, &f.allocations(), &lost, &vm(512, "", 0)),
-            Some(1)
-        );
-        assert_eq!(
-            choose_node(&f, &f.allocations(), &lost, &vm(512, "", 2)),
-            None
         );
     }
 

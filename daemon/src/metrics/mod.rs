@@ -145,6 +145,14 @@ pub struct Metrics {
     pub fence_lease_lapses: Counter,
     /// VMs this node, as leader, took off nodes whose lease had run out.
     pub vms_rescheduled: Counter,
+    /// Placements this node, as leader, committed.
+    pub vms_placed: Counter,
+    /// Preemptions this node, as leader, committed.
+    pub vms_preempted: Counter,
+    /// VMs this node, as leader, moved off draining nodes.
+    pub vms_drained: Counter,
+    /// Placement decisions apply refused as stale.
+    pub placements_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -179,6 +187,10 @@ impl Metrics {
             fence_lease_valid: Default::default(),
             fence_lease_lapses: Default::default(),
             vms_rescheduled: Default::default(),
+            vms_placed: Default::default(),
+            vms_preempted: Default::default(),
+            vms_drained: Default::default(),
+            placements_refused: Default::default(),
         };
         registry.register("raft_term", "Current Raft term", m.raft_term.clone());
         registry.register(
@@ -266,6 +278,30 @@ impl Metrics {
             "VMs taken off nodes whose fencing lease ran out (by this node as leader)",
             m.vms_rescheduled.clone(),
         );
+        for (name, help, counter) in [
+            (
+                "vms_placed",
+                "VMs placed (by this node as leader)",
+                &m.vms_placed,
+            ),
+            (
+                "vms_preempted",
+                "Preemptions committed (by this node as leader)",
+                &m.vms_preempted,
+            ),
+            (
+                "vms_drained",
+                "VMs moved off draining nodes (by this node as leader)",
+                &m.vms_drained,
+            ),
+            (
+                "placements_refused",
+                "Placement decisions refused by apply as stale",
+                &m.placements_refused,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         Self {
             registry: Arc::new(registry),
             ..m

@@ -154,7 +154,7 @@ impl StateMachine {
             let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
             *fleet = body.fleet;
             // Derived, and absent from snapshots made before it existed.
-            fleet.recount_spec_bytes();
+            fleet.rebuild_derived();
             fleet.revision = fleet.revision.max(revision);
         }
         self.last_applied = meta.last_log_id;

@@ -41,11 +41,14 @@ pub fn need(path: &str) -> Need {
             "blixard.v1.ClusterService",
             "GetStatus" | "RemoveNode" | "TransferLeadership" | "CreateJoinToken",
         )
-        | ("blixard.v1.NodeService", "ListNodes" | "GetNode" | "CordonNode" | "UncordonNode")
+        | (
+            "blixard.v1.NodeService",
+            "ListNodes" | "GetNode" | "CordonNode" | "UncordonNode" | "DrainNode",
+        )
         | (
             "blixard.v1.VmService",
             "CreateVm" | "GetVm" | "ListVms" | "StartVm" | "StopVm" | "RestartVm" | "DeleteVm"
-            | "StreamVmLogs",
+            | "StreamVmLogs" | "MigrateVm" | "ExplainVm",
         )
         | ("blixard.v1.WatchService", "Watch")
         | ("blixard.v1.TokenService", "CreateToken" | "ListTokens" | "RevokeToken")
@@ -97,6 +100,7 @@ pub fn audited(path: &str) -> Option<Audited> {
             "GetNode" => read("node.read"),
             "CordonNode" => write("node.cordon"),
             "UncordonNode" => write("node.uncordon"),
+            "DrainNode" => write("node.drain"),
             _ => None,
         },
         ("blixard.v1.VmService", m) => match m {
@@ -107,6 +111,8 @@ pub fn audited(path: &str) -> Option<Audited> {
             "StopVm" => write("vm.stop"),
             "RestartVm" => write("vm.restart"),
             "DeleteVm" => write("vm.delete"),
+            "MigrateVm" => write("vm.migrate"),
+            "ExplainVm" => read("vm.read"),
             "StreamVmLogs" => read("logs.read"),
             _ => None,
         },

@@ -178,6 +178,7 @@ async fn start_raft(
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
     let audit = Arc::new(crate::audit::Recorder::new(config.node_id, metrics.clone()));
+    let config_paused = config.placement_paused;
     Ok(Arc::new(Core {
         id: config.node_id,
         address: advertise,
@@ -191,6 +192,7 @@ async fn start_raft(
         tls,
         authz: Default::default(),
         audit,
+        placement_paused: config_paused.into(),
     }))
 }
 

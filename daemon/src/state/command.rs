@@ -146,6 +146,51 @@ pub enum Action {
         /// makes the decision stale.
         expected_lease_seq: u64,
     },
+    /// The leader displaces lower-priority preemptible VMs from a node to
+    /// make room for `for_vm`, which the next pass places. Each victim
+    /// goes back to pending, placed again once its old instance is
+    /// confirmed stopped.
+    PreemptVms {
+        /// The VM the room is made for (pending, meant to run).
+        for_vm: String,
+        /// The node the victims leave.
+        node_id: u64,
+        /// Victims, by name, with the epoch the leader saw.
+        victims: Vec<(String, u64)>,
+    },
+    /// Moves a placed VM off its node (a drain or a migration): it is
+    /// unplaced with a new epoch, and placed again, on `to` or the
+    /// scheduler's pick, only once its old instance is confirmed stopped.
+    MoveVm {
+        /// VM name.
+        name: String,
+        /// The epoch the proposer saw.
+        expected_epoch: u64,
+        /// Target node (0: the scheduler's pick).
+        to: u64,
+        /// Why: `drain` or `migrate`.
+        cause: String,
+    },
+    /// Starts draining a node: cordoned, its VMs moved away at most
+    /// `parallel` at a time until `deadline_ms`.
+    DrainNode {
+        /// Node id.
+        id: u64,
+        /// When the drain gives up on the VMs still there.
+        deadline_ms: u64,
+        /// Most VMs moving at once.
+        parallel: u32,
+    },
+    /// The leader ends a node's drain with its outcome; the node stays
+    /// cordoned.
+    FinishDrain {
+        /// Node id.
+        id: u64,
+        /// `complete`, `deadline passed` or `stuck`.
+        outcome: String,
+        /// VMs it could not move, with the reason.
+        failed: Vec<(String, String)>,
+    },
     /// Asks the owning agent to restart a VM.
     RestartVm {
         /// VM name.

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod command;
 pub mod fleet;
 pub mod model;
+pub mod placement;
 pub mod quota;
 
 pub use command::{Action, Command, CommandOutcome, CommandResult, Rejection, RejectionCode};

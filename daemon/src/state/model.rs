@@ -82,6 +82,46 @@ pub struct NodeRecord {
     /// renewed yet).
     #[serde(default)]
     pub lease_ms: u64,
+    /// The node's drain, running or finished (cleared by an uncordon).
+    #[serde(default)]
+    pub drain: Option<DrainRecord>,
+}
+
+/// A drain: its settings and its progress, replicated so every node (and
+/// a new leader) knows where it stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    /// When it started (proposer's clock, ms since epoch).
+    pub started_ms: u64,
+    /// When it gives up on the VMs still here (proposer's clock).
+    pub deadline_ms: u64,
+    /// Most VMs moving at once.
+    pub parallel: u32,
+    /// VMs moved off and placed elsewhere.
+    pub moved: u32,
+    /// VMs on their way: stopped here, not yet placed elsewhere.
+    pub in_flight: std::collections::BTreeSet<String>,
+    /// VMs it could not move, with the reason (at most
+    /// `MAX_DRAIN_FAILURES`).
+    pub failed: BTreeMap<String, String>,
+    /// How it ended (`complete`, `deadline passed`, `stuck`, `ended`);
+    /// `None` while it runs.
+    pub outcome: Option<String>,
+}
+
+/// Most VMs a drain lists as failed; the rest are counted in the outcome.
+pub const MAX_DRAIN_FAILURES: usize = 100;
+
+/// A VM on its way off a node: placed again, with a new epoch, only once
+/// the old instance is confirmed stopped (`Fleet::departed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    /// The node it leaves (never placed back there by this move).
+    pub from: u64,
+    /// The node asked for (0: the scheduler's pick).
+    pub to: u64,
+    /// Why: `drain` or `migrate`.
+    pub cause: String,
 }
 
 /// What the operator wants a VM to be doing.
@@ -199,6 +239,13 @@ pub struct VmSpec {
     pub restart_policy: RestartPolicy,
     /// Pinned node (0: scheduler chooses).
     pub node_id: u64,
+    /// Placement strategy, `binpack` or `spread` (empty: the cluster's).
+    #[serde(default)]
+    pub strategy: String,
+    /// Topology key the VM's group is spread across (`zone`, `rack` or a
+    /// label key; empty: none).
+    #[serde(default)]
+    pub spread_by: String,
 }
 
 impl VmSpec {
@@ -222,6 +269,8 @@ impl VmSpec {
             group: &self.group,
             max_per_node: self.max_per_node,
             priority: self.priority,
+            strategy: &self.strategy,
+            spread_by: &self.spread_by,
         }
     }
 }
@@ -256,6 +305,9 @@ pub struct VmRecord {
     /// What the owning node last reported about the running instance.
     #[serde(default)]
     pub observed: Observed,
+    /// The move under way, if any (cleared when it is placed again).
+    #[serde(default)]
+    pub moving: Option<MoveRecord>,
 }
 
 /// Details of the running instance, as reported by the owning node.

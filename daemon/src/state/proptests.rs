@@ -21,17 +21,31 @@ fn node_id() -> impl Strategy<Value = u64> {
 }
 
 fn spec() -> impl Strategy<Value = VmSpec> {
-    (0u32..4, 0u64..512, node_id(), any::<bool>()).prop_map(|(vcpus, memory_mib, node_id, pre)| {
-        VmSpec {
-            vcpus,
-            memory_mib,
-            image: "default".into(),
-            labels: BTreeMap::from([("app".to_string(), "x".to_string())]),
-            preemptible: pre,
-            node_id,
-            ..Default::default()
-        }
-    })
+    let group = prop::sample::select(vec![("", 0u32), ("web", 1), ("web", 2), ("db", 0)]);
+    let constraints = prop::sample::select(vec![
+        vec![],
+        vec!["zone=z1".to_string()],
+        vec!["zone not in (z2)".to_string(), "gpu not exists".to_string()],
+    ]);
+    (
+        (0u32..4, 0u64..512, node_id(), any::<bool>()),
+        (group, constraints, -2i32..3),
+    )
+        .prop_map(
+            |((vcpus, memory_mib, node_id, pre), ((group, max), constraints, priority))| VmSpec {
+                vcpus,
+                memory_mib,
+                image: "default".into(),
+                labels: BTreeMap::from([("app".to_string(), "x".to_string())]),
+                preemptible: pre,
+                node_id,
+                group: group.into(),
+                max_per_node: max,
+                constraints,
+                priority,
+                ..Default::default()
+            },
+        )
 }
 
 fn schedulability() -> impl Strategy<Value = Schedulability> {
@@ -135,6 +149,44 @@ fn action() -> impl Strategy<Value = Action> {
             }
         }),
         name().prop_map(|name| Action::RestartVm { name }),
+        (
+            name(),
+            0u64..3,
+            node_id(),
+            prop::sample::select(vec!["drain", "migrate"])
+        )
+            .prop_map(|(name, expected_epoch, to, cause)| Action::MoveVm {
+                name,
+                expected_epoch,
+                to,
+                cause: cause.into(),
+            }),
+        (
+            name(),
+            node_id(),
+            prop::collection::vec((name(), 0u64..3), 1..3)
+        )
+            .prop_map(|(for_vm, node_id, victims)| Action::PreemptVms {
+                for_vm,
+                node_id,
+                victims,
+            }),
+        (node_id(), 0u64..2_000_000, 0u32..3).prop_map(|(id, deadline_ms, parallel)| {
+            Action::DrainNode {
+                id,
+                deadline_ms,
+                parallel,
+            }
+        }),
+        (
+            node_id(),
+            prop::sample::select(vec!["complete", "stuck", "bad"])
+        )
+            .prop_map(|(id, outcome)| Action::FinishDrain {
+                id,
+                outcome: outcome.into(),
+                failed: vec![("a".into(), "no room".into())],
+            }),
         (node_id(), 0u64..10_000).prop_map(|(id, lease_ms)| Action::RenewLease { id, lease_ms }),
         (name(), node_id(), 0u64..3, 0u64..3).prop_map(
             |(name, node_id, expected_epoch, expected_lease_seq)| Action::RescheduleVm {
@@ -273,6 +325,57 @@ proptest! {
         }
     }
 
+    /// Apply holds every placement to the engine's hard rules: the node
+    /// it lands on stays within its capacity, within the group's
+    /// `max_per_node` and the VM's constraints, and a preemption only
+    /// ever displaces lower-priority preemptible VMs.
+    #[test]
+    fn an_accepted_placement_keeps_every_hard_rule(cmds in commands()) {
+        let mut f = Fleet::default();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let before = f.clone();
+            let accepted = f.apply(i as u64 + 1, cmd).is_ok();
+            let action = match &cmd.action {
+                Action::Retryable { action, .. } => &**action,
+                a => a,
+            };
+            if !accepted {
+                continue;
+            }
+            match action {
+                Action::PlaceVm { name, node_id, .. } => {
+                    let node = &f.nodes[node_id];
+                    let used = f.allocated_on(*node_id);
+                    prop_assert!(used.vcpus <= node.capacity.vcpus && used.memory_mib <= node.capacity.memory_mib,
+                        "node {} over capacity: {:?} of {:?}", node_id, used, node.capacity);
+                    let vm = &f.vms[name];
+                    if vm.spec.max_per_node > 0 {
+                        let here = f.index.group_on(&vm.spec.group, *node_id);
+                        prop_assert!(here <= vm.spec.max_per_node, "group {} has {} on node {}", vm.spec.group, here, node_id);
+                    }
+                    for c in &vm.spec.constraints {
+                        let c = blixard_shared::constraint::Constraint::parse(c).expect("valid");
+                        prop_assert!(c.admits(crate::state::placement::filter::node_attribute(node, &c.key)));
+                    }
+                }
+                Action::PreemptVms { for_vm, victims, .. } => {
+                    let p = before.vms[for_vm].spec.priority;
+                    for (v, _) in victims {
+                        let old = &before.vms[v];
+                        prop_assert!(old.spec.preemptible && old.spec.priority < p);
+                        prop_assert_eq!(f.vms[v].node_id, 0);
+                        prop_assert!(f.departed.contains_key(v), "a victim is placed again only once it stopped");
+                    }
+                }
+                Action::MoveVm { name, .. } => {
+                    prop_assert_eq!(f.vms[name].node_id, 0);
+                    prop_assert_eq!(f.departed.get(name), Some(&before.vms[name].node_id));
+                }
+                _ => {}
+            }
+        }
+    }
+
     #[test]
     fn snapshot_then_restore_gives_same_state(cmds in commands(), more in commands()) {
         let mut f = Fleet::default();
@@ -281,6 +384,7 @@ proptest! {
         }
         let bytes = serde_json::to_vec(&f).expect("encode");
         let mut restored: Fleet = serde_json::from_slice(&bytes).expect("decode");
+        restored.rebuild_derived();
         prop_assert_eq!(&restored, &f);
         // And the restored copy goes on exactly like the original.
         let base = cmds.len() as u64;

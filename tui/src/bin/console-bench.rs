@@ -64,6 +64,7 @@ fn vm(i: usize, nodes: u64, state: pb::VmState) -> pb::Vm {
             started_at_ms: 1_000_000,
             restarts: (i % 3) as u32,
         }),
+        ..Default::default()
     }
 }
 

@@ -247,11 +247,27 @@ pub enum NodeCmd {
         #[arg(help = None, long_help = None)]
         id: u64,
     },
-    /// Allow placing VMs on a node again.
+    /// Allow placing VMs on a node again (ends a drain).
     Uncordon {
         /// The node's id.
         #[arg(help = None, long_help = None)]
         id: u64,
+    },
+    /// Cordon a node and move its VMs away; `node get` shows the progress.
+    Drain {
+        /// The node's id.
+        #[arg(help = None, long_help = None)]
+        id: u64,
+        /// How long the drain may take (e.g. 10m, 1h); VMs still there at
+        /// the deadline stay and are reported.
+        #[arg(long, value_parser = super::duration::parse_duration, default_value = "1h")]
+        deadline: std::time::Duration,
+        /// Most VMs moving at once (1 to 64).
+        #[arg(long, default_value_t = 2)]
+        parallel: u32,
+        /// Return at once instead of waiting for the drain to end.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -310,6 +326,12 @@ pub struct CreateArgs {
     /// Anti-affinity group.
     #[arg(long)]
     pub group: Option<String>,
+    /// Spread the group across this topology key (zone, rack or a label).
+    #[arg(long, requires = "group")]
+    pub spread_by: Option<String>,
+    /// Placement strategy: binpack or spread (default: the cluster's).
+    #[arg(long)]
+    pub strategy: Option<String>,
     /// Most VMs of the group per node.
     #[arg(long, requires = "group")]
     pub max_per_node: Option<u32>,
@@ -351,6 +373,9 @@ pub enum VmCmd {
         /// The VM's name.
         #[arg(help = None, long_help = None)]
         name: String,
+        /// Also print the placement engine's whole decision (as `vm explain`).
+        #[arg(long)]
+        explain: bool,
     },
     /// Set a VM's desired state to running.
     Start {
@@ -381,6 +406,25 @@ pub enum VmCmd {
         /// Lines of history to print first (at most 100000).
         #[arg(long, default_value_t = DEFAULT_TAIL_LINES)]
         tail: u32,
+    },
+    /// Move a VM to another node: stopped where it is, then started on the
+    /// new node (never running on both).
+    Migrate {
+        /// The VM's name.
+        #[arg(help = None, long_help = None)]
+        name: String,
+        /// Target node (default: the scheduler's pick).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Live migration (not offered yet: refused with the reason).
+        #[arg(long)]
+        live: bool,
+    },
+    /// Why a VM is where it is, or why it waits: every node's verdict.
+    Explain {
+        /// The VM's name.
+        #[arg(help = None, long_help = None)]
+        name: String,
     },
     /// Delete a VM (refused while it runs unless --force).
     Delete {

@@ -70,6 +70,83 @@ pub struct VmView {
     pub started_at_ms: u64,
     /// Restarts under the restart policy since it was placed.
     pub restarts: u32,
+    /// Why it is where it is, or why it waits for a node.
+    pub placement: String,
+    /// Placement strategy it asked for (empty: the cluster's).
+    pub strategy: String,
+    /// Topology key its group is spread across.
+    pub spread_by: String,
+    /// The node it is moving off (0: not moving).
+    pub moving_from: u64,
+}
+
+/// JSON view of `vm explain`.
+#[derive(Debug, Serialize)]
+pub struct ExplainView {
+    /// Where it is or would go, or why it waits, with counts.
+    pub summary: String,
+    /// binpack or spread.
+    pub strategy: String,
+    /// The node the engine picks now (0: none fits).
+    pub chosen_node_id: u64,
+    /// The node it is placed on (0: none).
+    pub node_id: u64,
+    /// Every node's verdict.
+    pub nodes: Vec<VerdictView>,
+}
+
+/// One node's verdict in `vm explain --json`.
+#[derive(Debug, Serialize)]
+pub struct VerdictView {
+    /// Node id.
+    pub node_id: u64,
+    /// Whether it passes every rule.
+    pub fits: bool,
+    /// Its score when it fits (higher is better).
+    pub score: i64,
+    /// The rule it breaks when it does not.
+    pub reason: String,
+}
+
+impl From<&pb::ExplainVmResponse> for ExplainView {
+    fn from(e: &pb::ExplainVmResponse) -> Self {
+        Self {
+            summary: e.summary.clone(),
+            strategy: e.strategy.clone(),
+            chosen_node_id: e.chosen_node_id,
+            node_id: e.node_id,
+            nodes: e
+                .nodes
+                .iter()
+                .map(|n| VerdictView {
+                    node_id: n.node_id,
+                    fits: n.fits,
+                    score: n.score,
+                    reason: n.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Prints the whole decision: the summary, then one line per node.
+fn print_explain(e: &pb::ExplainVmResponse) {
+    println!("placement:      {}", e.summary);
+    println!("strategy:       {}", e.strategy);
+    for n in &e.nodes {
+        let mark = if n.node_id == e.chosen_node_id && n.fits {
+            " (chosen)"
+        } else if n.node_id == e.node_id {
+            " (current)"
+        } else {
+            ""
+        };
+        if n.fits {
+            println!("  node {}: fits, score {}{mark}", n.node_id, n.score);
+        } else {
+            println!("  node {}: {}{mark}", n.node_id, n.reason);
+        }
+    }
 }
 
 impl From<&pb::Vm> for VmView {
@@ -104,6 +181,10 @@ impl From<&pb::Vm> for VmView {
             pid: observed.pid,
             started_at_ms: observed.started_at_ms,
             restarts: observed.restarts,
+            placement: vm.placement.clone(),
+            strategy: spec.strategy,
+            spread_by: spec.spread_by,
+            moving_from: vm.moving_from,
         }
     }
 }
@@ -146,9 +227,44 @@ pub async fn run(
             state,
             labels,
         } => return list(client, node, state.as_deref(), labels, json, cons).await,
-        VmCmd::Get { name } => {
+        VmCmd::Get { name, explain } => {
             blixard_shared::validate::vm_name(&name)?;
-            client.get_vm(&name, cons).await?
+            let vm = client.get_vm(&name, cons).await?;
+            if explain {
+                let decision = client.explain_vm(&name, cons).await?;
+                if json {
+                    print_json(&serde_json::json!({
+                        "vm": VmView::from(&vm),
+                        "explain": ExplainView::from(&decision),
+                    }));
+                } else {
+                    print_vm(&vm, false);
+                    print_explain(&decision);
+                }
+                return Ok(());
+            }
+            vm
+        }
+        VmCmd::Explain { name } => {
+            blixard_shared::validate::vm_name(&name)?;
+            let decision = client.explain_vm(&name, cons).await?;
+            if json {
+                print_json(&ExplainView::from(&decision));
+            } else {
+                print_explain(&decision);
+            }
+            return Ok(());
+        }
+        VmCmd::Migrate { name, to, live } => {
+            blixard_shared::validate::vm_name(&name)?;
+            if to == Some(0) {
+                return Err(CliError::usage(
+                    "--to: must be a positive node id (leave it out for the scheduler's pick)",
+                ));
+            }
+            client
+                .migrate_vm(&name, to.unwrap_or(NO_NODE), live)
+                .await?
         }
         VmCmd::Start { name } => {
             blixard_shared::validate::vm_name(&name)?;
@@ -189,6 +305,8 @@ fn create_request(a: &CreateArgs) -> pb::CreateVmRequest {
             constraints: a.constraints.clone(),
             group: a.group.clone().unwrap_or_default(),
             max_per_node: a.max_per_node.unwrap_or_default(),
+            strategy: a.strategy.clone().unwrap_or_default(),
+            spread_by: a.spread_by.clone().unwrap_or_default(),
             priority: a.priority,
             preemptible: a.preemptible,
             restart_policy: pb::RestartPolicy::from(a.restart_policy) as i32,
@@ -293,6 +411,12 @@ fn print_vm(vm: &pb::Vm, json: bool) {
     println!("name:           {}", v.name);
     println!("state:          {} (desired {})", v.state, v.desired_state);
     println!("reason:         {}", v.reason);
+    if !v.placement.is_empty() {
+        println!("placement:      {}", v.placement);
+    }
+    if v.moving_from != 0 {
+        println!("moving from:    node {}", v.moving_from);
+    }
     println!(
         "node:           {} (epoch {})",
         node_cell(v.node_id),
@@ -309,6 +433,32 @@ fn print_vm(vm: &pb::Vm, json: bool) {
         println!("runner:         {}", v.runner);
     }
     println!("restart policy: {}", v.restart_policy);
+    println!(
+        "priority:       {}{}",
+        v.priority,
+        if v.preemptible { " (preemptible)" } else { "" }
+    );
+    if !v.constraints.is_empty() {
+        println!("constraints:    {}", v.constraints.join("; "));
+    }
+    if !v.group.is_empty() {
+        let max = match v.max_per_node {
+            0 => "no limit per node".to_string(),
+            n => format!("at most {n} per node"),
+        };
+        let spread = if v.spread_by.is_empty() {
+            String::new()
+        } else {
+            format!(", spread by {}", v.spread_by)
+        };
+        println!("group:          {} ({max}{spread})", v.group);
+    }
+    if v.pinned_node_id != 0 {
+        println!("pinned to:      node {}", v.pinned_node_id);
+    }
+    if !v.strategy.is_empty() {
+        println!("strategy:       {}", v.strategy);
+    }
     if !v.labels.is_empty() {
         let labels: Vec<String> = v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("labels:         {}", labels.join(","));

@@ -1,8 +1,8 @@
 //! `bench`: Blixard's benchmark harness. Results go to stdout as Markdown
 //! for `docs/benchmarks.md`; the exact command is printed with them.
 //!
-//! Subcommands: `write`, `failover`, `fanout`, `recovery`, `idle` (each in its own
-//! module) and `microvm`.
+//! Subcommands: `write`, `failover`, `fanout`, `recovery`, `idle`,
+//! `placement` (each in its own module) and `microvm`.
 //!
 //! Every mode runs its clusters secured, as `blixardd` ships (TLS, a token
 //! on every call; see `cluster.rs`); `--insecure` runs them with
@@ -111,6 +111,20 @@ enum Which {
         #[arg(long)]
         insecure: bool,
     },
+    /// Placements per second: the engine alone, and through Raft on a
+    /// 3-node cluster, at 1,000 nodes and 100,000 VMs; and what passes cost
+    /// the write path.
+    Placement {
+        /// Simulated nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// VMs placed by the engine alone.
+        #[arg(long, default_value_t = 100_000)]
+        vms: usize,
+        /// VMs placed through Raft.
+        #[arg(long, default_value_t = 100_000)]
+        raft_vms: usize,
+    },
     /// MicroVM boot latency, orchestration overhead, density and daemon memory.
     Microvm {
         /// VMs for the create-to-ready latency.
@@ -137,6 +151,7 @@ mod etcd;
 mod failover;
 mod fanout;
 mod idle;
+mod placement;
 mod recovery;
 mod write_bench;
 
@@ -207,6 +222,7 @@ fn vm_record(name: &str, memory_mib: u64) -> blixard_daemon::state::VmRecord {
         updated_at_ms: 0,
         revision: 0,
         restart_nonce: 0,
+        moving: None,
         observed: Default::default(),
     }
 }
@@ -456,6 +472,11 @@ async fn main() -> Result<()> {
             clients,
             insecure,
         } => recovery::run(vms, restarts, clients, Security::from_insecure(insecure)).await,
+        Which::Placement {
+            nodes,
+            vms,
+            raft_vms,
+        } => placement::run(nodes, vms, raft_vms).await,
         Which::Microvm {
             vms,
             raw,

@@ -220,8 +220,19 @@ impl<B: VmBackend> Agent<B> {
         self.adopt_survivors().await;
         let mut applied = self.core.view.subscribe();
         let mut last_pass = Instant::now() - MIN_PASS_INTERVAL;
+        let mut assigned = 0;
         loop {
-            let wait = MIN_PASS_INTERVAL.saturating_sub(last_pass.elapsed());
+            // A change of what this host must run (a placement, a stop,
+            // a move, a restart request) is acted on at once; anything
+            // else waits out the least interval between passes, which
+            // bounds how often reports are sent.
+            let now_assigned = self.assignment_digest();
+            let wait = if now_assigned != assigned {
+                Duration::ZERO
+            } else {
+                MIN_PASS_INTERVAL.saturating_sub(last_pass.elapsed())
+            };
+            assigned = now_assigned;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.recv() => return,
@@ -490,6 +501,19 @@ impl<B: VmBackend> Agent<B> {
                 }
             }
         }
+    }
+
+    /// A digest of what the state asks of this host: each VM placed here
+    /// with its epoch, desired state and restart nonce.
+    fn assignment_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let fleet = self.core.view.read();
+        for vm in fleet.vms_on(self.core.id) {
+            (&vm.name, vm.epoch, vm.desired as u8, vm.restart_nonce).hash(&mut h);
+        }
+        fleet.departed.len().hash(&mut h);
+        h.finish()
     }
 
     /// One reconcile pass.

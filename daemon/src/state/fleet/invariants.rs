@@ -88,6 +88,9 @@ impl Fleet {
                 self.spec_bytes
             ));
         }
+        if self.index != super::FleetIndex::build(&self.vms, &self.departed) {
+            return broken("the derived indexes differ from a rebuild from the records".into());
+        }
         if self.audit.records.len() > self.audit.capacity as usize
             || self.quotas.len() > blixard_shared::limits::MAX_QUOTAS
         {

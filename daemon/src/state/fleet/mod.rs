@@ -7,7 +7,10 @@
 //! invariants after every command (`invariants.rs`), so every test that
 //! applies a command checks them.
 
+mod drain;
+mod index;
 mod invariants;
+mod moves;
 mod nodes;
 mod quotas;
 mod requests;
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+pub use index::{FastMap, FleetIndex, GroupIndex, PendingKey};
 pub use invariants::InvariantViolation;
 pub use requests::RecentRequests;
 pub use tokens::JOIN_TOKEN_INVALID;
@@ -87,6 +91,10 @@ pub struct Fleet {
     /// fleet's byte budget, `MAX_FLEET_SPEC_BYTES`.
     #[serde(default)]
     pub spec_bytes: u64,
+    /// Indexes derived from the VM records (usage per node, groups, the
+    /// pending queue); never serialized, rebuilt by [`Fleet::rebuild_derived`].
+    #[serde(skip)]
+    pub index: FleetIndex,
 }
 
 /// When a command is applied: its log index (the revision every record and
@@ -173,6 +181,27 @@ impl Fleet {
                 node_id,
                 expected_lease_seq,
             } => self.forget_departed(name, *node_id, *expected_lease_seq),
+            Action::PreemptVms {
+                for_vm,
+                node_id,
+                victims,
+            } => self.preempt_vms(at, for_vm, *node_id, victims),
+            Action::MoveVm {
+                name,
+                expected_epoch,
+                to,
+                cause,
+            } => self.move_vm(at, name, *expected_epoch, *to, cause),
+            Action::DrainNode {
+                id,
+                deadline_ms,
+                parallel,
+            } => self.drain_node(at, *id, *deadline_ms, *parallel),
+            Action::FinishDrain {
+                id,
+                outcome,
+                failed,
+            } => self.finish_drain(at, *id, outcome, failed),
             Action::RestartVm { name } => self.restart_vm(at, name),
             Action::DeleteVm { name, force } => self.delete_vm(at, name, *force),
             Action::CreateToken {
@@ -226,10 +255,38 @@ impl Fleet {
         result
     }
 
-    /// Counts the weight of every VM spec again (`spec_bytes`), for a state
-    /// restored from a snapshot that may predate the count.
-    pub fn recount_spec_bytes(&mut self) {
+    /// Recomputes what is derived from the records: the weight of every VM
+    /// spec (`spec_bytes`, absent from snapshots that predate it) and the
+    /// indexes (never serialized), for a state restored from a snapshot.
+    pub fn rebuild_derived(&mut self) {
         self.spec_bytes = self.vms.values().map(|vm| vms::spec_weight(&vm.spec)).sum();
+        self.index = FleetIndex::build(&self.vms, &self.departed);
+    }
+
+    /// Takes VM `name` off its node in this copy of the fleet only, so the
+    /// placement engine can judge it as if it were placed anew (`vm
+    /// explain`). Never used on the replicated state.
+    pub fn unplace_for_probe(&mut self, name: &str) {
+        self.unindex(name);
+        if let Some(vm) = self.vms.get_mut(name) {
+            Arc::make_mut(vm).node_id = 0;
+        }
+        self.reindex(name);
+    }
+
+    /// Counts VM `name` out of the indexes, before a change to its record
+    /// or to its `departed` entry; [`Fleet::reindex`] counts it back in.
+    fn unindex(&mut self, name: &str) {
+        if let Some(vm) = self.vms.get(name) {
+            self.index.remove(vm, self.departed.get(name).copied());
+        }
+    }
+
+    /// Counts VM `name` into the indexes, after a change.
+    fn reindex(&mut self, name: &str) {
+        if let Some(vm) = self.vms.get(name) {
+            self.index.add(vm, self.departed.get(name).copied());
+        }
     }
 
     /// The oldest revision still in the event ring.
@@ -248,41 +305,17 @@ impl Fleet {
             .collect()
     }
 
-    /// VMs placed on `node_id`.
+    /// VMs placed on `node_id` (from the index: O(VMs there)).
     pub fn vms_on(&self, node_id: u64) -> impl Iterator<Item = &VmRecord> {
-        self.vms
-            .values()
+        self.index
+            .names_on(node_id)
+            .filter_map(|name| self.vms.get(name))
             .map(|vm| &**vm)
-            .filter(move |vm| vm.node_id == node_id)
-    }
-
-    /// Resources wanted by the VMs meant to run, per node, in one pass over
-    /// the VMs (for callers that look at every node).
-    pub fn allocations(&self) -> BTreeMap<u64, Resources> {
-        let mut by_node: BTreeMap<u64, Resources> = BTreeMap::new();
-        for vm in self
-            .vms
-            .values()
-            .filter(|vm| vm.node_id != 0 && vm.desired == DesiredState::Running)
-        {
-            let r = by_node.entry(vm.node_id).or_default();
-            r.vcpus = r.vcpus.saturating_add(vm.spec.vcpus);
-            r.memory_mib = r.memory_mib.saturating_add(vm.spec.memory_mib);
-        }
-        by_node
     }
 
     /// Resources wanted by the VMs placed on `node_id` that are meant to run.
     pub fn allocated_on(&self, node_id: u64) -> Resources {
-        let mut r = Resources::default();
-        for vm in self
-            .vms_on(node_id)
-            .filter(|vm| vm.desired == DesiredState::Running)
-        {
-            r.vcpus = r.vcpus.saturating_add(vm.spec.vcpus);
-            r.memory_mib = r.memory_mib.saturating_add(vm.spec.memory_mib);
-        }
-        r
+        self.index.usage(node_id)
     }
 
     /// Appends an event stamped `at`, dropping the oldest past the ring's size.

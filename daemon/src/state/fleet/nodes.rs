@@ -57,6 +57,7 @@ impl Fleet {
             updated_at_ms: at.time_ms,
             lease_seq: 0,
             lease_ms: 0,
+            drain: None,
         };
         self.nodes.insert(reg.id, node.clone());
         self.push_event(
@@ -77,7 +78,12 @@ impl Fleet {
         self.nodes.remove(&id);
         self.audit.forget_node(id);
         let mut lost = 0usize;
-        for vm in self.vms.values_mut().filter(|vm| vm.node_id == id) {
+        let names: Vec<String> = self.index.names_on(id).cloned().collect();
+        for name in names {
+            self.unindex(&name);
+            let Some(vm) = self.vms.get_mut(&name) else {
+                continue;
+            };
             let vm = Arc::make_mut(vm);
             vm.node_id = 0;
             vm.state = VmState::Lost;
@@ -87,7 +93,8 @@ impl Fleet {
             // The removed host may run it until its lease runs out: neither
             // this record nor one created under its name after a delete is
             // placed before the leader forgets the name (`ForgetDeparted`).
-            self.departed.insert(vm.name.clone(), id);
+            self.departed.insert(name.clone(), id);
+            self.reindex(&name);
             lost += 1;
         }
         self.push_event(
@@ -111,6 +118,18 @@ impl Fleet {
             Schedulability::Cordoned => "node.cordoned",
             Schedulability::Draining => "node.draining",
         };
+        // A cordon or uncordon ends a drain: a finished one's report is
+        // dropped by the uncordon, a running one stops moving VMs.
+        if let Some(node) = self.nodes.get_mut(&id) {
+            match value {
+                Schedulability::Schedulable => node.drain = None,
+                _ => {
+                    if let Some(d) = node.drain.as_mut().filter(|d| d.outcome.is_none()) {
+                        d.outcome = Some("ended".into());
+                    }
+                }
+            }
+        }
         self.set_node_field(
             at,
             id,

@@ -47,6 +47,59 @@ fn check(action: &Action) -> Result<(), FieldError> {
             reports,
             gone,
         } => status_report(*node_id, reports, gone),
+        Action::PreemptVms {
+            for_vm,
+            node_id,
+            victims,
+        } => {
+            rules::vm_name(for_vm)?;
+            rules::node_id("node_id", *node_id)?;
+            if victims.is_empty() || victims.len() > blixard_shared::limits::MAX_PREEMPT_VICTIMS {
+                return Err(FieldError::new(
+                    "victims",
+                    format!(
+                        "between 1 and {} victims",
+                        blixard_shared::limits::MAX_PREEMPT_VICTIMS
+                    ),
+                ));
+            }
+            for (i, (name, _)) in victims.iter().enumerate() {
+                rules::dns_label(&format!("victims[{i}]"), name)?;
+            }
+            Ok(())
+        }
+        Action::MoveVm { name, cause, .. } => {
+            rules::vm_name(name)?;
+            if !matches!(cause.as_str(), "drain" | "migrate") {
+                return Err(FieldError::new("cause", "must be drain or migrate"));
+            }
+            Ok(())
+        }
+        Action::DrainNode { id, parallel, .. } => {
+            rules::node_id("id", *id)?;
+            rules::drain_parallel("parallel", *parallel)
+        }
+        Action::FinishDrain {
+            id,
+            outcome,
+            failed,
+        } => {
+            rules::node_id("id", *id)?;
+            if !matches!(outcome.as_str(), "complete" | "deadline passed" | "stuck") {
+                return Err(FieldError::new(
+                    "outcome",
+                    "must be complete, deadline passed or stuck",
+                ));
+            }
+            if failed.len() > crate::state::model::MAX_DRAIN_FAILURES {
+                return Err(FieldError::new("failed", "too many failures listed"));
+            }
+            for (i, (name, reason)) in failed.iter().enumerate() {
+                rules::dns_label(&format!("failed[{i}]"), name)?;
+                rules::report_reason(&format!("failed[{i}].reason"), reason)?;
+            }
+            Ok(())
+        }
         Action::CreateToken {
             name, hash, labels, ..
         } => {

@@ -6,6 +6,7 @@ use super::nodes::node_subject;
 use super::{truncate_utf8, Fleet, Stamp};
 use crate::state::command::*;
 use crate::state::model::*;
+use crate::state::placement;
 use crate::state::quota;
 use blixard_shared::limits::{MAX_FLEET_SPEC_BYTES, MAX_REASON_LEN, MAX_VMS};
 use std::sync::Arc;
@@ -32,9 +33,11 @@ impl Fleet {
             updated_at_ms: at.time_ms,
             revision: at.revision,
             restart_nonce: 0,
+            moving: None,
             observed: Observed::default(),
         };
         self.vms.insert(name.to_string(), Arc::new(vm.clone()));
+        self.reindex(name);
         self.spec_bytes = self.spec_bytes.saturating_add(spec_weight(spec));
         self.push_event(
             at,
@@ -86,6 +89,17 @@ impl Fleet {
         };
         quota::check(&self.quotas, &self.vms, spec, add)
             .map_err(|m| Rejection::new(RejectionCode::ResourceExhausted, m))?;
+        if let Some(group) = self.index.group(&spec.group) {
+            if !spec.group.is_empty() && group.max_per_node != spec.max_per_node {
+                return Err(Rejection::new(
+                    RejectionCode::InvalidArgument,
+                    format!(
+                        "spec.max_per_node: group {} has max_per_node {} (set by its {} VMs); give the same, or another group",
+                        spec.group, group.max_per_node, group.members
+                    ),
+                ));
+            }
+        }
         self.check_some_node_fits(spec)?;
         if spec.node_id != 0 && !self.nodes.contains_key(&spec.node_id) {
             return Err(Rejection::new(
@@ -142,10 +156,15 @@ impl Fleet {
             quota::check(&self.quotas, &self.vms, &current.spec, add)
                 .map_err(|m| Rejection::new(RejectionCode::ResourceExhausted, m))?;
         }
+        self.unindex(name);
         let vm = self.vm_mut(name)?;
         vm.desired = desired;
         touch(vm, at);
         let out = vm.clone();
+        self.reindex(name);
+        if let (DesiredState::Stopped, Some(m)) = (desired, &out.moving) {
+            self.drain_moved(name, m.from, false);
+        }
         let (kind, verb) = match desired {
             DesiredState::Running => ("vm.start_requested", "start"),
             DesiredState::Stopped => ("vm.stop_requested", "stop"),
@@ -197,14 +216,24 @@ impl Fleet {
             ));
         }
         self.check_node_takes(node_id, vm)?;
+        let moving = vm.moving.clone();
+        self.unindex(name);
         let vm = self.vm_mut(name)?;
         vm.node_id = node_id;
         vm.epoch += 1;
         vm.state = VmState::Scheduled;
-        vm.reason = format!("placed on node {node_id}");
+        vm.reason = match &moving {
+            Some(m) => format!("moved from node {} to node {node_id}", m.from),
+            None => format!("placed on node {node_id}"),
+        };
         vm.observed = Observed::default();
+        vm.moving = None;
         touch(vm, at);
         let out = vm.clone();
+        self.reindex(name);
+        if let Some(m) = moving {
+            self.drain_moved(name, m.from, true);
+        }
         self.push_event(
             at,
             "vm.placed",
@@ -214,33 +243,31 @@ impl Fleet {
         Ok(CommandOutcome::Vm(out))
     }
 
-    /// Whether `node_id` takes new VMs and has room for `vm` (what `vm`
-    /// already holds there, if anything, counted once).
-    fn check_node_takes(&self, node_id: u64, vm: &VmRecord) -> Result<(), Rejection> {
+    /// Whether `node_id` may take `vm` under every hard rule of the
+    /// placement engine (`placement::filter`): the engine's own filters,
+    /// asked again of the applied state, so a stale decision never
+    /// overcommits a node, breaks a group's limit or a constraint.
+    pub(super) fn check_node_takes(&self, node_id: u64, vm: &VmRecord) -> Result<(), Rejection> {
         let node = self.node(node_id)?;
-        if node.schedulability != Schedulability::Schedulable || node.health == NodeHealth::Down {
-            return Err(Rejection::new(
-                RejectionCode::FailedPrecondition,
+        let constraints = placement::constraints_of(vm)
+            .map_err(|e| Rejection::new(RejectionCode::InvalidArgument, e))?;
+        let load = placement::Load::of(self);
+        let group = load.group(&vm.spec.group);
+        match placement::filter::refusal(node, vm, &constraints, &load, &group, false) {
+            None => Ok(()),
+            Some(refusal) => Err(Rejection::new(
+                if refusal.is_room() {
+                    RejectionCode::ResourceExhausted
+                } else {
+                    RejectionCode::FailedPrecondition
+                },
                 format!(
-                    "node {node_id} does not take new VMs ({:?}, {:?})",
-                    node.schedulability, node.health
+                    "node {node_id} cannot take vm {:?}: {}",
+                    vm.name,
+                    refusal.describe(vm)
                 ),
-            ));
+            )),
         }
-        let mut used = self.allocated_on(node_id);
-        if vm.node_id == node_id && vm.desired == DesiredState::Running {
-            used.vcpus = used.vcpus.saturating_sub(vm.spec.vcpus);
-            used.memory_mib = used.memory_mib.saturating_sub(vm.spec.memory_mib);
-        }
-        if used.vcpus.saturating_add(vm.spec.vcpus) > node.capacity.vcpus
-            || used.memory_mib.saturating_add(vm.spec.memory_mib) > node.capacity.memory_mib
-        {
-            return Err(Rejection::new(
-                RejectionCode::ResourceExhausted,
-                format!("node {node_id} has no room for vm {:?}", vm.name),
-            ));
-        }
-        Ok(())
     }
 
     /// The leader takes a VM off a node whose lease ran out, with a new
@@ -269,6 +296,7 @@ impl Fleet {
                 ));
             }
         }
+        self.unindex(name);
         let vm = self.vm_mut(name)?;
         vm.node_id = 0;
         vm.epoch += 1;
@@ -277,6 +305,7 @@ impl Fleet {
         vm.observed = Observed::default();
         touch(vm, at);
         let out = vm.clone();
+        self.reindex(name);
         self.push_event(
             at,
             "vm.rescheduled",
@@ -302,7 +331,9 @@ impl Fleet {
         self.node(node_id)?;
         for name in gone {
             if self.departed.get(name) == Some(&node_id) {
+                self.unindex(name);
                 self.departed.remove(name);
+                self.reindex(name);
             }
         }
         let changes: Vec<(String, VmState, String)> = reports
@@ -397,15 +428,17 @@ impl Fleet {
             ));
         }
         let placed_on = vm.node_id;
+        if placed_on != 0 && self.departed.len() >= MAX_VMS {
+            return Err(Rejection::new(
+                RejectionCode::ResourceExhausted,
+                format!("{MAX_VMS} deleted vms still wait for their hosts to confirm them gone"),
+            ));
+        }
+        if let Some(m) = vm.moving.clone() {
+            self.drain_moved(name, m.from, false);
+        }
+        self.unindex(name);
         if placed_on != 0 {
-            if self.departed.len() >= MAX_VMS {
-                return Err(Rejection::new(
-                    RejectionCode::ResourceExhausted,
-                    format!(
-                        "{MAX_VMS} deleted vms still wait for their hosts to confirm them gone"
-                    ),
-                ));
-            }
             self.departed.insert(name.to_string(), placed_on);
         }
         if let Some(vm) = self.vms.remove(name) {
@@ -448,7 +481,9 @@ impl Fleet {
                 ));
             }
         }
+        self.unindex(name);
         self.departed.remove(name);
+        self.reindex(name);
         Ok(CommandOutcome::Done)
     }
 }

@@ -1,0 +1,116 @@
+//! Drains, driven by the leader: each pass moves the VMs of every draining
+//! node away (`MoveVm`), at most the drain's `parallel` at a time, each to
+//! a node the placement engine says fits; a VM that fits nowhere else
+//! stays and is reported. The drain ends (`FinishDrain`) when the node is
+//! empty (`complete`), when only VMs that cannot move are left (`stuck`,
+//! with the reason for each), or at its deadline (`deadline passed`).
+
+use crate::core::Core;
+use crate::state::model::{DesiredState, MAX_DRAIN_FAILURES};
+use crate::state::placement::{self, Input, Load, Planned, Policy};
+use crate::state::{Action, Command};
+use blixard_shared::time::now_ms;
+use std::collections::BTreeSet;
+
+/// Proposes the next moves of every running drain, and ends the drains
+/// that are done.
+pub async fn drive(core: &Core, lost: &BTreeSet<u64>, policy: Policy) {
+    let actions = plan(core, lost, policy, now_ms());
+    for action in actions {
+        let moving = matches!(action, Action::MoveVm { .. });
+        let cmd = Command {
+            time_ms: now_ms(),
+            action,
+        };
+        match core.propose_local(cmd).await {
+            Ok(_) if moving => {
+                core.metrics.vms_drained.inc();
+            }
+            Ok(_) => tracing::info!("drain finished"),
+            Err(e) if e.code() == tonic::Code::Unavailable => return,
+            Err(e) => tracing::debug!(error = %e.message(), "drain step refused"),
+        }
+    }
+}
+
+/// The next steps of every running drain at `now`.
+fn plan(core: &Core, lost: &BTreeSet<u64>, policy: Policy, now: u64) -> Vec<Action> {
+    let fleet = core.view.read();
+    let mut actions = Vec::new();
+    let mut planned = Planned::default();
+    for node in fleet.nodes.values() {
+        let Some(drain) = node.drain.as_ref().filter(|d| d.outcome.is_none()) else {
+            continue;
+        };
+        let left: Vec<_> = fleet.vms_on(node.id).collect();
+        let finish = |outcome: &str, failed: Vec<(String, String)>| Action::FinishDrain {
+            id: node.id,
+            outcome: outcome.to_string(),
+            failed: failed.into_iter().take(MAX_DRAIN_FAILURES).collect(),
+        };
+        if left.is_empty() && drain.in_flight.is_empty() {
+            actions.push(finish("complete", Vec::new()));
+            continue;
+        }
+        if now >= drain.deadline_ms {
+            let failed = left
+                .iter()
+                .map(|vm| {
+                    (
+                        vm.name.clone(),
+                        "still on the node at the deadline".to_string(),
+                    )
+                })
+                .collect();
+            actions.push(finish("deadline passed", failed));
+            continue;
+        }
+        let mut slots = (drain.parallel as usize).saturating_sub(drain.in_flight.len());
+        let mut stuck = Vec::new();
+        for vm in &left {
+            if vm.spec.node_id != 0 {
+                stuck.push((
+                    vm.name.clone(),
+                    format!("pinned to node {} by its spec", vm.spec.node_id),
+                ));
+                continue;
+            }
+            let target = if vm.desired == DesiredState::Stopped {
+                Some(0)
+            } else {
+                let input = Input {
+                    fleet: &fleet,
+                    load: Load::with(&fleet, &planned),
+                    lost,
+                    policy,
+                };
+                let decision = placement::decide(&input, vm, false);
+                match decision.node {
+                    Some(n) => Some(n),
+                    None => {
+                        stuck.push((vm.name.clone(), decision.summary()));
+                        None
+                    }
+                }
+            };
+            let Some(target) = target else { continue };
+            if slots == 0 {
+                continue;
+            }
+            slots -= 1;
+            if target != 0 {
+                planned.add(target, vm);
+            }
+            actions.push(Action::MoveVm {
+                name: vm.name.clone(),
+                expected_epoch: vm.epoch,
+                to: 0,
+                cause: "drain".into(),
+            });
+        }
+        if drain.in_flight.is_empty() && !stuck.is_empty() && stuck.len() == left.len() {
+            actions.push(finish("stuck", stuck));
+        }
+    }
+    actions
+}
