@@ -17,9 +17,9 @@ pub const ACCESS_REFRESH_MS: u64 = 5_000;
 pub const MAX_ACCESS_QUESTIONS: usize = 4096;
 
 /// The actions the console offers on each VM.
-const VM_ACTIONS: [&str; 4] = ["vm.start", "vm.stop", "vm.restart", "vm.delete"];
+const VM_ACTIONS: [&str; 5] = ["vm.start", "vm.stop", "vm.restart", "vm.delete", "vm.migrate"];
 /// The actions the console offers on each node.
-const NODE_ACTIONS: [&str; 2] = ["node.cordon", "node.uncordon"];
+const NODE_ACTIONS: [&str; 3] = ["node.cordon", "node.uncordon", "node.drain"];
 
 /// One question: may the console's token do `action` on this?
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -146,6 +146,8 @@ impl Action {
             Action::DeleteVm { name, .. } => AccessKey::vm("vm.delete", name),
             Action::Cordon(id) => AccessKey::node("node.cordon", *id),
             Action::Uncordon(id) => AccessKey::node("node.uncordon", *id),
+            Action::Drain(id) => AccessKey::node("node.drain", *id),
+            Action::MigrateVm(n) => AccessKey::vm("vm.migrate", n),
             Action::TransferLeader(_) => AccessKey::cluster("cluster.transfer_leader"),
         }
     }
@@ -184,12 +186,13 @@ mod tests {
             VmVerb::Restart,
             VmVerb::Delete,
             VmVerb::ForceDelete,
+            VmVerb::Migrate,
         ];
         for verb in vm_verbs {
             let action = verb.action("a".into()).access_key().action;
             assert!(VM_ACTIONS.contains(&action), "{verb:?}");
         }
-        for verb in [NodeVerb::Cordon, NodeVerb::Uncordon] {
+        for verb in [NodeVerb::Cordon, NodeVerb::Uncordon, NodeVerb::Drain] {
             let action = verb.action(1).access_key().action;
             assert!(NODE_ACTIONS.contains(&action), "{verb:?}");
         }

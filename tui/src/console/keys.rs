@@ -32,6 +32,8 @@ pub enum VmVerb {
     Delete,
     /// Delete it even if it runs.
     ForceDelete,
+    /// Move it to the node the scheduler picks (stopped, then started).
+    Migrate,
 }
 
 impl VmVerb {
@@ -43,6 +45,7 @@ impl VmVerb {
             VmVerb::Restart => Action::RestartVm(name),
             VmVerb::Delete => Action::DeleteVm { name, force: false },
             VmVerb::ForceDelete => Action::DeleteVm { name, force: true },
+            VmVerb::Migrate => Action::MigrateVm(name),
         }
     }
 }
@@ -52,8 +55,10 @@ impl VmVerb {
 pub enum NodeVerb {
     /// Stop placing VMs on it.
     Cordon,
-    /// Place VMs on it again.
+    /// Place VMs on it again (ends a drain).
     Uncordon,
+    /// Cordon it and move its VMs away.
+    Drain,
 }
 
 impl NodeVerb {
@@ -62,6 +67,7 @@ impl NodeVerb {
         match self {
             NodeVerb::Cordon => Action::Cordon(id),
             NodeVerb::Uncordon => Action::Uncordon(id),
+            NodeVerb::Drain => Action::Drain(id),
         }
     }
 }
@@ -330,6 +336,13 @@ pub const KEYS: &[KeyBinding] = &[
         true,
     ),
     on(
+        &[View::Vms],
+        "m",
+        "migrate",
+        &[(Char('m'), A::Vm(VmVerb::Migrate))],
+        true,
+    ),
+    on(
         &[View::Nodes],
         "enter",
         "vms",
@@ -348,6 +361,13 @@ pub const KEYS: &[KeyBinding] = &[
         "u",
         "uncordon",
         &[(Char('u'), A::Node(NodeVerb::Uncordon))],
+        true,
+    ),
+    on(
+        &[View::Nodes],
+        "r",
+        "drain",
+        &[(Char('r'), A::Node(NodeVerb::Drain))],
         true,
     ),
     on(
@@ -574,15 +594,21 @@ pub const COMMANDS: &[CommandWord] = &[
     vm(
         "vm start",
         "vm start NAME",
-        ":vm start|restart|delete NAME",
+        ":vm start|restart|delete|migrate NAME",
         VmVerb::Start,
     ),
     vm("vm restart", "vm restart NAME", "", VmVerb::Restart),
     vm("vm delete", "vm delete NAME", "", VmVerb::Delete),
+    vm(
+        "vm migrate",
+        "vm migrate NAME",
+        "",
+        VmVerb::Migrate,
+    ),
     node(
         "node cordon",
         "node cordon NODE_ID",
-        ":node cordon|uncordon ID",
+        ":node cordon|uncordon|drain ID",
         NodeVerb::Cordon,
     ),
     node(
@@ -590,6 +616,12 @@ pub const COMMANDS: &[CommandWord] = &[
         "node uncordon NODE_ID",
         "",
         NodeVerb::Uncordon,
+    ),
+    node(
+        "node drain",
+        "node drain NODE_ID",
+        "",
+        NodeVerb::Drain,
     ),
     CommandWord {
         word: "transfer",

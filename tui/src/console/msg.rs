@@ -133,8 +133,12 @@ pub enum Action {
     },
     /// Cordon a node.
     Cordon(u64),
-    /// Uncordon a node.
+    /// Uncordon a node (ends its drain).
     Uncordon(u64),
+    /// Drain a node (default deadline and parallelism).
+    Drain(u64),
+    /// Migrate a VM to the scheduler's pick.
+    MigrateVm(String),
     /// Transfer leadership (to a node, or the best other voter).
     TransferLeader(Option<u64>),
 }
@@ -167,6 +171,8 @@ impl Action {
             Action::DeleteVm { name, .. } => format!("delete vm {name}"),
             Action::Cordon(id) => format!("cordon node {id}"),
             Action::Uncordon(id) => format!("uncordon node {id}"),
+            Action::Drain(id) => format!("drain node {id} (move its VMs away, 2 at a time)"),
+            Action::MigrateVm(n) => format!("migrate vm {n} (stop it, start it on another node)"),
             Action::TransferLeader(Some(id)) => format!("transfer leadership to node {id}"),
             Action::TransferLeader(None) => {
                 "transfer leadership to the most up-to-date voter".into()

@@ -297,6 +297,8 @@ async fn execute(
         Action::DeleteVm { name, force } => client.delete_vm(&name, force).await,
         Action::Cordon(id) => client.cordon_node(id).await.map(|_| ()),
         Action::Uncordon(id) => client.uncordon_node(id).await.map(|_| ()),
+        Action::Drain(id) => client.drain_node(id, 0, 0).await.map(|_| ()),
+        Action::MigrateVm(name) => client.migrate_vm(&name, 0, false).await.map(|_| ()),
         Action::TransferLeader(to) => client.transfer_leadership(to).await.map(|leader| {
             tracing::info!(new_leader = leader, "leadership transferred");
         }),

@@ -313,6 +313,9 @@ async fn microvm(
     // 1. Create-to-ready, one VM at a time, alternating with raw boots of
     //    the same command line so both see the same machine conditions.
     let mut latencies = Vec::new();
+    let mut to_spawn = Vec::new();
+    let mut sent_to_spawn = Vec::new();
+    let mut ack_ms = Vec::new();
     let mut raw_times = Vec::new();
     for i in 0..vms.max(raw) {
         if i < raw {
@@ -322,10 +325,27 @@ async fn microvm(
             continue;
         }
         let name = format!("lat-{i}");
+        let sent_wall = std::time::SystemTime::now();
         client.create_vm(create(name.clone())).await?;
         let returned = Instant::now();
+        let returned_wall = std::time::SystemTime::now();
+        ack_ms.push(
+            returned_wall
+                .duration_since(sent_wall)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        );
         let ready = wait_for_line(&console(&name), READY, BOOT_DEADLINE).await?;
         latencies.push(ready.duration_since(returned).as_secs_f64());
+        // The backend opens the console log just before it spawns QEMU:
+        // its birth time is the spawn, on the same clock as the ack.
+        if let Ok(born) = std::fs::metadata(console(&name)).and_then(|m| m.created()) {
+            let since = |t: std::time::SystemTime| match born.duration_since(t) {
+                Ok(d) => d.as_secs_f64() * 1000.0,
+                Err(e) => -e.duration().as_secs_f64() * 1000.0,
+            };
+            to_spawn.push(since(returned_wall));
+            sent_to_spawn.push(since(sent_wall));
+        }
         client
             .delete_vm(pb::DeleteVmRequest { name, force: true })
             .await?;
@@ -409,6 +429,22 @@ async fn microvm(
         "| orchestration overhead (median difference) | {:.2} s |",
         lat_med - raw_med
     );
+    for (what, v) in [
+        ("`CreateVm` sent to acknowledged", &mut ack_ms),
+        ("`CreateVm` sent to QEMU spawned", &mut sent_to_spawn),
+        (
+            "`CreateVm` acknowledged to QEMU spawned (negative: spawned before the answer arrived)",
+            &mut to_spawn,
+        ),
+    ] {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "| {what} (n={}) | median {:.1} ms, p95 {:.1} ms |",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.95)
+        );
+    }
     println!(
         "| idle 128 MiB guests running at once | {running} (stopped because: {stop_reason}) |"
     );

@@ -223,19 +223,21 @@ impl<B: VmBackend> Agent<B> {
         let mut assigned = 0;
         loop {
             // A change of what this host must run (a placement, a stop,
-            // a move, a restart request) is acted on at once; anything
-            // else waits out the least interval between passes, which
-            // bounds how often reports are sent.
-            let now_assigned = self.assignment_digest();
-            let wait = if now_assigned != assigned {
-                Duration::ZERO
-            } else {
-                MIN_PASS_INTERVAL.saturating_sub(last_pass.elapsed())
-            };
-            assigned = now_assigned;
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.recv() => return,
+            // a move, a restart request) is acted on at once, even while
+            // waiting; anything else waits out the least interval between
+            // passes, which bounds how often reports are sent.
+            let next = last_pass + MIN_PASS_INTERVAL;
+            loop {
+                let now_assigned = self.assignment_digest();
+                if now_assigned != assigned {
+                    assigned = now_assigned;
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => break,
+                    r = applied.changed() => if r.is_err() { return },
+                    _ = shutdown.recv() => return,
+                }
             }
             last_pass = Instant::now();
             self.pass().await;

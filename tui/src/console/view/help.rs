@@ -11,7 +11,7 @@ use ratatui::widgets::{Clear, Paragraph};
 use ratatui::Frame;
 
 /// Size of the help box (columns, rows), borders included.
-const HELP_SIZE: (u16, u16) = (64, 22);
+const HELP_SIZE: (u16, u16) = (64, 24);
 /// Columns of a key's label in the help.
 const LABEL_WIDTH: usize = 10;
 /// Columns of a description in the left half of the "everywhere" section.

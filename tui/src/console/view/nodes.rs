@@ -1,5 +1,5 @@
 //! The nodes view: each host's state, capacity and use, zone, backend and
-//! labels.
+//! labels (or, while a drain is shown, its progress).
 
 use super::theme::Theme;
 use super::widgets::{bar, draw_table, filter_suffix, TableSpec};
@@ -83,6 +83,25 @@ fn node_row(n: &pb::Node, gauge: usize, t: &Theme) -> Row<'static> {
         Cell::from(n.vms.len().to_string()),
         Cell::from(n.zone.clone()),
         Cell::from(n.backend.clone()),
-        Cell::from(labels.join(",")),
+        Cell::from(match &n.drain {
+            Some(d) => drain_cell(d),
+            None => labels.join(","),
+        }),
     ])
+}
+
+/// A drain's progress where the labels go: "drain running: 2 moved, 1
+/// left, 0 failed".
+fn drain_cell(d: &pb::DrainStatus) -> String {
+    let state = if d.outcome.is_empty() {
+        "running"
+    } else {
+        d.outcome.as_str()
+    };
+    format!(
+        "drain {state}: {} moved, {} left, {} failed",
+        d.moved,
+        d.left,
+        d.failed.len()
+    )
 }

@@ -158,13 +158,14 @@ fn summary_lines<'a>(model: &Model, vm: &pb::Vm, t: &Theme) -> Vec<Line<'a>> {
             boot(&spec)
         )),
         Line::raw(format!(
-            "policy:    restart {}  priority {}",
+            "policy:    restart {}  priority {}{}",
             match pb::RestartPolicy::try_from(spec.restart_policy) {
                 Ok(pb::RestartPolicy::OnFailure) => "on-failure",
                 Ok(pb::RestartPolicy::Never) => "never",
                 _ => "always",
             },
-            spec.priority
+            spec.priority,
+            if spec.preemptible { " (preemptible)" } else { "" }
         )),
         Line::raw(format!(
             "process:   pid {}  restarts {}",
@@ -172,8 +173,37 @@ fn summary_lines<'a>(model: &Model, vm: &pb::Vm, t: &Theme) -> Vec<Line<'a>> {
             restarts(vm)
         )),
     ];
+    lines.extend(rules_lines(&spec));
     if !vm.reason.is_empty() {
         lines.push(Line::raw(format!("reason:    {}", vm.reason)));
+    }
+    lines
+}
+
+/// The VM's placement rules: constraints, group, pin and strategy (only
+/// the ones it has).
+fn rules_lines<'a>(spec: &pb::VmSpec) -> Vec<Line<'a>> {
+    let mut lines = Vec::new();
+    if !spec.constraints.is_empty() {
+        lines.push(Line::raw(format!("rules:     {}", spec.constraints.join("; "))));
+    }
+    if !spec.group.is_empty() {
+        let max = match spec.max_per_node {
+            0 => "no limit per node".to_string(),
+            n => format!("at most {n} per node"),
+        };
+        let spread = if spec.spread_by.is_empty() {
+            String::new()
+        } else {
+            format!(", spread by {}", spec.spread_by)
+        };
+        lines.push(Line::raw(format!("group:     {} ({max}{spread})", spec.group)));
+    }
+    if spec.node_id != 0 {
+        lines.push(Line::raw(format!("pinned:    node {}", spec.node_id)));
+    }
+    if !spec.strategy.is_empty() {
+        lines.push(Line::raw(format!("strategy:  {}", spec.strategy)));
     }
     lines
 }
@@ -199,7 +229,11 @@ fn boot(spec: &pb::VmSpec) -> String {
 /// Where the VM is placed, or why it is not.
 fn placement(model: &Model, vm: &pb::Vm) -> String {
     if vm.node_id == 0 {
-        format!("not placed: {}", vm.reason)
+        if vm.placement.is_empty() {
+            format!("not placed: {}", vm.reason)
+        } else {
+            vm.placement.clone()
+        }
     } else {
         let node = model
             .nodes
