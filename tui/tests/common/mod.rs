@@ -49,6 +49,12 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(id: u64, dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        Self::start_binary(&blixardd_bin(), id, dir, listen, extra)
+    }
+
+    /// Like [`Daemon::start`] with the daemon binary at `bin` (an upgrade
+    /// starts a node from a new binary on its old data dir).
+    pub fn start_binary(bin: &Path, id: u64, dir: &Path, listen: &str, extra: &[&str]) -> Self {
         std::fs::create_dir_all(dir).expect("data dir");
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
@@ -57,7 +63,7 @@ impl Daemon {
             .append(true)
             .open(dir.join("daemon.log"))
             .expect("log file");
-        let child = Command::new(blixardd_bin())
+        let child = Command::new(bin)
             .args(["--node-id", &id.to_string(), "--listen", listen])
             .arg("--data-dir")
             .arg(dir)
@@ -103,6 +109,24 @@ impl Daemon {
             c.kill().expect("SIGKILL");
             c.wait().expect("reap");
         }
+    }
+
+    /// Stops the daemon as systemd would (SIGTERM) and waits for it to
+    /// exit; its VMs keep running.
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on a child this test spawned.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            c.wait().expect("reap");
+        }
+    }
+
+    /// Starts the daemon again on its data dir and address from the
+    /// binary at `bin`.
+    pub fn restart_binary(&mut self, bin: &Path) {
+        let args: Vec<&str> = self.backend_args.iter().map(String::as_str).collect();
+        let mut again = Daemon::start_binary(bin, self.id, &self.dir.clone(), &self.addr.clone(), &args);
+        self.child = again.child.take();
     }
 
     pub fn restart(&mut self) {
