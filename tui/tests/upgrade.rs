@@ -112,14 +112,23 @@ fn a_rolling_upgrade_by_the_runbook_fails_no_write_and_restarts_no_vm() {
         let name = format!("keep-{i}");
         let out = cli(
             &all,
-            &["vm", "create", &name, "--vcpus", "1", "--memory", "64", "--runner", &runner],
+            &[
+                "vm", "create", &name, "--vcpus", "1", "--memory", "64", "--runner", &runner,
+            ],
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let before = eventually(Duration::from_secs(60), "the VMs running", || {
         let now = instances(&all)?;
-        (now.len() == 3 && now.values().all(|(pid, started, _)| *pid != 0 && *started != 0))
-            .then_some(now)
+        (now.len() == 3
+            && now
+                .values()
+                .all(|(pid, started, _)| *pid != 0 && *started != 0))
+        .then_some(now)
     });
 
     // A client keeps writing through the whole upgrade.
@@ -127,14 +136,24 @@ fn a_rolling_upgrade_by_the_runbook_fails_no_write_and_restarts_no_vm() {
     let retries = Arc::new(AtomicUsize::new(0));
     let writes = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let (stop, retries, writes, all) = (stop.clone(), retries.clone(), writes.clone(), all.clone());
+        let (stop, retries, writes, all) =
+            (stop.clone(), retries.clone(), writes.clone(), all.clone());
         std::thread::spawn(move || {
             let mut failures = Vec::new();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let name = format!("w-{i}");
                 i += 1;
-                let create = ["vm", "create", &name, "--vcpus", "1", "--memory", "64", "--stopped"];
+                let create = [
+                    "vm",
+                    "create",
+                    &name,
+                    "--vcpus",
+                    "1",
+                    "--memory",
+                    "64",
+                    "--stopped",
+                ];
                 if let Err(e) = retrying(&all, &create, &retries) {
                     failures.push(e);
                 }
@@ -151,15 +170,30 @@ fn a_rolling_upgrade_by_the_runbook_fails_no_write_and_restarts_no_vm() {
     let leader = json_of(&cli(&all, &["cluster", "status"]))["leader_id"]
         .as_u64()
         .expect("leader");
-    let mut order: Vec<u64> = daemons.iter().map(|d| d.id).filter(|id| *id != leader).collect();
+    let mut order: Vec<u64> = daemons
+        .iter()
+        .map(|d| d.id)
+        .filter(|id| *id != leader)
+        .collect();
     order.push(leader);
     for id in order {
         // 1. Move leadership away from the node.
         let status = json_of(&cli(&all, &["cluster", "status"]));
         if status["leader_id"].as_u64() == Some(id) {
-            let to = daemons.iter().map(|d| d.id).find(|d| *d != id).expect("another");
-            let out = cli(&all, &["cluster", "transfer-leader", "--to", &to.to_string()]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let to = daemons
+                .iter()
+                .map(|d| d.id)
+                .find(|d| *d != id)
+                .expect("another");
+            let out = cli(
+                &all,
+                &["cluster", "transfer-leader", "--to", &to.to_string()],
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             eventually(Duration::from_secs(30), "leadership to move", || {
                 let v = json_of(&cli(&all, &["cluster", "status"]));
                 (v["leader_id"].as_u64()? != id && v["leader_id"].as_u64()? != 0).then_some(())

@@ -17,7 +17,13 @@ pub const ACCESS_REFRESH_MS: u64 = 5_000;
 pub const MAX_ACCESS_QUESTIONS: usize = 4096;
 
 /// The actions the console offers on each VM.
-const VM_ACTIONS: [&str; 5] = ["vm.start", "vm.stop", "vm.restart", "vm.delete", "vm.migrate"];
+const VM_ACTIONS: [&str; 5] = [
+    "vm.start",
+    "vm.stop",
+    "vm.restart",
+    "vm.delete",
+    "vm.migrate",
+];
 /// The actions the console offers on each node.
 const NODE_ACTIONS: [&str; 3] = ["node.cordon", "node.uncordon", "node.drain"];
 

@@ -599,12 +599,7 @@ pub const COMMANDS: &[CommandWord] = &[
     ),
     vm("vm restart", "vm restart NAME", "", VmVerb::Restart),
     vm("vm delete", "vm delete NAME", "", VmVerb::Delete),
-    vm(
-        "vm migrate",
-        "vm migrate NAME",
-        "",
-        VmVerb::Migrate,
-    ),
+    vm("vm migrate", "vm migrate NAME", "", VmVerb::Migrate),
     node(
         "node cordon",
         "node cordon NODE_ID",
@@ -617,12 +612,7 @@ pub const COMMANDS: &[CommandWord] = &[
         "",
         NodeVerb::Uncordon,
     ),
-    node(
-        "node drain",
-        "node drain NODE_ID",
-        "",
-        NodeVerb::Drain,
-    ),
+    node("node drain", "node drain NODE_ID", "", NodeVerb::Drain),
     CommandWord {
         word: "transfer",
         aliases: &[],

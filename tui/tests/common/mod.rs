@@ -125,7 +125,8 @@ impl Daemon {
     /// binary at `bin`.
     pub fn restart_binary(&mut self, bin: &Path) {
         let args: Vec<&str> = self.backend_args.iter().map(String::as_str).collect();
-        let mut again = Daemon::start_binary(bin, self.id, &self.dir.clone(), &self.addr.clone(), &args);
+        let mut again =
+            Daemon::start_binary(bin, self.id, &self.dir.clone(), &self.addr.clone(), &args);
         self.child = again.child.take();
     }
 

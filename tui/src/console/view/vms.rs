@@ -165,7 +165,11 @@ fn summary_lines<'a>(model: &Model, vm: &pb::Vm, t: &Theme) -> Vec<Line<'a>> {
                 _ => "always",
             },
             spec.priority,
-            if spec.preemptible { " (preemptible)" } else { "" }
+            if spec.preemptible {
+                " (preemptible)"
+            } else {
+                ""
+            }
         )),
         Line::raw(format!(
             "process:   pid {}  restarts {}",
@@ -185,7 +189,10 @@ fn summary_lines<'a>(model: &Model, vm: &pb::Vm, t: &Theme) -> Vec<Line<'a>> {
 fn rules_lines<'a>(spec: &pb::VmSpec) -> Vec<Line<'a>> {
     let mut lines = Vec::new();
     if !spec.constraints.is_empty() {
-        lines.push(Line::raw(format!("rules:     {}", spec.constraints.join("; "))));
+        lines.push(Line::raw(format!(
+            "rules:     {}",
+            spec.constraints.join("; ")
+        )));
     }
     if !spec.group.is_empty() {
         let max = match spec.max_per_node {
@@ -197,7 +204,10 @@ fn rules_lines<'a>(spec: &pb::VmSpec) -> Vec<Line<'a>> {
         } else {
             format!(", spread by {}", spec.spread_by)
         };
-        lines.push(Line::raw(format!("group:     {} ({max}{spread})", spec.group)));
+        lines.push(Line::raw(format!(
+            "group:     {} ({max}{spread})",
+            spec.group
+        )));
     }
     if spec.node_id != 0 {
         lines.push(Line::raw(format!("pinned:    node {}", spec.node_id)));
