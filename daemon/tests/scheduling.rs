@@ -517,3 +517,57 @@ async fn a_drain_under_load_moves_every_vm_and_never_runs_one_twice() {
     assert!(node.drain.is_none());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_that_cannot_move_a_vm_reports_it_instead_of_hanging() {
+    let cluster = TestCluster::start(3).await;
+    let run = runner(&tmp_of(&cluster), "pinned");
+    let mut vms = cluster.vm_client(0);
+    vms.create_vm(vm_req("pinned", &run, |s| s.node_id = 2))
+        .await
+        .expect("create");
+    vms.create_vm(vm_req("free", &run, |s| s.node_id = 0))
+        .await
+        .expect("create");
+    assert_eq!(running_on(&cluster, "pinned").await, 2);
+    running_on(&cluster, "free").await;
+    let mut nodes = NodeServiceClient::new(cluster.channel(0));
+    nodes
+        .drain_node(pb::DrainNodeRequest {
+            node_id: 2,
+            deadline_ms: 60_000,
+            parallel: 1,
+        })
+        .await
+        .expect("drain");
+    let node = eventually(Duration::from_secs(30), "the drain to end", || async {
+        let node = NodeServiceClient::new(cluster.channel(0))
+            .get_node(pb::GetNodeRequest {
+                node_id: 2,
+                consistency: 0,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .node?;
+        node.drain.as_ref().filter(|d| !d.outcome.is_empty())?;
+        Some(node)
+    })
+    .await;
+    let drain = node.drain.expect("drain");
+    assert_eq!(drain.outcome, "stuck", "{drain:?}");
+    assert_eq!(drain.failed.len(), 1, "{drain:?}");
+    assert_eq!(drain.failed[0].name, "pinned");
+    assert!(
+        drain.failed[0].reason.contains("pinned to node 2"),
+        "{drain:?}"
+    );
+    assert_eq!(node.vms, vec!["pinned".to_string()], "it stays, running");
+    assert_eq!(running_on(&cluster, "pinned").await, 2);
+    assert_eq!(node.schedulability, pb::Schedulability::Cordoned as i32);
+    nodes
+        .uncordon_node(pb::UncordonNodeRequest { node_id: 2 })
+        .await
+        .expect("uncordon");
+    cluster.shutdown().await;
+}

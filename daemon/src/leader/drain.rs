@@ -108,7 +108,28 @@ fn plan(core: &Core, lost: &BTreeSet<u64>, policy: Policy, now: u64) -> Vec<Acti
                 cause: "drain".into(),
             });
         }
-        if drain.in_flight.is_empty() && !stuck.is_empty() && stuck.len() == left.len() {
+        // VMs already off the node whose old instance is gone but that fit
+        // nowhere now: the drain waits on them in vain.
+        let mut waiting_in_vain = 0;
+        for name in &drain.in_flight {
+            let Some(vm) = fleet.vms.get(name) else {
+                continue;
+            };
+            if vm.node_id != 0 || fleet.departed.contains_key(name) {
+                continue;
+            }
+            let input = Input::of(&fleet, lost, policy);
+            let decision = placement::decide(&input, vm, false);
+            if decision.node.is_none() {
+                waiting_in_vain += 1;
+                stuck.push((
+                    name.clone(),
+                    format!("moved off, but {}", decision.summary()),
+                ));
+            }
+        }
+        let nothing_moving = drain.in_flight.len() == waiting_in_vain;
+        if nothing_moving && !stuck.is_empty() && stuck.len() == left.len() + waiting_in_vain {
             actions.push(finish("stuck", stuck));
         }
     }
