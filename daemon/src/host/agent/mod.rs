@@ -505,15 +505,15 @@ impl<B: VmBackend> Agent<B> {
         }
     }
 
-    /// A digest of what the state asks of this host: each VM placed here
-    /// with its epoch, desired state and restart nonce.
+    /// A digest of what the state asks of this host (the fleet index's,
+    /// O(1), so it is cheap on every applied entry), and how many names
+    /// wait on a host to confirm them gone.
     fn assignment_digest(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let fleet = self.core.view.read();
-        for vm in fleet.vms_on(self.core.id) {
-            (&vm.name, vm.epoch, vm.desired as u8, vm.restart_nonce).hash(&mut h);
-        }
+        let (count, used, sum) = fleet.index.assignment(self.core.id);
+        (count, used.vcpus, used.memory_mib, sum).hash(&mut h);
         fleet.departed.len().hash(&mut h);
         h.finish()
     }

@@ -45,6 +45,10 @@ pub struct GroupIndex {
 pub struct FleetIndex {
     usage: FastMap<u64, Resources>,
     on_node: FastMap<u64, BTreeSet<String>>,
+    /// Per node, the wrapping sum of epoch, restart nonce and desired
+    /// state over the VMs placed there: with the count and usage, a cheap
+    /// sign that what the node must run changed (the agent wakes on it).
+    assigned: FastMap<u64, u64>,
     groups: FastMap<String, GroupIndex>,
     pending: BTreeSet<PendingKey>,
 }
@@ -93,6 +97,16 @@ impl FleetIndex {
                     self.usage.remove(&vm.node_id);
                 }
             }
+            let sign = vm
+                .epoch
+                .wrapping_add(vm.restart_nonce)
+                .wrapping_add(u64::from(vm.desired == DesiredState::Running));
+            let sum = self.assigned.entry(vm.node_id).or_default();
+            *sum = if add {
+                sum.wrapping_add(sign)
+            } else {
+                sum.wrapping_sub(sign)
+            };
             let names = self.on_node.entry(vm.node_id).or_default();
             if add {
                 names.insert(vm.name.clone());
@@ -100,6 +114,7 @@ impl FleetIndex {
                 names.remove(&vm.name);
                 if names.is_empty() {
                     self.on_node.remove(&vm.node_id);
+                    self.assigned.remove(&vm.node_id);
                 }
             }
         } else if vm.desired == DesiredState::Running {
@@ -135,6 +150,19 @@ impl FleetIndex {
     /// Resources wanted by the VMs placed on `node` that are meant to run.
     pub fn usage(&self, node: u64) -> Resources {
         self.usage.get(&node).copied().unwrap_or_default()
+    }
+
+    /// A digest of what `node` must run (count, usage, and the sum of
+    /// epochs, restart nonces and desired states of its VMs), in O(1):
+    /// it changes with any placement, move, stop, start or restart request
+    /// there (a coincidence that keeps it unchanged only delays the
+    /// agent to its next regular pass).
+    pub fn assignment(&self, node: u64) -> (usize, Resources, u64) {
+        (
+            self.count_on(node),
+            self.usage(node),
+            self.assigned.get(&node).copied().unwrap_or(0),
+        )
     }
 
     /// How many VMs are placed on `node`.

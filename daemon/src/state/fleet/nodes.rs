@@ -116,7 +116,13 @@ impl Fleet {
         let kind = match value {
             Schedulability::Schedulable => "node.uncordoned",
             Schedulability::Cordoned => "node.cordoned",
-            Schedulability::Draining => "node.draining",
+            // A drain has a record and a driver: only `DrainNode` starts one.
+            Schedulability::Draining => {
+                return Err(Rejection::new(
+                    RejectionCode::InvalidArgument,
+                    "value: a node is set draining only by DrainNode",
+                ))
+            }
         };
         // A cordon or uncordon ends a drain: a finished one's report is
         // dropped by the uncordon, a running one stops moving VMs.
