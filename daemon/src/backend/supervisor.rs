@@ -45,6 +45,11 @@ pub struct Supervisor {
     root: PathBuf,
     backend: &'static str,
     exits: Arc<Mutex<HashMap<String, ExitRecord>>>,
+    /// Pids this supervisor spawned and still waits for: between a child's
+    /// death and the waiter recording its exit status, the process is a
+    /// zombie (not alive) with no exit recorded yet, and must not read as
+    /// "ended while this daemon was not watching".
+    watching: Arc<Mutex<std::collections::HashSet<u32>>>,
     /// `meta.json` contents by VM: the agent asks for state every pass, so
     /// the file is read once and then kept (only this supervisor writes it).
     metas: Mutex<HashMap<String, Meta>>,
@@ -97,6 +102,7 @@ impl Supervisor {
             root,
             backend,
             exits: Arc::default(),
+            watching: Arc::default(),
             metas: Mutex::default(),
             lease_dir: None,
             cgroups,
@@ -251,6 +257,11 @@ impl Supervisor {
             return Err(e);
         }
         let exits = self.exits.clone();
+        let watching = self.watching.clone();
+        watching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid);
         let owned = name.to_string();
         tokio::spawn(async move {
             let (clean, reason) = match child.wait().await {
@@ -262,6 +273,10 @@ impl Supervisor {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(owned, ExitRecord { pid, clean, reason });
+            watching
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pid);
         });
         tracing::info!(vm = %name, pid, epoch, backend = self.backend, "vm process started");
         Ok(Instance {
@@ -347,7 +362,16 @@ impl Supervisor {
                 };
             }
         }
-        if self.alive(&meta) {
+        let waited_for = || {
+            self.watching
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&meta.pid)
+        };
+        // A child that just died is reaped and described by its waiter in
+        // a moment; until then it reads as running (the next pass sees
+        // how it ended).
+        if self.alive(&meta) || waited_for() {
             InstanceState::Running { pid: meta.pid }
         } else {
             InstanceState::Exited {

@@ -396,10 +396,12 @@ impl Fleet {
                 format!("vm {name:?} is stopped: start it instead of restarting it"),
             ));
         }
+        self.unindex(name);
         let vm = self.vm_mut(name)?;
         vm.restart_nonce += 1;
         touch(vm, at);
         let out = vm.clone();
+        self.reindex(name);
         self.push_event(
             at,
             "vm.restart_requested",
