@@ -21,9 +21,11 @@ async fn main() -> Result<()> {
     let config = Config::resolve(flags)?;
     let filter = EnvFilter::try_new(&config.log)
         .wrap_err_with(|| format!("--log: {:?} is not a valid filter", config.log))?;
+    // Colour only on a terminal: not into a file, a pipe or journald.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let node = blixard_daemon::server::start(config).await?;
     // A node that failed for good (a task died, Raft stopped) stops what it

@@ -462,6 +462,35 @@ async fn health_reflection_and_metrics_are_served() {
         );
     }
 
+    // The same through v1alpha, the only one Python's grpcio-reflection speaks.
+    {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as Alpha;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+        let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(AlphaRequest::ListServices(String::new())),
+        };
+        let resp = Alpha::new(cluster.channel(0))
+            .server_reflection_info(tokio_stream::iter([req]))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner()
+            .next()
+            .await
+            .expect("one answer")
+            .expect("ok");
+        let Some(AlphaResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("unexpected v1alpha answer: {resp:?}");
+        };
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "blixard.v1.VmService"),
+            "{list:?}"
+        );
+    }
+
     let addr = cluster.nodes[0]
         .handle
         .as_ref()

@@ -67,7 +67,7 @@ fn explain_migrate_and_drain_speak_json_and_exit_codes_scripts_can_trust() {
             "far",
             "--vcpus",
             "1",
-            "--memory",
+            "--memory-mib",
             "64",
             "--runner",
             &runner,
@@ -76,7 +76,11 @@ fn explain_migrate_and_drain_speak_json_and_exit_codes_scripts_can_trust() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let v = json_of(&cli(&all, &["vm", "explain", "far"]));
+    // (Every node registers its record just after it becomes a voter.)
+    let v = eventually(Duration::from_secs(30), "three registered nodes", || {
+        let v = json_of(&cli(&all, &["vm", "explain", "far"]));
+        (v["nodes"].as_array()?.len() == 3).then_some(v)
+    });
     assert_eq!(
         v["summary"], "no node fits: 3 do not match zone=venus",
         "{v}"
@@ -147,4 +151,9 @@ fn explain_migrate_and_drain_speak_json_and_exit_codes_scripts_can_trust() {
     assert!(v["drain"].is_null(), "{v}");
     let out = cli(&all, &["node", "drain", "3", "--parallel", "0"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // A daemon logging into a file (not a terminal) writes no colour codes.
+    let log = std::fs::read_to_string(root.join("n1").join("daemon.log")).expect("daemon log");
+    assert!(log.contains("INFO"), "the log has lines");
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file");
 }

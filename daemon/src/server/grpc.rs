@@ -90,10 +90,18 @@ fn router(
     health: HealthServer<impl Health>,
 ) -> Result<Router<Layers>, StartError> {
     let health_service = health;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1 and v1alpha: Python's stock grpcio-reflection speaks
+    // only v1alpha, grpcurl either.
+    let reflector = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflector()
         .build_v1()
+        .map_err(|e| StartError::Grpc(e.to_string()))?;
+    let reflection_v1alpha = reflector()
+        .build_v1alpha()
         .map_err(|e| StartError::Grpc(e.to_string()))?;
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &core.tls {
@@ -115,6 +123,7 @@ fn router(
         .layer(CallLimitsLayer::new(core.metrics.clone()))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(
             pb::cluster_service_server::ClusterServiceServer::new(ClusterApi::new(core.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),

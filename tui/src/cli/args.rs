@@ -296,8 +296,8 @@ pub struct CreateArgs {
     /// Virtual CPUs.
     #[arg(long)]
     pub vcpus: u32,
-    /// Memory in MiB.
-    #[arg(long)]
+    /// Memory in MiB (`--memory` is the same flag).
+    #[arg(long = "memory-mib", visible_alias = "memory")]
     pub memory: u64,
     /// Guest image name (default: "default").
     #[arg(long, conflicts_with_all = ["kernel", "runner"])]
