@@ -157,3 +157,27 @@ fn explain_migrate_and_drain_speak_json_and_exit_codes_scripts_can_trust() {
     assert!(log.contains("INFO"), "the log has lines");
     assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file");
 }
+
+#[test]
+fn completions_are_printed_for_every_shell_and_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(blixard_bin())
+            .args(["completions", shell])
+            .output()
+            .expect("run blixard");
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["migrate", "drain", "explain", "quota", "memory-mib"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let out = std::process::Command::new(blixard_bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("run blixard");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}

@@ -76,6 +76,12 @@ pub enum Command {
     Quota(QuotaCmd),
     /// Start a local 3-node cluster for trying things out; Ctrl-C stops it.
     Dev(dev::DevArgs),
+    /// Print a shell completion script (e.g. `blixard completions bash > /etc/bash_completion.d/blixard`).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `blixard cluster ...` (run by `cluster.rs`).

@@ -95,6 +95,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Quota(cmd) => quota::run(&mut client()?, cmd, json).await,
         // Its failures are not this command line's credentials' to explain.
         Command::Dev(args) => return dev::run(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut cmd = Cli::command();
+            // Into memory first: the generator panics on a failed write
+            // (`| head` closing the pipe); a write error here is one line.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "blixard", &mut script);
+            let mut out = std::io::stdout().lock();
+            return match out.write_all(&script).and_then(|()| out.flush()) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(CliError::other(format!(
+                    "writing the completion script: {e}"
+                ))),
+            };
+        }
     };
     // Without a CA the client talked plaintext (see `connect`).
     let insecure = connect.ca_cert.is_none();
