@@ -152,6 +152,19 @@ fn explain_migrate_and_drain_speak_json_and_exit_codes_scripts_can_trust() {
     let out = cli(&all, &["node", "drain", "3", "--parallel", "0"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
+    // Every member's release, and not mixed.
+    let v = json_of(&cli(&all, &["version"]));
+    assert_eq!(v["client"], env!("CARGO_PKG_VERSION"), "{v}");
+    assert_eq!(v["mixed"], false, "{v}");
+    let members = v["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{v}");
+    assert!(
+        members
+            .iter()
+            .all(|m| m["version"] == env!("CARGO_PKG_VERSION")),
+        "{v}"
+    );
+
     // A daemon logging into a file (not a terminal) writes no colour codes.
     let log = std::fs::read_to_string(root.join("n1").join("daemon.log")).expect("daemon log");
     assert!(log.contains("INFO"), "the log has lines");

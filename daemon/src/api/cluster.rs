@@ -262,11 +262,12 @@ impl ClusterApi {
         let members = membership
             .nodes()
             .map(|(id, node)| {
-                let health = fleet
-                    .nodes
-                    .get(id)
-                    .map_or(pb::NodeHealth::Unspecified, |n| health_to_pb(n.health));
-                self.member_status(&m, *id, &node.addr, voters.contains(id), health)
+                let record = fleet.nodes.get(id);
+                let health = record.map_or(pb::NodeHealth::Unspecified, |n| health_to_pb(n.health));
+                let mut member =
+                    self.member_status(&m, *id, &node.addr, voters.contains(id), health);
+                member.version = record.map(|n| n.version.clone()).unwrap_or_default();
+                member
             })
             .collect();
         let leader_address = m
@@ -336,6 +337,7 @@ impl ClusterApi {
             matched_index: matched.unwrap_or(0),
             lag: matched.map_or(0, |x| last_log.saturating_sub(x)),
             last_contact_ms,
+            version: String::new(),
         }
     }
 }

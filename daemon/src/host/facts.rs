@@ -43,6 +43,7 @@ pub fn registration(config: &Config, advertise: &str) -> NodeRegistration {
         zone: config.zone.clone(),
         rack: config.rack.clone(),
         backend: config.backend.as_str().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
 

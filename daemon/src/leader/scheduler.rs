@@ -472,6 +472,7 @@ mod tests {
                 zone: String::new(),
                 rack: String::new(),
                 backend: backend.into(),
+                version: String::new(),
             }),
         };
         f.apply(rev, &cmd).unwrap();

@@ -33,6 +33,9 @@ pub struct NodeRegistration {
     pub rack: String,
     /// VM backend.
     pub backend: String,
+    /// The daemon's release (`blixard version`, mixed-version clusters).
+    #[serde(default)]
+    pub version: String,
 }
 
 impl NodeRegistration {
@@ -45,6 +48,7 @@ impl NodeRegistration {
             && node.zone == self.zone
             && node.rack == self.rack
             && node.backend == self.backend
+            && node.version == self.version
     }
 }
 

@@ -85,6 +85,10 @@ pub struct NodeRecord {
     /// The node's drain, running or finished (cleared by an uncordon).
     #[serde(default)]
     pub drain: Option<DrainRecord>,
+    /// The release its daemon last registered with (empty: from before
+    /// versions were registered).
+    #[serde(default)]
+    pub version: String,
 }
 
 /// A drain: its settings and its progress, replicated so every node (and

@@ -33,6 +33,7 @@ impl Run {
                 zone: String::new(),
                 rack: String::new(),
                 backend: "process".into(),
+                version: String::new(),
             }));
         }
         run

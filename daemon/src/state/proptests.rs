@@ -94,6 +94,7 @@ fn action() -> impl Strategy<Value = Action> {
                     zone: zone.to_string(),
                     rack: String::new(),
                     backend: "process".into(),
+                    version: String::new(),
                 })
             }
         ),
@@ -448,6 +449,7 @@ fn delete_of_a_running_vm_needs_force() {
             zone: String::new(),
             rack: String::new(),
             backend: "qemu".into(),
+            version: String::new(),
         })),
         cmd(Action::CreateVm {
             name: "web".into(),
@@ -517,6 +519,7 @@ fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
             zone: String::new(),
             rack: String::new(),
             backend: "qemu".into(),
+            version: String::new(),
         }))
     };
     let renew = cmd(Action::RenewLease {
@@ -604,6 +607,7 @@ fn the_invariant_check_sees_a_broken_state() {
             zone: String::new(),
             rack: String::new(),
             backend: "process".into(),
+            version: String::new(),
         }),
     };
     assert!(f.apply(1, &node).is_ok());

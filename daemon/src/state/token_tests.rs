@@ -189,6 +189,7 @@ fn a_join_token_is_redeemed_once_by_a_new_node() {
         zone: String::new(),
         rack: String::new(),
         backend: "process".into(),
+        version: String::new(),
     }));
     let events = run.fleet.events.len();
     run.ok(create_join(1, NOW + 60_000));

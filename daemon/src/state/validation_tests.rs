@@ -24,6 +24,7 @@ fn registration() -> NodeRegistration {
         zone: "z1".into(),
         rack: "r1".into(),
         backend: "qemu".into(),
+        version: String::new(),
     }
 }
 

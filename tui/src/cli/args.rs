@@ -76,6 +76,8 @@ pub enum Command {
     Quota(QuotaCmd),
     /// Start a local 3-node cluster for trying things out; Ctrl-C stops it.
     Dev(dev::DevArgs),
+    /// This CLI's release and every member's (a mixed cluster says so).
+    Version,
     /// Print a shell completion script (e.g. `blixard completions bash > /etc/bash_completion.d/blixard`).
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.

@@ -32,6 +32,8 @@ pub struct MemberView {
     pub lag: u64,
     /// Milliseconds since the leader last heard from it (0 if unknown).
     pub last_contact_ms: u64,
+    /// The release its daemon registered with (empty: unknown).
+    pub version: String,
 }
 
 impl From<&pb::Member> for MemberView {
@@ -45,8 +47,71 @@ impl From<&pb::Member> for MemberView {
             matched_index: m.matched_index,
             lag: m.lag,
             last_contact_ms: m.last_contact_ms,
+            version: m.version.clone(),
         }
     }
+}
+
+/// JSON view of `blixard version`.
+#[derive(Debug, Serialize)]
+pub struct VersionView {
+    /// This CLI's release.
+    pub client: String,
+    /// Each member's release, by node id.
+    pub members: Vec<MemberVersion>,
+    /// Whether the members run more than one release (during an upgrade).
+    pub mixed: bool,
+}
+
+/// One member's release.
+#[derive(Debug, Serialize)]
+pub struct MemberVersion {
+    /// Node id.
+    pub node_id: u64,
+    /// Its release (empty: unknown).
+    pub version: String,
+}
+
+/// `blixard version`: the client's release and every member's (from
+/// `GetStatus`), and whether the cluster runs mixed releases.
+pub async fn version(
+    client: &mut BlixardClient,
+    json: bool,
+    cons: pb::Consistency,
+) -> Result<(), CliError> {
+    let status = client.status(cons).await?;
+    let members: Vec<MemberVersion> = status
+        .members
+        .iter()
+        .map(|m| MemberVersion {
+            node_id: m.node_id,
+            version: m.version.clone(),
+        })
+        .collect();
+    let releases: std::collections::BTreeSet<&str> =
+        members.iter().map(|m| m.version.as_str()).collect();
+    let view = VersionView {
+        client: env!("CARGO_PKG_VERSION").to_string(),
+        mixed: releases.len() > 1,
+        members,
+    };
+    if json {
+        print_json(&view);
+        return Ok(());
+    }
+    println!("client: {}", view.client);
+    for m in &view.members {
+        let v = if m.version.is_empty() {
+            "unknown"
+        } else {
+            &m.version
+        };
+        println!("node {}: {v}", m.node_id);
+    }
+    if view.mixed {
+        println!("the cluster runs mixed releases");
+    }
+    Ok(())
 }
 
 /// JSON view of the cluster status (`cluster status --json`; the README
@@ -225,6 +290,19 @@ fn print_summary(view: &StatusView) {
         leader, view.leader_address, view.term, view.commit_index, view.applied_index, view.node_id
     );
     println!("{}", security_line(view));
+    let releases: std::collections::BTreeSet<&str> = view
+        .members
+        .iter()
+        .map(|m| m.version.as_str())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if releases.len() > 1 {
+        let list: Vec<&str> = releases.into_iter().collect();
+        println!(
+            "releases: MIXED ({}): an upgrade is under way",
+            list.join(", ")
+        );
+    }
 }
 
 /// The line of `cluster status` that says how the cluster is secured.

@@ -93,6 +93,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Quota(cmd) => quota::run(&mut client()?, cmd, json).await,
+        Command::Version => cluster::version(&mut client()?, json, cons).await,
         // Its failures are not this command line's credentials' to explain.
         Command::Dev(args) => return dev::run(args).await,
         Command::Completions { shell } => {

@@ -58,6 +58,7 @@ fn sim_registration(i: usize) -> NodeRegistration {
         zone: format!("z{}", i % 10),
         rack: format!("r{}", i % 40),
         backend: "qemu".into(),
+        version: String::new(),
     }
 }
 

@@ -22,6 +22,7 @@ impl Fleet {
                 node.zone.clone_from(&reg.zone);
                 node.rack.clone_from(&reg.rack);
                 node.backend.clone_from(&reg.backend);
+                node.version.clone_from(&reg.version);
                 node.updated_at_ms = at.time_ms;
                 let out = node.clone();
                 self.push_event(
@@ -58,6 +59,7 @@ impl Fleet {
             lease_seq: 0,
             lease_ms: 0,
             drain: None,
+            version: reg.version.clone(),
         };
         self.nodes.insert(reg.id, node.clone());
         self.push_event(

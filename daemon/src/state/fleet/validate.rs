@@ -189,7 +189,14 @@ fn registration(reg: &NodeRegistration) -> Result<(), FieldError> {
     rules::label_pairs("labels", labels)?;
     rules::topology("zone", &reg.zone)?;
     rules::topology("rack", &reg.rack)?;
-    rules::backend("backend", &reg.backend)
+    rules::backend("backend", &reg.backend)?;
+    if reg.version.len() > 64 || reg.version.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "version",
+            "at most 64 bytes, without control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// An agent's status report: bounded counts, VM names, bounded reasons.

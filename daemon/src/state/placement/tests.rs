@@ -55,6 +55,7 @@ impl World {
             zone: zone.into(),
             rack: String::new(),
             backend: "qemu".into(),
+            version: String::new(),
         }))
         .expect("register");
     }
