@@ -254,7 +254,7 @@ impl BlixardClient {
                         _ => {
                             tracing::debug!(endpoint = %address, error = %status.message(), "endpoint unavailable, trying the next");
                             self.rotate();
-                            tokio::time::sleep(backoff).await;
+                            tokio::time::sleep(crate::backoff::jittered(backoff)).await;
                             backoff = (backoff * 2).min(BACKOFF_MAX);
                         }
                     }

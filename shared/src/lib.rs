@@ -4,6 +4,7 @@
 //! a client that follows the leader across a list of endpoints.
 
 pub mod auth;
+pub mod backoff;
 pub mod client;
 pub mod constraint;
 pub mod credentials;

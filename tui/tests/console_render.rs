@@ -205,3 +205,19 @@ fn audit_view_and_identity() {
         .next()
         .is_some_and(|l| l.contains("as token:ops (operator, team=web)")));
 }
+
+#[test]
+fn a_mixed_release_cluster_is_shown_as_such() {
+    let mut m = model();
+    if let Some(s) = m.status.as_mut() {
+        s.members[2].version = "0.2.0".into();
+    }
+    let overview = render(&m, 200, 50);
+    assert!(
+        overview.contains("releases: MIXED (0.1.0, 0.2.0)"),
+        "{overview}"
+    );
+    update(&mut m, key('5'));
+    let raft = render(&m, 200, 50);
+    assert!(raft.contains("VERSION") && raft.contains("0.2.0"), "{raft}");
+}

@@ -17,7 +17,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Waits `backoff` unless the node stops first; returns false on stop.
 async fn pause(backoff: &mut Duration, shutdown: &mut Shutdown) -> bool {
-    let wait = *backoff;
+    let wait = blixard_shared::backoff::jittered(*backoff);
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,

@@ -81,7 +81,7 @@ pub async fn obtain_certificate(
         match try_obtain(files, seed, token, fingerprint, node_id, hosts).await {
             Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
                 tracing::info!(%seed, error = %e, "cannot get a certificate yet; retrying");
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(blixard_shared::backoff::jittered(pause)).await;
                 pause = (pause * 2).min(RETRY_PAUSE.1);
             }
             other => return other,

@@ -524,7 +524,7 @@ impl Watcher {
 
     /// Waits before the next attempt, longer each time (up to a bound).
     async fn back_off(&mut self) {
-        tokio::time::sleep(self.backoff).await;
+        tokio::time::sleep(blixard_shared::backoff::jittered(self.backoff)).await;
         self.backoff = (self.backoff * 2).min(MAX_RECONNECT_BACKOFF);
     }
 

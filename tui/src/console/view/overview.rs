@@ -78,6 +78,19 @@ fn cluster_lines<'a>(s: &pb::ClusterStatus, t: &Theme) -> Vec<Line<'a>> {
             s.commit_index, s.applied_index
         )),
     ];
+    let releases: std::collections::BTreeSet<&str> = s
+        .members
+        .iter()
+        .map(|m| m.version.as_str())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if releases.len() > 1 {
+        let list: Vec<&str> = releases.into_iter().collect();
+        lines.push(Line::styled(
+            format!("releases: MIXED ({})", list.join(", ")),
+            t.fg(Color::Yellow),
+        ));
+    }
     for m in s.members.iter().take(MEMBERS_SHOWN) {
         let role = member_role(m);
         lines.push(Line::from(vec![

@@ -48,7 +48,7 @@ fn draw_members(frame: &mut Frame, area: Rect, model: &Model, s: &pb::ClusterSta
                 s.purged_index
             ),
             header: vec![
-                "ID", "ADDRESS", "ROLE", "VOTER", "MATCHED", "LAG", "CONTACT",
+                "ID", "ADDRESS", "ROLE", "VOTER", "MATCHED", "LAG", "CONTACT", "VERSION",
             ],
             rows,
             widths: vec![
@@ -58,6 +58,7 @@ fn draw_members(frame: &mut Frame, area: Rect, model: &Model, s: &pb::ClusterSta
                 Constraint::Length(6),
                 Constraint::Length(9),
                 Constraint::Length(7),
+                Constraint::Length(8),
                 Constraint::Min(8),
             ],
             selected,
@@ -80,6 +81,11 @@ fn member_row(m: &pb::Member, t: &Theme) -> Row<'static> {
             "-".into()
         } else {
             format!("{}ms", m.last_contact_ms)
+        }),
+        Cell::from(if m.version.is_empty() {
+            "-".to_string()
+        } else {
+            m.version.clone()
         }),
     ])
 }
