@@ -54,15 +54,15 @@ pub fn explain(fleet: &Fleet, vm: &model::VmRecord, policy: Policy) -> pb::Expla
     // A placed VM is judged as if it were placed anew (its own share of its
     // node counted out), so the answer says whether it would land there
     // again and what else would take it.
-    let mut probe = vm.clone();
-    let decision = if vm.node_id != 0 && vm.desired == model::DesiredState::Running {
-        let mut fleet = fleet.clone();
-        fleet.unplace_for_probe(&vm.name);
-        probe.node_id = 0;
-        placement::decide(&Input::of(&fleet, &lost, policy), &probe, true)
-    } else {
-        placement::decide(&Input::of(fleet, &lost, policy), &probe, true)
+    let probe = model::VmRecord {
+        node_id: 0,
+        ..vm.clone()
     };
+    let input = Input {
+        load: placement::Load::of(fleet).without(vm),
+        ..Input::of(fleet, &lost, policy)
+    };
+    let decision = placement::decide(&input, &probe, true);
     let (summary, _) = placement_line(fleet, vm, policy);
     let summary = if vm.node_id != 0 {
         format!("{summary}; {}", decision.summary())

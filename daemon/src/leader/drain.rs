@@ -7,7 +7,7 @@
 
 use crate::core::Core;
 use crate::state::model::{DesiredState, MAX_DRAIN_FAILURES};
-use crate::state::placement::{self, Input, Load, Planned, Policy};
+use crate::state::placement::{self, Input, Planned, Policy};
 use crate::state::{Action, Command};
 use blixard_shared::time::now_ms;
 use std::collections::BTreeSet;
@@ -78,12 +78,7 @@ fn plan(core: &Core, lost: &BTreeSet<u64>, policy: Policy, now: u64) -> Vec<Acti
             let target = if vm.desired == DesiredState::Stopped {
                 Some(0)
             } else {
-                let input = Input {
-                    fleet: &fleet,
-                    load: Load::with(&fleet, &planned),
-                    lost,
-                    policy,
-                };
+                let input = Input::planned(&fleet, &planned, lost, policy);
                 let decision = placement::decide(&input, vm, false);
                 match decision.node {
                     Some(n) => Some(n),

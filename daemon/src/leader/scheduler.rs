@@ -17,7 +17,7 @@ use crate::core::Core;
 use crate::host::fence::HEAL_MARGIN;
 use crate::shutdown::Shutdown;
 use crate::state::fleet::PendingKey;
-use crate::state::placement::{self, preempt, Input, Load, Planned, Policy, Strategy};
+use crate::state::placement::{self, preempt, Input, Planned, Policy, Strategy};
 use crate::state::{Action, Command, DesiredState, Fleet};
 use blixard_shared::time::now_ms;
 use futures_util::StreamExt;
@@ -350,12 +350,7 @@ async fn place_pending(
             }
             examined += 1;
             let (node, preemption) = {
-                let input = Input {
-                    fleet: &fleet,
-                    load: Load::with(&fleet, &planned),
-                    lost,
-                    policy,
-                };
+                let input = Input::planned(&fleet, &planned, lost, policy);
                 let decision = placement::decide(&input, vm, false);
                 match decision.node {
                     Some(node) => (Some(node), None),

@@ -21,7 +21,7 @@ use blixard_daemon::config::{BackendKind, Config};
 use blixard_daemon::core::Core;
 use blixard_daemon::server::{self, NodeHandle};
 use blixard_daemon::state::command::NodeRegistration;
-use blixard_daemon::state::placement::{decide, Input, Load, Planned, Policy};
+use blixard_daemon::state::placement::{decide, Input, Planned, Policy};
 use blixard_daemon::state::{Action, Command, DesiredState, Fleet, Resources, VmSpec};
 use color_eyre::eyre::{bail, Result};
 use futures_util::stream::{self, StreamExt};
@@ -121,12 +121,7 @@ fn engine_alone(nodes: usize, vms: usize) -> Result<()> {
     for name in &queue {
         let t = Instant::now();
         let vm = &fleet.vms[name];
-        let input = Input {
-            fleet: &fleet,
-            load: Load::with(&fleet, &planned),
-            lost: &lost,
-            policy,
-        };
+        let input = Input::planned(&fleet, &planned, &lost, policy);
         if let Some(node) = decide(&input, vm, false).node {
             planned.add(node, vm);
             decisions.push((name.clone(), node, vm.epoch));

@@ -263,17 +263,6 @@ impl Fleet {
         self.index = FleetIndex::build(&self.vms, &self.departed);
     }
 
-    /// Takes VM `name` off its node in this copy of the fleet only, so the
-    /// placement engine can judge it as if it were placed anew (`vm
-    /// explain`). Never used on the replicated state.
-    pub fn unplace_for_probe(&mut self, name: &str) {
-        self.unindex(name);
-        if let Some(vm) = self.vms.get_mut(name) {
-            Arc::make_mut(vm).node_id = 0;
-        }
-        self.reindex(name);
-    }
-
     /// Counts VM `name` out of the indexes, before a change to its record
     /// or to its `departed` entry; [`Fleet::reindex`] counts it back in.
     fn unindex(&mut self, name: &str) {

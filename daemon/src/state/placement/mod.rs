@@ -24,7 +24,7 @@ pub mod preempt;
 pub mod score;
 
 use super::fleet::{FastMap, FleetIndex};
-use super::model::{Resources, VmRecord};
+use super::model::{DesiredState, Resources, VmRecord};
 use super::Fleet;
 use blixard_shared::constraint::{self, Constraint};
 use std::collections::BTreeSet;
@@ -121,11 +121,13 @@ impl Planned {
     }
 }
 
-/// What a node holds: the fleet's index plus what the pass planned.
+/// What a node holds: the fleet's index plus what the pass planned, less
+/// one VM judged as if it were placed anew (`vm explain` of a placed VM).
 #[derive(Debug, Clone, Copy)]
 pub struct Load<'a> {
     index: &'a FleetIndex,
     planned: Option<&'a Planned>,
+    without: Option<&'a VmRecord>,
 }
 
 impl<'a> Load<'a> {
@@ -134,15 +136,29 @@ impl<'a> Load<'a> {
         Self {
             index: &fleet.index,
             planned: None,
+            without: None,
         }
     }
 
     /// The fleet's load plus `planned`.
     pub fn with(fleet: &'a Fleet, planned: &'a Planned) -> Self {
         Self {
-            index: &fleet.index,
             planned: Some(planned),
+            ..Self::of(fleet)
         }
+    }
+
+    /// This load with `vm` counted out of the node it is placed on.
+    pub fn without(self, vm: &'a VmRecord) -> Self {
+        Self {
+            without: Some(vm),
+            ..self
+        }
+    }
+
+    /// The VM counted out, if it is placed on `node`.
+    fn left_out_on(&self, node: u64) -> Option<&'a VmRecord> {
+        self.without.filter(|vm| vm.node_id == node && node != 0)
     }
 
     /// Resources taken on `node`.
@@ -151,6 +167,13 @@ impl<'a> Load<'a> {
         if let Some(extra) = self.planned.and_then(|p| p.usage.get(&node)) {
             used.vcpus = used.vcpus.saturating_add(extra.vcpus);
             used.memory_mib = used.memory_mib.saturating_add(extra.memory_mib);
+        }
+        if let Some(vm) = self
+            .left_out_on(node)
+            .filter(|vm| vm.desired == DesiredState::Running)
+        {
+            used.vcpus = used.vcpus.saturating_sub(vm.spec.vcpus);
+            used.memory_mib = used.memory_mib.saturating_sub(vm.spec.memory_mib);
         }
         used
     }
@@ -169,6 +192,10 @@ impl<'a> Load<'a> {
         GroupCounts {
             base: self.index.group(group).map(|g| &g.on),
             planned: self.planned.and_then(|p| p.groups.get(group)),
+            minus: self
+                .without
+                .filter(|vm| vm.node_id != 0 && vm.spec.group == group)
+                .map(|vm| vm.node_id),
         }
     }
 }
@@ -178,6 +205,8 @@ impl<'a> Load<'a> {
 pub struct GroupCounts<'a> {
     base: Option<&'a FastMap<u64, u32>>,
     planned: Option<&'a FastMap<u64, u32>>,
+    /// A node where one member is counted out (see [`Load::without`]).
+    minus: Option<u64>,
 }
 
 impl GroupCounts<'_> {
@@ -185,7 +214,10 @@ impl GroupCounts<'_> {
     pub fn on(&self, node: u64) -> u32 {
         let count =
             |m: Option<&FastMap<u64, u32>>| m.and_then(|m| m.get(&node)).copied().unwrap_or(0);
-        count(self.base).saturating_add(count(self.planned))
+        let minus = u32::from(self.minus == Some(node));
+        count(self.base)
+            .saturating_add(count(self.planned))
+            .saturating_sub(minus)
     }
 }
 
@@ -203,14 +235,28 @@ pub struct Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    /// The fleet as it is, no lease judgement, `policy`'s settings: what
-    /// `vm explain` and apply's re-check see.
+    /// The fleet as it is, with the nodes in `lost` out and `policy`'s
+    /// settings: what `vm explain` and apply's re-check see.
     pub fn of(fleet: &'a Fleet, lost: &'a BTreeSet<u64>, policy: Policy) -> Self {
         Self {
             fleet,
             load: Load::of(fleet),
             lost,
             policy,
+        }
+    }
+
+    /// The fleet plus what a pass has `planned` so far (the scheduler's
+    /// and the drain's view while they decide several VMs in a row).
+    pub fn planned(
+        fleet: &'a Fleet,
+        planned: &'a Planned,
+        lost: &'a BTreeSet<u64>,
+        policy: Policy,
+    ) -> Self {
+        Self {
+            load: Load::with(fleet, planned),
+            ..Self::of(fleet, lost, policy)
         }
     }
 }

@@ -373,3 +373,38 @@ fn a_group_keeps_one_limit() {
         .expect_err("a second limit for one group");
     assert!(e.message.contains("spec.max_per_node"), "{e}");
 }
+
+#[test]
+fn a_placed_vm_is_judged_with_its_own_share_counted_out() {
+    let mut w = World::new();
+    w.node(1, 2, 1024, "", &[]);
+    w.node(2, 2, 512, "", &[]);
+    // It fills node 1, and is the group's only member there.
+    w.create(
+        "full",
+        VmSpec {
+            group: "g".into(),
+            max_per_node: 1,
+            ..spec(2, 1024)
+        },
+    );
+    w.place("full", 1).expect("place");
+    let vm: VmRecord = (*w.fleet.vms["full"]).clone();
+    let probe = VmRecord {
+        node_id: 0,
+        ..vm.clone()
+    };
+    let lost = BTreeSet::new();
+    let plain = decide(&Input::of(&w.fleet, &lost, Policy::default()), &probe, true);
+    assert_eq!(plain.node, None, "counted twice, it fits nowhere");
+    let input = Input {
+        load: Load::of(&w.fleet).without(&vm),
+        ..Input::of(&w.fleet, &lost, Policy::default())
+    };
+    let d = decide(&input, &probe, true);
+    assert_eq!(d.node, Some(1), "{}", d.summary());
+    assert!(matches!(
+        d.verdicts[1].1,
+        Verdict::Refused(Refusal::Memory { .. })
+    ));
+}
