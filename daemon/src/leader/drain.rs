@@ -65,9 +65,36 @@ fn plan(core: &Core, lost: &BTreeSet<u64>, policy: Policy, now: u64) -> Vec<Acti
             actions.push(finish("deadline passed", failed));
             continue;
         }
-        let mut slots = (drain.parallel as usize).saturating_sub(drain.in_flight.len());
+        // VMs already off the node whose old instance is gone but that fit
+        // nowhere now: the drain waits on them in vain.
         let mut stuck = Vec::new();
+        let mut waiting_in_vain = 0;
+        for name in &drain.in_flight {
+            let Some(vm) = fleet.vms.get(name) else {
+                continue;
+            };
+            if vm.node_id != 0 || fleet.departed.contains_key(name) {
+                continue;
+            }
+            let decision = placement::decide(&Input::of(&fleet, lost, policy), vm, false);
+            if decision.node.is_none() {
+                waiting_in_vain += 1;
+                stuck.push((
+                    name.clone(),
+                    format!("moved off, but {}", decision.summary()),
+                ));
+            }
+        }
+        let nothing_moving = drain.in_flight.len() == waiting_in_vain;
+        let mut slots = (drain.parallel as usize).saturating_sub(drain.in_flight.len());
+        let mut proposed = false;
         for vm in &left {
+            // Judging the rest only matters when the drain may end stuck
+            // this pass: nothing on its way and nothing proposed. Otherwise
+            // a pass judges no more VMs than it can move.
+            if slots == 0 && (proposed || !nothing_moving) {
+                break;
+            }
             if vm.spec.node_id != 0 {
                 stuck.push((
                     vm.name.clone(),
@@ -76,23 +103,21 @@ fn plan(core: &Core, lost: &BTreeSet<u64>, policy: Policy, now: u64) -> Vec<Acti
                 continue;
             }
             let target = if vm.desired == DesiredState::Stopped {
-                Some(0)
+                0
             } else {
                 let input = Input::planned(&fleet, &planned, lost, policy);
                 let decision = placement::decide(&input, vm, false);
-                match decision.node {
-                    Some(n) => Some(n),
-                    None => {
-                        stuck.push((vm.name.clone(), decision.summary()));
-                        None
-                    }
-                }
+                let Some(node) = decision.node else {
+                    stuck.push((vm.name.clone(), decision.summary()));
+                    continue;
+                };
+                node
             };
-            let Some(target) = target else { continue };
             if slots == 0 {
                 continue;
             }
             slots -= 1;
+            proposed = true;
             if target != 0 {
                 planned.add(target, vm);
             }
@@ -103,28 +128,7 @@ fn plan(core: &Core, lost: &BTreeSet<u64>, policy: Policy, now: u64) -> Vec<Acti
                 cause: "drain".into(),
             });
         }
-        // VMs already off the node whose old instance is gone but that fit
-        // nowhere now: the drain waits on them in vain.
-        let mut waiting_in_vain = 0;
-        for name in &drain.in_flight {
-            let Some(vm) = fleet.vms.get(name) else {
-                continue;
-            };
-            if vm.node_id != 0 || fleet.departed.contains_key(name) {
-                continue;
-            }
-            let input = Input::of(&fleet, lost, policy);
-            let decision = placement::decide(&input, vm, false);
-            if decision.node.is_none() {
-                waiting_in_vain += 1;
-                stuck.push((
-                    name.clone(),
-                    format!("moved off, but {}", decision.summary()),
-                ));
-            }
-        }
-        let nothing_moving = drain.in_flight.len() == waiting_in_vain;
-        if nothing_moving && !stuck.is_empty() && stuck.len() == left.len() + waiting_in_vain {
+        if nothing_moving && !proposed && stuck.len() == left.len() + waiting_in_vain {
             actions.push(finish("stuck", stuck));
         }
     }
