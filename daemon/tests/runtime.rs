@@ -29,19 +29,6 @@ fn runner_vm(name: &str, runner: &Path, policy: pb::RestartPolicy) -> pb::Create
     req
 }
 
-async fn get_vm(cluster: &TestCluster, node: usize, name: &str) -> Option<pb::Vm> {
-    cluster
-        .vm_client(node)
-        .get_vm(pb::GetVmRequest {
-            name: name.into(),
-            consistency: pb::Consistency::Local as i32,
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .vm
-}
-
 async fn wait_state(
     cluster: &TestCluster,
     node: usize,
@@ -50,7 +37,7 @@ async fn wait_state(
     what: &str,
 ) -> pb::Vm {
     eventually(Duration::from_secs(30), what, || async {
-        get_vm(cluster, node, name)
+        get_vm(cluster, node, name, pb::Consistency::Local)
             .await
             .filter(|vm| vm.state == state as i32)
     })
@@ -107,7 +94,7 @@ async fn a_vm_is_placed_started_logged_stopped_and_deleted() {
         .expect("owner");
     let other = (owner + 1) % 3;
     let pid = eventually(Duration::from_secs(10), "pid reported", || async {
-        let vm = get_vm(&cluster, 0, "svc").await?;
+        let vm = get_vm(&cluster, 0, "svc", pb::Consistency::Local).await?;
         let pid = vm_pid(&cluster, "svc", owner).await?;
         (vm.state == pb::VmState::Running as i32).then_some(pid)
     })
@@ -196,7 +183,7 @@ async fn restart_policies_decide_what_happens_after_a_crash() {
         "'always' restarted with a new process",
         || async {
             let pid = vm_pid(&cluster, "always", 0).await?;
-            let vm = get_vm(&cluster, 0, "always").await?;
+            let vm = get_vm(&cluster, 0, "always", pb::Consistency::Local).await?;
             (pid != always_pid && vm.state == pb::VmState::Running as i32).then_some(vm)
         },
     )
@@ -222,7 +209,7 @@ async fn restart_policies_decide_what_happens_after_a_crash() {
         "'never' running again after an operator restart",
         || async {
             let pid = vm_pid(&cluster, "never", 0).await?;
-            let vm = get_vm(&cluster, 0, "never").await?;
+            let vm = get_vm(&cluster, 0, "never", pb::Consistency::Local).await?;
             (pid != never_pid && vm.state == pb::VmState::Running as i32).then_some(())
         },
     )
@@ -415,7 +402,7 @@ async fn a_vm_that_died_while_the_daemon_was_down_follows_its_restart_policy() {
     cluster.restart(0).await;
     eventually(Duration::from_secs(30), "'again' restarted", || async {
         let pid = vm_pid(&cluster, "again", 0).await?;
-        let vm = get_vm(&cluster, 0, "again").await?;
+        let vm = get_vm(&cluster, 0, "again", pb::Consistency::Local).await?;
         (pid != pids[0] && vm.state == pb::VmState::Running as i32).then_some(())
     })
     .await;

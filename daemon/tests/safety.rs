@@ -85,23 +85,10 @@ impl Sampler {
     }
 }
 
-async fn vm(cluster: &TestCluster, node: usize, name: &str) -> Option<pb::Vm> {
-    cluster
-        .vm_client(node)
-        .get_vm(pb::GetVmRequest {
-            name: name.into(),
-            consistency: pb::Consistency::Linearizable as i32,
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .vm
-}
-
 async fn wait_state(cluster: &TestCluster, name: &str, state: pb::VmState) -> pb::Vm {
     let what = format!("{name} {state:?}");
     eventually(Duration::from_secs(30), &what, || async {
-        vm(cluster, 0, name)
+        get_vm(cluster, 0, name, pb::Consistency::Linearizable)
             .await
             .filter(|v| v.state == state as i32)
     })

@@ -36,25 +36,12 @@ fn vm_req(name: &str, runner: &Path, tweak: impl FnOnce(&mut pb::VmSpec)) -> pb:
     req
 }
 
-async fn get(cluster: &TestCluster, name: &str) -> Option<pb::Vm> {
-    cluster
-        .vm_client(0)
-        .get_vm(pb::GetVmRequest {
-            name: name.into(),
-            consistency: pb::Consistency::Linearizable as i32,
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .vm
-}
-
 async fn running_on(cluster: &TestCluster, name: &str) -> u64 {
     eventually(
         Duration::from_secs(30),
         &format!("{name} running"),
         || async {
-            get(cluster, name)
+            get_vm(cluster, 0, name, pb::Consistency::Linearizable)
                 .await
                 .filter(|v| v.state == pb::VmState::Running as i32 && v.node_id != 0)
                 .map(|v| v.node_id)
@@ -92,7 +79,7 @@ async fn a_group_with_one_per_node_lands_once_on_each_matching_node_and_the_rest
         .await
         .expect("create");
     let waiting = eventually(Duration::from_secs(10), "web-4 explained", || async {
-        get(&cluster, "web-4")
+        get_vm(&cluster, 0, "web-4", pb::Consistency::Linearizable)
             .await
             .filter(|v| v.placement.contains("would exceed"))
     })
@@ -129,7 +116,13 @@ async fn a_group_with_one_per_node_lands_once_on_each_matching_node_and_the_rest
         .nodes
         .iter()
         .all(|n| !n.fits && n.reason == "does not match zone=venus"));
-    assert_eq!(get(&cluster, "far").await.expect("far").node_id, 0);
+    assert_eq!(
+        get_vm(&cluster, 0, "far", pb::Consistency::Linearizable)
+            .await
+            .expect("far")
+            .node_id,
+        0
+    );
     // A placed VM's explanation: where it is, and every node's verdict.
     let placed = vms
         .explain_vm(pb::ExplainVmRequest {
@@ -275,18 +268,42 @@ async fn bad_placement_input_is_refused_naming_the_field() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("parallel"), "{}", e.message());
     assert_eq!(
-        get(&cluster, "g-1").await.expect("g-1").node_id,
+        get_vm(&cluster, 0, "g-1", pb::Consistency::Linearizable)
+            .await
+            .expect("g-1")
+            .node_id,
         on,
         "nothing moved"
     );
     cluster.shutdown().await;
 }
 
-/// Pids running each of `scripts`, from the process table.
+/// Node `id` once its drain has ended (its outcome set).
+async fn drain_ended(cluster: &TestCluster, id: u64) -> pb::Node {
+    eventually(Duration::from_secs(60), "the drain to end", || async {
+        let node = NodeServiceClient::new(cluster.channel(0))
+            .get_node(pb::GetNodeRequest {
+                node_id: id,
+                consistency: 0,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .node?;
+        node.drain.as_ref().filter(|d| !d.outcome.is_empty())?;
+        Some(node)
+    })
+    .await
+}
+
+/// How many hosts run each of `scripts` right now, from the process table.
 fn instances(scripts: &[PathBuf]) -> BTreeMap<PathBuf, usize> {
-    let mut counts = BTreeMap::new();
+    // Per script, the distinct VM dirs (one per host) its processes run
+    // in: a shell forking its `sleep` shows the script's command line
+    // twice for a moment, on one host.
+    let mut hosts: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return counts;
+        return BTreeMap::new();
     };
     for pid in entries
         .flatten()
@@ -300,19 +317,27 @@ fn instances(scripts: &[PathBuf]) -> BTreeMap<PathBuf, usize> {
         if zombie {
             continue;
         }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let dir = environ
+            .split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(b"BLIXARD_VM_DIR="))
+            .map_or_else(
+                || format!("pid {pid}"),
+                |d| String::from_utf8_lossy(d).into_owned(),
+            );
         for script in scripts {
             let needle = script.as_os_str().as_encoded_bytes();
             if cmdline.windows(needle.len()).any(|w| w == needle) {
-                *counts.entry(script.clone()).or_insert(0) += 1;
+                hosts.entry(script.clone()).or_default().insert(dir.clone());
             }
         }
     }
-    counts
+    hosts.into_iter().map(|(s, h)| (s, h.len())).collect()
 }
 
 /// Samples the host's process table every 10 ms and keeps, per script,
-/// the most instances ever seen at once (one script per VM: two means
-/// the VM ran twice).
+/// the most hosts ever seen running it at once (one script per VM: two
+/// means the VM ran on two hosts).
 struct Sampler {
     stop: Arc<AtomicBool>,
     most: Arc<Mutex<BTreeMap<PathBuf, usize>>>,
@@ -361,7 +386,9 @@ async fn a_migration_stops_the_vm_before_it_starts_on_the_target() {
         .await
         .expect("create");
     let from = running_on(&cluster, "mover").await;
-    let before = get(&cluster, "mover").await.expect("vm");
+    let before = get_vm(&cluster, 0, "mover", pb::Consistency::Linearizable)
+        .await
+        .expect("vm");
     let to = (1..=3).find(|n| *n != from).expect("another node");
     let mut sampler = Sampler::start(vec![run.clone()]);
     let moving = vms
@@ -377,7 +404,9 @@ async fn a_migration_stops_the_vm_before_it_starts_on_the_target() {
         .expect("vm");
     assert_eq!(moving.moving_from, from);
     let now_on = running_on(&cluster, "mover").await;
-    let after = get(&cluster, "mover").await.expect("vm");
+    let after = get_vm(&cluster, 0, "mover", pb::Consistency::Linearizable)
+        .await
+        .expect("vm");
     let most = sampler.most();
     assert_eq!(now_on, to);
     assert!(
@@ -462,20 +491,7 @@ async fn a_drain_under_load_moves_every_vm_and_never_runs_one_twice() {
         .node
         .expect("node");
     assert_eq!(started.schedulability, pb::Schedulability::Draining as i32);
-    let done = eventually(Duration::from_secs(60), "drain to end", || async {
-        let node = NodeServiceClient::new(cluster.channel(0))
-            .get_node(pb::GetNodeRequest {
-                node_id: drained,
-                consistency: 0,
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .node?;
-        node.drain.as_ref().filter(|d| !d.outcome.is_empty())?;
-        Some(node)
-    })
-    .await;
+    let done = drain_ended(&cluster, drained).await;
     stop.store(true, Ordering::Relaxed);
     let failures = load.await.expect("load");
     let drain = done.drain.clone().expect("drain");
@@ -495,9 +511,10 @@ async fn a_drain_under_load_moves_every_vm_and_never_runs_one_twice() {
     }
     let most = sampler.most();
     for script in &scripts {
-        assert!(
-            most.get(script).copied().unwrap_or(0) <= 1,
-            "a VM ran twice: {most:?}"
+        assert_eq!(
+            most.get(script).copied(),
+            Some(1),
+            "each VM seen, and never on two hosts: {most:?}"
         );
     }
     assert!(
@@ -540,20 +557,7 @@ async fn a_drain_that_cannot_move_a_vm_reports_it_instead_of_hanging() {
         })
         .await
         .expect("drain");
-    let node = eventually(Duration::from_secs(30), "the drain to end", || async {
-        let node = NodeServiceClient::new(cluster.channel(0))
-            .get_node(pb::GetNodeRequest {
-                node_id: 2,
-                consistency: 0,
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .node?;
-        node.drain.as_ref().filter(|d| !d.outcome.is_empty())?;
-        Some(node)
-    })
-    .await;
+    let node = drain_ended(&cluster, 2).await;
     let drain = node.drain.expect("drain");
     assert_eq!(drain.outcome, "stuck", "{drain:?}");
     assert_eq!(drain.failed.len(), 1, "{drain:?}");

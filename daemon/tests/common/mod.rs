@@ -355,6 +355,26 @@ pub fn create_req(name: &str) -> pb::CreateVmRequest {
     }
 }
 
+/// VM `name` as node `node` answers it at `consistency` (`None` on any
+/// error, for polling).
+pub async fn get_vm(
+    cluster: &TestCluster,
+    node: usize,
+    name: &str,
+    consistency: pb::Consistency,
+) -> Option<pb::Vm> {
+    cluster
+        .vm_client(node)
+        .get_vm(pb::GetVmRequest {
+            name: name.into(),
+            consistency: consistency as i32,
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .vm
+}
+
 /// Names of the VMs node `i` holds, read locally (no leader involved).
 pub async fn local_vm_names(cluster: &TestCluster, i: usize) -> Option<Vec<String>> {
     let client = cluster.vm_client(i);
