@@ -39,6 +39,15 @@ pub const VM_STATES: [pb::VmState; 8] = [
     pb::VmState::Lost,
 ];
 
+/// The distinct releases among members' `versions`, sorted, unknown
+/// (empty) ones left out: more than one means an upgrade is under way
+/// (`blixard version`, `cluster status`, the console's overview).
+pub fn releases<'a>(versions: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let set: std::collections::BTreeSet<&str> =
+        versions.into_iter().filter(|v| !v.is_empty()).collect();
+    set.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +61,14 @@ mod tests {
         assert_eq!(vm_state_word(99), "unknown");
         assert_eq!(parse_vm_state("RUNNING"), Some(pb::VmState::Running));
         assert_eq!(parse_vm_state("unknown"), None);
+    }
+
+    #[test]
+    fn releases_are_distinct_sorted_and_known() {
+        assert_eq!(
+            releases(["0.2.0", "", "0.1.0", "0.2.0"]),
+            ["0.1.0", "0.2.0"]
+        );
+        assert!(releases(["", ""]).is_empty());
     }
 }

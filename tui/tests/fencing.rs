@@ -8,20 +8,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-fn write_runner(dir: &Path) -> PathBuf {
-    let path = dir.join("runner.sh");
-    std::fs::write(
-        &path,
-        "#!/bin/sh\ntrap 'exit 0' TERM\necho \"runner: ready $BLIXARD_VM_NAME\"\nwhile :; do sleep 0.1; done\n",
-    )
-    .expect("write runner");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
-}
 
 fn vm_placement(endpoints: &str) -> Option<(u64, String)> {
     let out = cli(endpoints, &["vm", "get", "web"]);

@@ -8,25 +8,12 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Exit code of the CLI for "unavailable, retry later".
 const UNAVAILABLE: i32 = 5;
-
-fn write_runner(dir: &Path) -> PathBuf {
-    let path = dir.join("runner.sh");
-    std::fs::write(
-        &path,
-        "#!/bin/sh\ntrap 'exit 0' TERM\necho \"runner: ready $BLIXARD_VM_NAME\"\nwhile :; do sleep 0.1; done\n",
-    )
-    .expect("write runner");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path
-}
 
 /// Each VM's (pid, start time, restarts), from `vm list --json`.
 fn instances(all: &str) -> Option<BTreeMap<String, (u64, u64, u64)>> {

@@ -8,6 +8,7 @@ use super::output::{known_word, print_json, print_table, NO_NODE};
 use super::CliError;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::time::now_ms;
+use blixard_shared::words::releases;
 use blixard_shared::BlixardClient;
 use serde::Serialize;
 use std::time::Duration;
@@ -88,11 +89,9 @@ pub async fn version(
             version: m.version.clone(),
         })
         .collect();
-    let releases: std::collections::BTreeSet<&str> =
-        members.iter().map(|m| m.version.as_str()).collect();
     let view = VersionView {
         client: env!("CARGO_PKG_VERSION").to_string(),
-        mixed: releases.len() > 1,
+        mixed: releases(members.iter().map(|m| m.version.as_str())).len() > 1,
         members,
     };
     if json {
@@ -290,17 +289,11 @@ fn print_summary(view: &StatusView) {
         leader, view.leader_address, view.term, view.commit_index, view.applied_index, view.node_id
     );
     println!("{}", security_line(view));
-    let releases: std::collections::BTreeSet<&str> = view
-        .members
-        .iter()
-        .map(|m| m.version.as_str())
-        .filter(|v| !v.is_empty())
-        .collect();
+    let releases = releases(view.members.iter().map(|m| m.version.as_str()));
     if releases.len() > 1 {
-        let list: Vec<&str> = releases.into_iter().collect();
         println!(
             "releases: MIXED ({}): an upgrade is under way",
-            list.join(", ")
+            releases.join(", ")
         );
     }
 }

@@ -38,6 +38,21 @@ pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Writes `runner.sh` into `dir`: a VM runner that says it is ready, then
+/// idles until SIGTERM (the hosts must allow `dir`, see
+/// `allowed_runner_dirs`).
+pub fn write_runner(dir: &Path) -> PathBuf {
+    let path = dir.join("runner.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\ntrap 'exit 0' TERM\necho \"runner: ready $BLIXARD_VM_NAME\"\nwhile :; do sleep 0.1; done\n",
+    )
+    .expect("write runner");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
 pub struct Daemon {
     pub id: u64,
     pub dir: PathBuf,

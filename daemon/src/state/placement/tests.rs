@@ -120,6 +120,15 @@ pub(super) fn spec(vcpus: u32, memory_mib: u64) -> VmSpec {
     }
 }
 
+/// A VM of `group`, at most `max` per node.
+pub(super) fn member(group: &str, max: u32, vcpus: u32, memory_mib: u64) -> VmSpec {
+    VmSpec {
+        group: group.into(),
+        max_per_node: max,
+        ..spec(vcpus, memory_mib)
+    }
+}
+
 #[test]
 fn the_issue_example_one_per_node_and_none_where_no_node_matches() {
     let group = |c: &str| VmSpec {
@@ -172,23 +181,9 @@ fn the_pending_explanation_counts_every_reason() {
         value: Schedulability::Cordoned,
     })
     .expect("cordon");
-    w.create(
-        "peer",
-        VmSpec {
-            group: "web".into(),
-            max_per_node: 1,
-            ..spec(1, 128)
-        },
-    );
+    w.create("peer", member("web", 1, 1, 128));
     w.place("peer", 4).expect("place");
-    w.create(
-        "big",
-        VmSpec {
-            group: "web".into(),
-            max_per_node: 1,
-            ..spec(1, 2048)
-        },
-    );
+    w.create("big", member("web", 1, 1, 2048));
     let d = w.decide("big", Policy::default());
     assert_eq!(d.node, None);
     assert_eq!(
@@ -308,22 +303,8 @@ fn preemption_takes_the_fewest_and_lowest_and_never_its_equals() {
 fn apply_refuses_a_stale_decision_that_breaks_a_rule() {
     let mut w = World::new();
     w.node(1, 8, 4096, "mars", &[]);
-    w.create(
-        "a",
-        VmSpec {
-            group: "g".into(),
-            max_per_node: 1,
-            ..spec(1, 256)
-        },
-    );
-    w.create(
-        "b",
-        VmSpec {
-            group: "g".into(),
-            max_per_node: 1,
-            ..spec(1, 256)
-        },
-    );
+    w.create("a", member("g", 1, 1, 256));
+    w.create("b", member("g", 1, 1, 256));
     w.place("a", 1).expect("place a");
     let e = w.place("b", 1).expect_err("group full");
     assert!(
@@ -352,22 +333,11 @@ fn apply_refuses_a_stale_decision_that_breaks_a_rule() {
 fn a_group_keeps_one_limit() {
     let mut w = World::new();
     w.node(1, 8, 4096, "", &[]);
-    w.create(
-        "a",
-        VmSpec {
-            group: "g".into(),
-            max_per_node: 1,
-            ..spec(1, 256)
-        },
-    );
+    w.create("a", member("g", 1, 1, 256));
     let e = w
         .apply(Action::CreateVm {
             name: "b".into(),
-            spec: VmSpec {
-                group: "g".into(),
-                max_per_node: 2,
-                ..spec(1, 256)
-            },
+            spec: member("g", 2, 1, 256),
             desired: DesiredState::Running,
         })
         .expect_err("a second limit for one group");
@@ -380,14 +350,7 @@ fn a_placed_vm_is_judged_with_its_own_share_counted_out() {
     w.node(1, 2, 1024, "", &[]);
     w.node(2, 2, 512, "", &[]);
     // It fills node 1, and is the group's only member there.
-    w.create(
-        "full",
-        VmSpec {
-            group: "g".into(),
-            max_per_node: 1,
-            ..spec(2, 1024)
-        },
-    );
+    w.create("full", member("g", 1, 2, 1024));
     w.place("full", 1).expect("place");
     let vm: VmRecord = (*w.fleet.vms["full"]).clone();
     let probe = VmRecord {

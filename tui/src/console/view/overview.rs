@@ -78,16 +78,10 @@ fn cluster_lines<'a>(s: &pb::ClusterStatus, t: &Theme) -> Vec<Line<'a>> {
             s.commit_index, s.applied_index
         )),
     ];
-    let releases: std::collections::BTreeSet<&str> = s
-        .members
-        .iter()
-        .map(|m| m.version.as_str())
-        .filter(|v| !v.is_empty())
-        .collect();
+    let releases = blixard_shared::words::releases(s.members.iter().map(|m| m.version.as_str()));
     if releases.len() > 1 {
-        let list: Vec<&str> = releases.into_iter().collect();
         lines.push(Line::styled(
-            format!("releases: MIXED ({})", list.join(", ")),
+            format!("releases: MIXED ({})", releases.join(", ")),
             t.fg(Color::Yellow),
         ));
     }
