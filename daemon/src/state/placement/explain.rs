@@ -1,9 +1,9 @@
 //! Why a VM is where it is, or why it waits: the refusals of a decision
 //! counted by kind, in one line an operator reads at a glance ("no node
-//! fits: 2 lack memory (need 2048 MiB, most free 1024), 1 cordoned"), and
-//! every node's verdict for `vm explain`.
+//! fits: 2 lack memory (need 2048 MiB, most free 1024), 1 cordoned"). Each
+//! node's own verdict reads as `Refusal::describe`.
 
-use super::{Decision, Refusal, Verdict};
+use super::{Decision, Refusal};
 use crate::state::model::VmRecord;
 use std::collections::BTreeMap;
 
@@ -134,20 +134,5 @@ impl Decision {
                 }
             }
         }
-    }
-
-    /// Every node's verdict, one line each ("node 2: fits, score 750",
-    /// "node 3: cordoned"), the chosen one marked.
-    pub fn lines(&self, vm: &VmRecord) -> Vec<String> {
-        self.verdicts
-            .iter()
-            .map(|(id, verdict)| match verdict {
-                Verdict::Fits(score) if Some(*id) == self.node => {
-                    format!("node {id}: fits, score {score} (chosen)")
-                }
-                Verdict::Fits(score) => format!("node {id}: fits, score {score}"),
-                Verdict::Refused(r) => format!("node {id}: {}", r.describe(vm)),
-            })
-            .collect()
     }
 }

@@ -178,11 +178,6 @@ impl<'a> Load<'a> {
         used
     }
 
-    /// Members of `group` counted on `node`.
-    pub fn group_on(&self, group: &str, node: u64) -> u32 {
-        self.group(group).on(node)
-    }
-
     /// Where the members of `group` are, looked up once (a decision asks
     /// about every node).
     pub fn group(&self, group: &str) -> GroupCounts<'a> {

@@ -190,9 +190,13 @@ fn the_pending_explanation_counts_every_reason() {
         d.summary(),
         "no node fits: 2 lack memory (need 2048 MiB, most free 1024), 1 would exceed group web max 1 per node, 1 cordoned"
     );
-    let lines = d.lines(&w.fleet.vms["big"]);
-    assert_eq!(lines[0], "node 1: lacks memory (need 2048 MiB, free 1024)");
-    assert_eq!(lines[2], "node 3: cordoned");
+    let big = &w.fleet.vms["big"];
+    let reason = |i: usize| match &d.verdicts[i].1 {
+        Verdict::Refused(r) => r.describe(big),
+        Verdict::Fits(_) => "fits".into(),
+    };
+    assert_eq!(reason(0), "lacks memory (need 2048 MiB, free 1024)");
+    assert_eq!(reason(2), "cordoned");
 }
 
 #[test]
