@@ -65,13 +65,13 @@ impl FleetIndex {
     }
 
     /// Counts `vm` in (with the node its old instance may still run on).
-    pub fn add(&mut self, vm: &VmRecord, departed: Option<u64>) {
+    pub(super) fn add(&mut self, vm: &VmRecord, departed: Option<u64>) {
         self.count(vm, departed, true);
     }
 
     /// Counts `vm` out; the inverse of [`FleetIndex::add`] with the same
     /// arguments.
-    pub fn remove(&mut self, vm: &VmRecord, departed: Option<u64>) {
+    pub(super) fn remove(&mut self, vm: &VmRecord, departed: Option<u64>) {
         self.count(vm, departed, false);
     }
 
