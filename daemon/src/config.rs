@@ -99,9 +99,13 @@ impl BackendKind {
 #[command(
     name = "blixardd",
     version,
-    about = "Blixard host daemon: Raft-replicated microVM orchestration"
+    about = "Blixard host daemon: Raft-replicated microVM orchestration",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Flags {
+    /// A one-off task instead of running the node.
+    #[command(subcommand)]
+    pub command: Option<DaemonCommand>,
     /// This node's id: a positive integer, unique in the cluster, kept for the node's life.
     #[arg(long, env = "BLIXARD_NODE_ID")]
     pub node_id: Option<u64>,
@@ -135,9 +139,12 @@ pub struct Flags {
     /// QEMU accelerator: auto (KVM only where usable), kvm or tcg.
     #[arg(long, env = "BLIXARD_ACCEL", value_enum)]
     pub accel: Option<AccelChoice>,
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "BLIXARD_LOG")]
+    /// Log level or filter (tracing EnvFilter syntax: info, or info,blixard_daemon=debug).
+    #[arg(long = "log-level", visible_alias = "log", env = "BLIXARD_LOG")]
     pub log: Option<String>,
+    /// Log line format: text (colour only on a terminal) or json (one object a line, with node_id).
+    #[arg(long, env = "BLIXARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// One-time token from `blixard cluster join-token create`, for --join.
     #[arg(long, env = "BLIXARD_JOIN_TOKEN")]
     pub join_token: Option<blixard_shared::auth::Secret>,
@@ -164,6 +171,14 @@ pub struct Flags {
     pub allowed_runner_dirs: Vec<PathBuf>,
 }
 
+/// `blixardd`'s one-off tasks.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DaemonCommand {
+    /// Seed a new one-node cluster in an empty data dir from a backup file
+    /// or, to a revision or time, from a node's archive (`backup_dir`).
+    Restore(crate::backup::restore::RestoreArgs),
+}
+
 /// Settings that only the TOML file sets (with defaults).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,7 +199,9 @@ pub struct FileConfig {
     #[serde(default)]
     tls_hosts: Vec<String>,
     backend: Option<BackendKind>,
+    #[serde(alias = "log_level")]
     log: Option<String>,
+    log_format: Option<crate::logging::LogFormat>,
     image_dir: Option<PathBuf>,
     accel: Option<AccelChoice>,
     /// Path of qemu-system-x86_64 (default: found on PATH).
@@ -231,6 +248,12 @@ pub struct FileConfig {
     placement_strategy: Option<String>,
     /// Start with placement paused (see `Config::placement_paused`).
     placement_paused: Option<bool>,
+    /// Directory of this node's point-in-time archive (off when unset).
+    backup_dir: Option<PathBuf>,
+    /// Seconds between the archive's snapshots.
+    backup_snapshot_interval_s: Option<u64>,
+    /// Seconds the archive keeps snapshots and entries.
+    backup_retention_s: Option<u64>,
 }
 
 /// The resolved configuration the daemon runs with.
@@ -264,6 +287,8 @@ pub struct Config {
     pub backend: BackendKind,
     /// Log filter.
     pub log: String,
+    /// Log line format.
+    pub log_format: crate::logging::LogFormat,
     /// Ready file.
     pub ready_file: Option<PathBuf>,
     /// Guest image directory.
@@ -330,6 +355,10 @@ pub struct Config {
     /// While this node leads, place, preempt and drain nothing (healing
     /// goes on): for maintenance, as Nomad's scheduler pause. Default off.
     pub placement_paused: bool,
+    /// The point-in-time archive this node keeps (`backup_dir` and its
+    /// periods), or `None`: one node's archive is enough for the cluster's
+    /// history, since every node applies the same entries.
+    pub backup: Option<crate::backup::archive::Settings>,
 }
 
 /// A configuration problem, naming the setting.
@@ -490,7 +519,13 @@ impl Config {
         if !matches!(placement_strategy.as_str(), "binpack" | "spread") {
             return Err(invalid("placement_strategy", "must be binpack or spread"));
         }
+        let backup = backup_settings(
+            file.backup_dir,
+            file.backup_snapshot_interval_s,
+            file.backup_retention_s,
+        )?;
         Ok(Self {
+            backup,
             node_id,
             data_dir: data_dir.clone(),
             listen,
@@ -505,6 +540,7 @@ impl Config {
             tls_hosts: file.tls_hosts,
             backend: flags.backend.or(file.backend).unwrap_or(BackendKind::Qemu),
             log: flags.log.or(file.log).unwrap_or_else(|| "info".into()),
+            log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             ready_file: flags.ready_file,
             image_dir: flags
                 .image_dir
@@ -556,6 +592,7 @@ impl Config {
             tls_hosts: Vec::new(),
             backend: BackendKind::Process,
             log: "info".into(),
+            log_format: crate::logging::LogFormat::Text,
             ready_file: None,
             image_dir: data_dir.join("images"),
             accel: AccelChoice::Auto,
@@ -581,8 +618,62 @@ impl Config {
             audit_ring_len: blixard_shared::limits::DEFAULT_AUDIT_RING_LEN,
             placement_strategy: "binpack".to_string(),
             placement_paused: false,
+            backup: None,
         }
     }
+}
+
+/// Default time between the archive's snapshots: an hour, so a restore
+/// replays at most an hour of entries.
+pub const DEFAULT_BACKUP_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(3600);
+/// Default retention of the archive: a week.
+pub const DEFAULT_BACKUP_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Range of `backup_snapshot_interval_s`: a minute to a day.
+const BACKUP_SNAPSHOT_INTERVAL_RANGE_S: std::ops::RangeInclusive<u64> = 60..=86_400;
+/// Range of `backup_retention_s`: an hour to a year.
+const BACKUP_RETENTION_RANGE_S: std::ops::RangeInclusive<u64> = 3600..=366 * 86_400;
+
+/// The archive's settings from the file's keys; the periods without a
+/// directory are a mistake worth naming.
+fn backup_settings(
+    dir: Option<PathBuf>,
+    interval_s: Option<u64>,
+    retention_s: Option<u64>,
+) -> Result<Option<crate::backup::archive::Settings>, ConfigError> {
+    let Some(dir) = dir else {
+        if interval_s.is_some() || retention_s.is_some() {
+            return Err(invalid(
+                "backup_dir",
+                "is required when backup_snapshot_interval_s or backup_retention_s is set",
+            ));
+        }
+        return Ok(None);
+    };
+    if !dir.is_absolute() {
+        return Err(invalid(
+            "backup_dir",
+            format!("{} is not an absolute path", dir.display()),
+        ));
+    }
+    let interval = interval_s.unwrap_or(DEFAULT_BACKUP_SNAPSHOT_INTERVAL.as_secs());
+    if !BACKUP_SNAPSHOT_INTERVAL_RANGE_S.contains(&interval) {
+        return Err(invalid(
+            "backup_snapshot_interval_s",
+            between(&BACKUP_SNAPSHOT_INTERVAL_RANGE_S),
+        ));
+    }
+    let retention = retention_s.unwrap_or(DEFAULT_BACKUP_RETENTION.as_secs());
+    if !BACKUP_RETENTION_RANGE_S.contains(&retention) {
+        return Err(invalid(
+            "backup_retention_s",
+            between(&BACKUP_RETENTION_RANGE_S),
+        ));
+    }
+    Ok(Some(crate::backup::archive::Settings {
+        dir,
+        snapshot_interval: Duration::from_secs(interval),
+        retention: Duration::from_secs(retention),
+    }))
 }
 
 /// What the node registers about itself from the file (labels, zone,

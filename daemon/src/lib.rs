@@ -26,10 +26,12 @@
 pub mod api;
 pub mod audit;
 pub mod backend;
+pub mod backup;
 pub mod config;
 pub mod core;
 pub mod host;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod raft;

@@ -1,9 +1,8 @@
 //! `blixardd`: runs one Blixard node until SIGINT or SIGTERM.
 
-use blixard_daemon::config::{Config, Flags};
+use blixard_daemon::config::{Config, DaemonCommand, Flags};
 use clap::Parser;
 use color_eyre::eyre::{eyre, Result, WrapErr};
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: the write path allocates many small,
 /// short-lived buffers across threads, and glibc's arenas spent about a
@@ -16,17 +15,13 @@ const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    color_eyre::install()?;
-    let flags = Flags::parse();
+    blixard_daemon::logging::install_error_reports()?;
+    let mut flags = Flags::parse();
+    if let Some(DaemonCommand::Restore(args)) = flags.command.take() {
+        return restore(args).await;
+    }
     let config = Config::resolve(flags)?;
-    let filter = EnvFilter::try_new(&config.log)
-        .wrap_err_with(|| format!("--log: {:?} is not a valid filter", config.log))?;
-    // Colour only on a terminal: not into a file, a pipe or journald.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    blixard_daemon::logging::init(&config.log, config.log_format, config.node_id)?;
     let node = blixard_daemon::server::start(config).await?;
     // A node that failed for good (a task died, Raft stopped) stops what it
     // can and exits non-zero, so its service manager restarts it.
@@ -76,4 +71,43 @@ async fn wait_for_signal(core: std::sync::Arc<blixard_daemon::core::Core>) -> Re
             }
         }
     }
+}
+
+/// `blixardd restore`: seeds the data dir and says how to start the node.
+async fn restore(args: blixard_daemon::backup::restore::RestoreArgs) -> Result<()> {
+    blixard_daemon::logging::init(
+        "info",
+        blixard_daemon::logging::LogFormat::Text,
+        args.node_id,
+    )?;
+    let node_id = args.node_id;
+    let data_dir = args.data_dir.clone();
+    let restored = blixard_daemon::backup::restore::run(args)
+        .await
+        .wrap_err("restore failed")?;
+    let seeded = &restored.seeded;
+    println!(
+        "restored revision {} into {} as the one-node cluster of node {node_id} (advertised at {}; state revision {})",
+        restored.source_revision,
+        data_dir.display(),
+        seeded.advertise,
+        seeded.revision,
+    );
+    if let Some(fingerprint) = &seeded.ca_fingerprint {
+        println!("new cluster CA fingerprint: {fingerprint}");
+    }
+    if let Some(token) = &seeded.admin_token {
+        println!("new admin token: {}", token.display());
+    }
+    println!(
+        "start it with: blixardd --node-id {node_id} --data-dir {} --listen {}{}",
+        data_dir.display(),
+        seeded.advertise,
+        if seeded.ca_fingerprint.is_none() {
+            " --insecure"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }

@@ -429,6 +429,7 @@ const MATRIX: &[(&str, blixard_shared::auth::Role)] = {
         ("RemoveNode", Admin),
         ("TransferLeadership", Admin),
         ("CreateJoinToken", Admin),
+        ("Backup", Admin),
         ("CreateToken", Admin),
         ("ListTokens", Admin),
         ("RevokeToken", Admin),
@@ -577,6 +578,10 @@ async fn call(ch: blixard_shared::ApiChannel, method: &str, n: usize) -> Result<
             .map(drop),
         "TransferLeadership" => ClusterServiceClient::new(ch)
             .transfer_leadership(pb::TransferLeadershipRequest { to_node_id: 99 })
+            .await
+            .map(drop),
+        "Backup" => ClusterServiceClient::new(ch)
+            .backup(pb::BackupRequest {})
             .await
             .map(drop),
         "CreateJoinToken" => ClusterServiceClient::new(ch)

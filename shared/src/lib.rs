@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod backup;
 pub mod client;
 pub mod constraint;
 pub mod credentials;

@@ -325,4 +325,15 @@ impl BlixardClient {
         .await
         .map(|_| ())
     }
+
+    /// Opens the leader's backup stream (through any member): the chunks
+    /// of one backup file, in order.
+    pub async fn backup(&mut self) -> Result<tonic::Streaming<pb::BackupChunk>, ClientError> {
+        self.call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .backup(pb::BackupRequest {})
+                .await
+        })
+        .await
+    }
 }

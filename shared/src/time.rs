@@ -45,6 +45,41 @@ pub fn rfc3339_ms(ms: u64) -> String {
     )
 }
 
+/// Reads a UTC timestamp as RFC 3339 writes it (`2026-12-01T04:09:16Z`,
+/// with optional fraction, `Z` or `+00:00` only) or a plain count of ms
+/// since the Unix epoch: what `--to-time` takes. `None` for anything else.
+pub fn parse_utc_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    let body = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))?;
+    let (date, clock) = body.split_once(['T', ' '])?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms_part: u64 = format!("{fraction:0<3}")[..3].parse().ok()?;
+    // Days from the civil date (the inverse of `rfc3339_ms`'s conversion).
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(days * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000 + ms_part)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +89,31 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_796_098_156_123), "2026-12-01T04:09:16.123Z");
+    }
+
+    #[test]
+    fn timestamps_read_back_as_printed() {
+        for ms in [0, 951_782_400_000, 1_796_098_156_123, 4_102_444_799_999] {
+            assert_eq!(parse_utc_ms(&rfc3339_ms(ms)), Some(ms));
+        }
+        assert_eq!(
+            parse_utc_ms("2026-12-01T04:09:16Z"),
+            Some(1_796_098_156_000)
+        );
+        assert_eq!(
+            parse_utc_ms("2026-12-01T04:09:16.1+00:00"),
+            Some(1_796_098_156_100)
+        );
+        assert_eq!(parse_utc_ms("1796098156123"), Some(1_796_098_156_123));
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T04:09:16+02:00",
+            "2026-12-01",
+        ] {
+            assert_eq!(parse_utc_ms(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -24,6 +24,13 @@ const JOIN_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a leadership transfer may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a relayed backup may stream before the relay gives up.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The chunks of a backup file, as the leader sends them.
+pub type BackupStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
 /// Extra time a forwarded call gets beyond the leader's own limit.
 const FORWARD_SLACK: Duration = Duration::from_secs(10);
 
@@ -344,6 +351,44 @@ impl ClusterApi {
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<BackupStream>, Status> {
+        self.core
+            .metrics
+            .observe("Backup", async {
+                self.core
+                    .authorize(&Caller::of(&req), "cluster.backup", Resource::Cluster)?;
+                let req = req.into_inner();
+                // Only the leader knows its state is current: a follower
+                // relays the leader's stream unchanged.
+                if let Some(ch) = self.core.leader_channel()? {
+                    let relayed = ClusterServiceClient::new(ch)
+                        .backup(with_deadline(req, BACKUP_TIMEOUT))
+                        .await?
+                        .into_inner();
+                    return Ok(Response::new(Box::pin(relayed) as BackupStream));
+                }
+                let (revision, file) = crate::backup::take::take(&self.core).await?;
+                let chunks: Vec<Result<pb::BackupChunk, Status>> = file
+                    .chunks(blixard_shared::limits::SNAPSHOT_CHUNK_BYTES)
+                    .map(|data| {
+                        Ok(pb::BackupChunk {
+                            data: data.to_vec(),
+                            revision,
+                        })
+                    })
+                    .collect();
+                Ok(Response::new(
+                    Box::pin(futures_util::stream::iter(chunks)) as BackupStream
+                ))
+            })
+            .await
+    }
+
     async fn get_status(
         &self,
         req: Request<pb::GetStatusRequest>,

@@ -19,7 +19,7 @@ struct Args {
 }
 
 fn main() -> color_eyre::Result<()> {
-    color_eyre::install()?;
+    blixard_daemon::logging::install_error_reports()?;
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new("info"))

@@ -100,11 +100,28 @@ pub struct StateMachine {
     applied_tx: watch::Sender<u64>,
     view: FleetView,
     snapshot_bytes: Arc<AtomicU64>,
+    /// Where applied entries go for point-in-time restore (`backup_dir`).
+    archive: Option<crate::backup::archive::Feed>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotBody {
     fleet: Fleet,
+}
+
+/// The bytes of a snapshot (and of a backup's body) for `fleet`.
+pub fn encode_fleet(fleet: Fleet) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(&SnapshotBody { fleet }).map_err(io_err)
+}
+
+/// The fleet a snapshot's (or a backup's) bytes hold, with its derived
+/// indexes rebuilt.
+pub fn decode_fleet(data: &[u8]) -> io::Result<Fleet> {
+    let body: SnapshotBody = serde_json::from_slice(data).map_err(io_err)?;
+    let mut fleet = body.fleet;
+    // Derived, and absent from snapshots made before it existed.
+    fleet.rebuild_derived();
+    Ok(fleet)
 }
 
 impl StateMachine {
@@ -129,6 +146,7 @@ impl StateMachine {
                 applied: applied_rx,
             },
             snapshot_bytes: Arc::default(),
+            archive: None,
         };
         if let Some(snap) = sm.store.load()? {
             tracing::info!(last_log = ?snap.meta.last_log_id, bytes = snap.snapshot.len(), "restoring state from snapshot");
@@ -142,19 +160,23 @@ impl StateMachine {
         self.view.clone()
     }
 
+    /// Hands every applied entry to `feed` from now on (point-in-time
+    /// restore's archive, see `backup::archive`).
+    pub fn set_archive(&mut self, feed: crate::backup::archive::Feed) {
+        self.archive = Some(feed);
+    }
+
     /// Size of the newest snapshot, updated as snapshots are made.
     pub fn snapshot_bytes(&self) -> Arc<AtomicU64> {
         self.snapshot_bytes.clone()
     }
 
     fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        let body: SnapshotBody = serde_json::from_slice(data).map_err(io_err)?;
+        let restored = decode_fleet(data)?;
         let revision = meta.last_log_id.map_or(0, |l| l.index);
         {
             let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
-            *fleet = body.fleet;
-            // Derived, and absent from snapshots made before it existed.
-            fleet.rebuild_derived();
+            *fleet = restored;
             fleet.revision = fleet.revision.max(revision);
         }
         self.last_applied = meta.last_log_id;
@@ -389,10 +411,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let fleet = std::mem::take(&mut self.fleet);
         let started = std::time::Instant::now();
-        let data = tokio::task::spawn_blocking(move || serde_json::to_vec(&SnapshotBody { fleet }))
+        let data = tokio::task::spawn_blocking(move || encode_fleet(fleet))
             .await
-            .map_err(io_err)?
-            .map_err(io_err)?;
+            .map_err(io_err)??;
         let encoded = started.elapsed();
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
@@ -441,7 +462,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         fleet.apply_noop(index);
                         ApplyResponse(None)
                     }
-                    EntryPayload::Normal(cmd) => ApplyResponse(Some(fleet.apply(index, &cmd))),
+                    EntryPayload::Normal(cmd) => {
+                        let result = fleet.apply(index, &cmd);
+                        if let Some(feed) = &self.archive {
+                            feed.command(index, cmd);
+                        }
+                        ApplyResponse(Some(result))
+                    }
                     EntryPayload::Membership(m) => {
                         fleet.apply_noop(index);
                         self.last_membership = StoredMembership::new(Some(entry.log_id), m);
@@ -449,6 +476,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             };
+            if let (Some(feed), None) = (&self.archive, &response.0) {
+                feed.noop(index);
+            }
             self.last_applied = Some(entry.log_id);
             last_index = Some(index);
             if let Some(r) = responder {

@@ -39,7 +39,7 @@ pub fn need(path: &str) -> Need {
         ("blixard.v1.ClusterService", "Join") => Need::TokenOrNode,
         (
             "blixard.v1.ClusterService",
-            "GetStatus" | "RemoveNode" | "TransferLeadership" | "CreateJoinToken",
+            "GetStatus" | "RemoveNode" | "TransferLeadership" | "CreateJoinToken" | "Backup",
         )
         | (
             "blixard.v1.NodeService",
@@ -93,6 +93,8 @@ pub fn audited(path: &str) -> Option<Audited> {
             "CreateJoinToken" => write("cluster.join_token"),
             "Join" => write("cluster.join"),
             "IssueCertificate" => write("cluster.issue_certificate"),
+            // A backup carries every token's hash: each one is recorded.
+            "Backup" => write("cluster.backup"),
             _ => None,
         },
         ("blixard.v1.NodeService", m) => match m {

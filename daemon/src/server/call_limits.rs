@@ -34,6 +34,7 @@ pub const STREAMING_METHODS: &[&str] = &[
     "/blixard.v1.WatchService/Watch",
     "/blixard.v1.AuditService/WatchAudit",
     "/blixard.v1.VmService/StreamVmLogs",
+    "/blixard.v1.ClusterService/Backup",
     "/blixard.v1.RaftService/StreamAppend",
     "/blixard.v1.RaftService/InstallSnapshot",
     "/grpc.health.v1.Health/Watch",

@@ -31,7 +31,7 @@ pub(super) async fn prepare(
     let files = TlsFiles::new(&config.data_dir);
     if !files.has_ca() {
         if config.init {
-            create_cluster(config, &files)?;
+            create_cluster(&config.data_dir)?;
         } else if let Some(seed) = &config.join {
             join_with_token(config, &files, seed, listen).await?;
         } else {
@@ -47,20 +47,19 @@ pub(super) async fn prepare(
     Ok(Some(tls))
 }
 
-/// `--init` on a data dir without a CA: the CA, and the admin token file.
-fn create_cluster(config: &Config, files: &TlsFiles) -> Result<(), StartError> {
+/// `--init` (or a restore) on a data dir without a CA: the CA, and the
+/// admin token file. Returns the CA's fingerprint.
+pub(crate) fn create_cluster(data_dir: &Path) -> Result<String, StartError> {
+    let files = TlsFiles::new(data_dir);
     let ca = ClusterCa::generate().map_err(pki_err)?;
     let fingerprint = ca.fingerprint().map_err(pki_err)?;
     files.write_ca(&ca).map_err(pki_err)?;
-    write_admin_token(&config.data_dir)?;
+    write_admin_token(data_dir)?;
     tracing::info!(ca_fingerprint = %fingerprint, "created the cluster CA");
     // Printed as well as logged: the operator needs it to join nodes.
     println!("cluster CA fingerprint: {fingerprint}");
-    println!(
-        "admin token: {}",
-        admin_token_path(&config.data_dir).display()
-    );
-    Ok(())
+    println!("admin token: {}", admin_token_path(data_dir).display());
+    Ok(fingerprint)
 }
 
 async fn join_with_token(
@@ -112,7 +111,7 @@ fn write_admin_token(data_dir: &Path) -> Result<(), StartError> {
 }
 
 /// The bootstrap admin secret's hash, if the file is there.
-pub(super) fn admin_token_hash(data_dir: &Path) -> Result<String, StartError> {
+pub(crate) fn admin_token_hash(data_dir: &Path) -> Result<String, StartError> {
     let path = admin_token_path(data_dir);
     let secret =
         std::fs::read_to_string(&path).map_err(|e| pki_err(format!("{}: {e}", path.display())))?;

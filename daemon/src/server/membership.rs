@@ -6,6 +6,7 @@ use super::tasks::{Lifetime, Tasks};
 use super::StartError;
 use crate::core::Core;
 use crate::host::registration;
+use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,9 +49,63 @@ async fn register_admin_token(core: &Core) -> Result<(), StartError> {
     }
 }
 
+/// How long the leader waits before trying again to correct its own
+/// address in the membership.
+const ADDRESS_RETRY: Duration = Duration::from_secs(1);
+
+/// Keeps this node's address in the membership equal to the one it
+/// advertises, whenever it leads: a node restored from a backup (or moved
+/// to a new port) would otherwise be unreachable under its old address to
+/// every node that joins it. Ends once the membership agrees.
+async fn correct_own_address(core: std::sync::Arc<Core>) {
+    let mut metrics = core.raft.metrics();
+    let mut shutdown = core.shutdown.clone();
+    loop {
+        let (listed, leading) = {
+            let m = metrics.borrow_and_update();
+            let listed = m
+                .membership_config
+                .membership()
+                .get_node(&core.id)
+                .map(|n| n.addr.clone());
+            (listed, m.current_leader == Some(core.id))
+        };
+        match listed {
+            Some(addr) if addr == core.address => return,
+            Some(_) if leading => {
+                let nodes = BTreeMap::from([(core.id, BasicNode::new(core.address.clone()))]);
+                let change = openraft::ChangeMembers::SetNodes(nodes);
+                match core.raft.change_membership(change, false).await {
+                    Ok(_) => {
+                        tracing::info!(node_id = core.id, address = %core.address, "corrected this node's address in the membership");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not correct this node's address; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(ADDRESS_RETRY) => continue,
+                            _ = shutdown.recv() => return,
+                        }
+                    }
+                }
+            }
+            // Not leading (the leader of the day cannot vouch for this
+            // node's address), or not a member yet: wait for a change.
+            _ => {}
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
 /// Bootstraps or joins as the config says; a join runs in the background
 /// (a task of `tasks`), a bootstrap before this returns.
-pub(super) async fn bootstrap_or_join(core: &Core, tasks: &mut Tasks) -> Result<(), StartError> {
+pub(super) async fn bootstrap_or_join(
+    core: &std::sync::Arc<Core>,
+    tasks: &mut Tasks,
+) -> Result<(), StartError> {
     let config = &core.config;
     let initialized = core
         .raft
@@ -69,6 +124,13 @@ pub(super) async fn bootstrap_or_join(core: &Core, tasks: &mut Tasks) -> Result<
         }
     } else if config.init {
         tracing::info!("--init ignored: this data dir already belongs to a cluster");
+    }
+    if initialized {
+        tasks.spawn(
+            "own-address",
+            Lifetime::UntilDone,
+            correct_own_address(core.clone()),
+        );
     }
     let Some(seed) = config.join.clone() else {
         return Ok(());

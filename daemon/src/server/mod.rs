@@ -13,7 +13,7 @@ pub mod health;
 mod loops;
 mod membership;
 pub mod raft_config;
-mod storage;
+pub(crate) mod storage;
 mod tasks;
 
 use crate::config::Config;
@@ -112,7 +112,7 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     })?;
     let backend = AnyBackend::open(&config)?;
     let tls = credentials::prepare(&config, config.listen).await?;
-    let storage = storage::open(&config).await?;
+    let mut storage = storage::open(&config).await?;
     let (listener, address) = grpc::bind(config.listen).await?;
     let advertise = config
         .advertise
@@ -120,8 +120,17 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
         .unwrap_or_else(|| address.to_string());
     let (trigger, shutdown) = shutdown::channel();
     let snapshot_bytes = storage.snapshot_bytes.clone();
+    let archive = storage.archive.take();
     let core = start_raft(config, advertise, storage, shutdown, tls).await?;
     let mut tasks = Tasks::new(core.shutdown.clone());
+    if let Some((writer, rx)) = archive {
+        let shutdown = core.shutdown.clone();
+        tasks.spawn("archive", Lifetime::UntilShutdown, async move {
+            if let Err(e) = writer.run(rx, shutdown).await {
+                tracing::error!(error = %e, "the archive writer stopped");
+            }
+        });
+    }
     let (ready_tx, ready) = watch::channel(Readiness::NotReady("starting".into()));
     let probes = Probes {
         ready,

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Name of the node's one redb file in its data dir.
-const DB_FILE: &str = "blixard.redb";
+pub(crate) const DB_FILE: &str = "blixard.redb";
 
 /// What the storage phase hands to Raft and the node core.
 pub(super) struct Storage {
@@ -25,6 +25,12 @@ pub(super) struct Storage {
     pub snapshot_bytes: Arc<AtomicU64>,
     /// Term and last log index at start (see `Core::startup_log`).
     pub startup_log: (u64, u64),
+    /// The archive writer and the entries the state machine feeds it,
+    /// when `backup_dir` is set.
+    pub archive: Option<(
+        crate::backup::archive::Writer,
+        tokio::sync::mpsc::Receiver<crate::backup::archive::ArchivedEntry>,
+    )>,
 }
 
 /// A storage error naming the path it happened at.
@@ -65,9 +71,26 @@ pub(super) async fn open(config: &Config) -> Result<Storage, StartError> {
         .startup_position()
         .await
         .map_err(|e| storage_err(&db_path, e))?;
-    let state_machine =
+    let mut state_machine =
         StateMachine::open(db, log_store.write_queue()).map_err(|e| storage_err(&db_path, e))?;
+    // The archive opens before Raft applies anything, so it sees every
+    // entry from the state machine's snapshot on.
+    let archive = match &config.backup {
+        None => None,
+        Some(settings) => {
+            let writer = crate::backup::archive::Writer::open(
+                settings.clone(),
+                state_machine.view(),
+                config.node_id,
+            )
+            .map_err(|e| storage_err(&settings.dir, e))?;
+            let (feed, rx) = crate::backup::archive::Feed::channel();
+            state_machine.set_archive(feed);
+            Some((writer, rx))
+        }
+    };
     Ok(Storage {
+        archive,
         view: state_machine.view(),
         snapshot_bytes: state_machine.snapshot_bytes(),
         log_store,

@@ -107,6 +107,13 @@ pub enum ClusterCmd {
     /// One-time tokens that let a new node join (admin).
     #[command(subcommand)]
     JoinToken(JoinTokenCmd),
+    /// Write a checksummed copy of the replicated state, taken on the
+    /// leader, to FILE (admin); `blixardd restore --from FILE` seeds a new
+    /// cluster from it.
+    Backup {
+        /// Where to write it (replaced only once the copy is complete and checked).
+        file: std::path::PathBuf,
+    },
 }
 
 /// Lifetime of a join token unless `--ttl` says otherwise (the server's

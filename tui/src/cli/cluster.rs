@@ -1,5 +1,5 @@
 //! `blixard cluster status|members|transfer-leader|remove-node|join-token
-//! create`: the Raft membership as the operator sees it, the two changes to
+//! create|backup`: the Raft membership as the operator sees it, the two changes to
 //! it the CLI offers, and the one-time tokens new nodes join with.
 
 use super::args::{ClusterCmd, JoinTokenCmd};
@@ -195,6 +195,7 @@ pub async fn run(
         ClusterCmd::JoinToken(JoinTokenCmd::Create { ttl }) => {
             create_join_token(client, ttl, json).await
         }
+        ClusterCmd::Backup { file } => super::backup::run(client, &file, json).await,
     }
 }
 

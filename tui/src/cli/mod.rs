@@ -16,6 +16,7 @@
 
 mod args;
 mod audit;
+mod backup;
 mod cluster;
 mod dev;
 mod duration;

@@ -73,11 +73,16 @@ impl Daemon {
         std::fs::create_dir_all(dir).expect("data dir");
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("daemon.log"))
-            .expect("log file");
+        // stderr (the log) and stdout (what the daemon tells its operator)
+        // apart, as a service manager keeps them.
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .expect("log file")
+        };
+        let (log, out) = (open("daemon.log"), open("daemon.out"));
         let child = Command::new(bin)
             .args(["--node-id", &id.to_string(), "--listen", listen])
             .arg("--data-dir")
@@ -91,7 +96,7 @@ impl Daemon {
                 &["--backend", "process"][..]
             })
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
+            .stdout(out)
             .stderr(log)
             .spawn()
             .expect("spawn blixardd");
