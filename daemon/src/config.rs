@@ -177,6 +177,13 @@ pub enum DaemonCommand {
     /// Seed a new one-node cluster in an empty data dir from a backup file
     /// or, to a revision or time, from a node's archive (`backup_dir`).
     Restore(crate::backup::restore::RestoreArgs),
+    /// Write the man pages of `blixardd` and its subcommands into a directory (for packagers).
+    #[command(hide = true)]
+    Man {
+        /// Where to write `blixardd.1`, `blixardd-restore.1`.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Settings that only the TOML file sets (with defaults).

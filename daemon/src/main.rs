@@ -17,8 +17,16 @@ const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25
 async fn main() -> Result<()> {
     blixard_daemon::logging::install_error_reports()?;
     let mut flags = Flags::parse();
-    if let Some(DaemonCommand::Restore(args)) = flags.command.take() {
-        return restore(args).await;
+    match flags.command.take() {
+        Some(DaemonCommand::Restore(args)) => return restore(args).await,
+        Some(DaemonCommand::Man { out }) => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&out)
+                .and_then(|()| clap_mangen::generate_to(Flags::command(), &out))
+                .wrap_err_with(|| format!("writing man pages into {}", out.display()))?;
+            return Ok(());
+        }
+        None => {}
     }
     let config = Config::resolve(flags)?;
     blixard_daemon::logging::init(&config.log, config.log_format, config.node_id)?;

@@ -2,6 +2,7 @@
 //! them as text at `/metrics` (`--metrics-listen`); `sync` copies Raft's
 //! own metrics into them.
 
+pub mod fleet;
 pub mod probes;
 pub mod sync;
 
@@ -16,6 +17,57 @@ use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Labels of the VM count by node and state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VmLabels {
+    /// Node id ("0": not placed).
+    pub node: String,
+    /// VM state (pending, running, failed, ...).
+    pub state: &'static str,
+}
+
+/// Labels of the cluster-wide VM count by state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// VM state.
+    pub state: &'static str,
+}
+
+/// Labels of the cluster-wide node count by health.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    /// alive, suspect or down.
+    pub health: &'static str,
+}
+
+/// Labels of the node health gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// Node id.
+    pub node: String,
+    /// alive, suspect or down, as the leader judged it.
+    pub health: &'static str,
+}
+
+/// The log writer's own measurements, shared with its thread (see
+/// `raft::log_store`): recorded there, exported here.
+#[derive(Clone, Debug)]
+pub struct LogWriterStats {
+    /// Writes per redb transaction (group commit's batch size).
+    pub batch_writes: Histogram,
+    /// Time of one transaction, fsync included.
+    pub commit_seconds: Histogram,
+}
+
+impl Default for LogWriterStats {
+    fn default() -> Self {
+        Self {
+            batch_writes: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        }
+    }
+}
 
 /// Labels of per-method gRPC metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,6 +205,28 @@ pub struct Metrics {
     pub vms_drained: Counter,
     /// Placement decisions apply refused as stale.
     pub placements_refused: Counter,
+    /// VMs by node and state (the replicated state, refreshed per scrape).
+    pub vms: Family<VmLabels, U64Gauge>,
+    /// 1 for each node's current health (refreshed per scrape).
+    pub nodes: Family<NodeLabels, U64Gauge>,
+    /// VMs by state, every state present (zero included), for alerts.
+    pub vms_by_state: Family<StateLabels, U64Gauge>,
+    /// Nodes by health, every health present (zero included), for alerts.
+    pub nodes_by_health: Family<HealthLabels, U64Gauge>,
+    /// Free bytes on the data dir's file system (refreshed per scrape).
+    pub data_dir_free_bytes: U64Gauge,
+    /// Size of the data dir's file system (refreshed per scrape).
+    pub data_dir_size_bytes: U64Gauge,
+    /// Reconcile passes of this host's agent.
+    pub agent_passes: Counter,
+    /// Duration of one agent pass.
+    pub agent_pass_seconds: Histogram,
+    /// VM instances this host started.
+    pub vm_starts: Counter,
+    /// Time from a start to the backend's first report of it running.
+    pub vm_boot_seconds: Histogram,
+    /// The Raft log writer's batches and commit times.
+    pub log_writer: LogWriterStats,
 }
 
 impl Default for Metrics {
@@ -191,6 +265,17 @@ impl Metrics {
             vms_preempted: Default::default(),
             vms_drained: Default::default(),
             placements_refused: Default::default(),
+            vms: Default::default(),
+            nodes: Default::default(),
+            vms_by_state: Default::default(),
+            nodes_by_health: Default::default(),
+            data_dir_free_bytes: Default::default(),
+            data_dir_size_bytes: Default::default(),
+            agent_passes: Default::default(),
+            agent_pass_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            vm_starts: Default::default(),
+            vm_boot_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            log_writer: LogWriterStats::default(),
         };
         registry.register("raft_term", "Current Raft term", m.raft_term.clone());
         registry.register(
@@ -302,10 +387,76 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        m.register_operator_view(&mut registry);
         Self {
             registry: Arc::new(registry),
             ..m
         }
+    }
+
+    /// The cluster as an operator watches it: VMs and nodes, the agent,
+    /// boots, the data dir's disk and the log writer.
+    fn register_operator_view(&self, registry: &mut Registry) {
+        registry.register(
+            "vms",
+            "VMs by node and state, in the replicated state (node 0: not placed)",
+            self.vms.clone(),
+        );
+        registry.register(
+            "nodes",
+            "1 for each node's current health (alive, suspect, down)",
+            self.nodes.clone(),
+        );
+        registry.register(
+            "vms_by_state",
+            "VMs by state in the replicated state, every state present",
+            self.vms_by_state.clone(),
+        );
+        registry.register(
+            "nodes_by_health",
+            "Nodes by health, every health present",
+            self.nodes_by_health.clone(),
+        );
+        registry.register(
+            "data_dir_free_bytes",
+            "Free bytes on the file system of this node's data dir",
+            self.data_dir_free_bytes.clone(),
+        );
+        registry.register(
+            "data_dir_size_bytes",
+            "Size of the file system of this node's data dir",
+            self.data_dir_size_bytes.clone(),
+        );
+        registry.register(
+            "agent_passes",
+            "Reconcile passes of this host's agent",
+            self.agent_passes.clone(),
+        );
+        registry.register(
+            "agent_pass_seconds",
+            "Duration of one reconcile pass of this host's agent",
+            self.agent_pass_seconds.clone(),
+        );
+        registry.register(
+            "vm_starts",
+            "VM instances this host started",
+            self.vm_starts.clone(),
+        );
+        registry.register(
+            "vm_boot_seconds",
+            "Time from starting a VM instance to its first report as running",
+            self.vm_boot_seconds.clone(),
+        );
+        registry.register(
+            "log_writer_batch_writes",
+            "Writes per Raft log transaction (group commit)",
+            self.log_writer.batch_writes.clone(),
+        );
+        registry.register(
+            "log_writer_commit_seconds",
+            "Time of one Raft log transaction, fsync included",
+            self.log_writer.commit_seconds.clone(),
+        );
     }
 
     /// Counts one hit of `limit`.
@@ -367,6 +518,7 @@ impl Metrics {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
+    refresh: fleet::Refresh,
     probes: probes::Probes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -382,11 +534,12 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let metrics = metrics.clone();
+                refresh.run(&metrics);
                 async move {
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
                         metrics.render(),
                     )

@@ -190,6 +190,15 @@ impl LogStore {
     /// Opens the log tables in `db`, creating them if needed, and starts
     /// the writer thread (it ends when the last handle is dropped).
     pub fn open(db: Arc<Database>) -> io::Result<Self> {
+        Self::open_with_stats(db, crate::metrics::LogWriterStats::default())
+    }
+
+    /// [`LogStore::open`], recording the writer's batch sizes and commit
+    /// times into `stats` (the node's metrics).
+    pub fn open_with_stats(
+        db: Arc<Database>,
+        stats: crate::metrics::LogWriterStats,
+    ) -> io::Result<Self> {
         let tx = db.begin_write().map_err(io_err)?;
         {
             tx.open_table(LOG).map_err(io_err)?;
@@ -201,7 +210,7 @@ impl LogStore {
         let (wdb, wpending) = (db.clone(), pending.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(wdb, wpending, queue))?;
+            .spawn(move || write_loop(wdb, wpending, queue, stats))?;
         Ok(Self {
             db,
             pending,
@@ -285,16 +294,26 @@ impl LogStore {
 
 /// The writer thread: takes everything queued (up to a bound), applies it in
 /// one transaction, commits with fsync, then reports each write in order.
-fn write_loop(db: Arc<Database>, pending: Arc<Mutex<Pending>>, mut queue: mpsc::Receiver<Write>) {
+fn write_loop(
+    db: Arc<Database>,
+    pending: Arc<Mutex<Pending>>,
+    mut queue: mpsc::Receiver<Write>,
+    stats: crate::metrics::LogWriterStats,
+) {
     while let Some(first) = queue.blocking_recv() {
         let batch = take_batch(first, &mut queue);
+        stats.batch_writes.observe(batch.len() as f64);
         let committed = committed_hint_due(&pending);
         let Prepared {
             changes,
             reports,
             appended,
         } = prepare(batch);
+        let started = std::time::Instant::now();
         let result = commit(&db, changes, committed);
+        stats
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(()) => {
                 let mut p = lock(&pending);

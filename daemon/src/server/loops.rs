@@ -180,8 +180,11 @@ pub(super) async fn spawn_metrics(
         metrics_address = Some(local);
         let signal = core.shutdown.signal();
         let metrics = core.metrics.clone();
+        let refresh =
+            crate::metrics::fleet::Refresh::new(core.view.clone(), core.config.data_dir.clone());
         let server = async move {
-            if let Err(e) = crate::metrics::serve(listener, metrics, probes, signal).await {
+            if let Err(e) = crate::metrics::serve(listener, metrics, refresh, probes, signal).await
+            {
                 tracing::error!(error = %e, "metrics server failed");
             }
         };

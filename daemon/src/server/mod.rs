@@ -112,7 +112,8 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     })?;
     let backend = AnyBackend::open(&config)?;
     let tls = credentials::prepare(&config, config.listen).await?;
-    let mut storage = storage::open(&config).await?;
+    let metrics = Metrics::new();
+    let mut storage = storage::open(&config, &metrics).await?;
     let (listener, address) = grpc::bind(config.listen).await?;
     let advertise = config
         .advertise
@@ -121,7 +122,7 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     let (trigger, shutdown) = shutdown::channel();
     let snapshot_bytes = storage.snapshot_bytes.clone();
     let archive = storage.archive.take();
-    let core = start_raft(config, advertise, storage, shutdown, tls).await?;
+    let core = start_raft(config, advertise, storage, shutdown, tls, metrics).await?;
     let mut tasks = Tasks::new(core.shutdown.clone());
     if let Some((writer, rx)) = archive {
         let shutdown = core.shutdown.clone();
@@ -169,10 +170,10 @@ async fn start_raft(
     storage: storage::Storage,
     shutdown: shutdown::Shutdown,
     tls: Option<crate::security::pki::TlsMaterial>,
+    metrics: Metrics,
 ) -> Result<Arc<Core>, StartError> {
     let settings =
         raft_config::raft_config(&config).map_err(|e| StartError::Raft(e.to_string()))?;
-    let metrics = Metrics::new();
     let pool = PeerPool::new(
         tls.as_ref().map(crate::security::tls::peer_client_config),
         metrics.clone(),

@@ -52,7 +52,10 @@ pub(super) fn claim_data_dir(dir: &Path) -> Result<PathBuf, StartError> {
 /// Opens (or creates) the redb file and the stores over it. A node that
 /// led when it stopped gives up that term's leadership here (see
 /// `LogStore::give_up_leadership_of_restored_term`).
-pub(super) async fn open(config: &Config) -> Result<Storage, StartError> {
+pub(super) async fn open(
+    config: &Config,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Storage, StartError> {
     let db_path = config.data_dir.join(DB_FILE);
     let db = {
         let path = db_path.clone();
@@ -62,7 +65,8 @@ pub(super) async fn open(config: &Config) -> Result<Storage, StartError> {
             .map_err(|e| storage_err(&db_path, e))?
     };
     let db = Arc::new(db);
-    let mut log_store = LogStore::open(db.clone()).map_err(|e| storage_err(&db_path, e))?;
+    let mut log_store = LogStore::open_with_stats(db.clone(), metrics.log_writer.clone())
+        .map_err(|e| storage_err(&db_path, e))?;
     log_store
         .give_up_leadership_of_restored_term(config.node_id)
         .await

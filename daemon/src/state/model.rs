@@ -47,6 +47,20 @@ pub enum NodeHealth {
     Down,
 }
 
+impl NodeHealth {
+    /// Every health, for gauges that show each (zero included).
+    pub const ALL: [NodeHealth; 3] = [NodeHealth::Alive, NodeHealth::Suspect, NodeHealth::Down];
+
+    /// Lower-case word for the health, as in the CLI and metrics.
+    pub fn word(self) -> &'static str {
+        match self {
+            NodeHealth::Alive => "alive",
+            NodeHealth::Suspect => "suspect",
+            NodeHealth::Down => "down",
+        }
+    }
+}
+
 /// A host of the fleet, as registered by its own daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -161,6 +175,18 @@ pub enum VmState {
 }
 
 impl VmState {
+    /// Every state, for gauges that show each (zero included).
+    pub const ALL: [VmState; 8] = [
+        VmState::Pending,
+        VmState::Scheduled,
+        VmState::Starting,
+        VmState::Running,
+        VmState::Stopping,
+        VmState::Stopped,
+        VmState::Failed,
+        VmState::Lost,
+    ];
+
     /// Lower-case word for the state, as in events, the CLI and the console.
     pub fn word(self) -> &'static str {
         blixard_shared::words::vm_state_word(pb::VmState::from(self))

@@ -79,6 +79,13 @@ pub enum Command {
     /// This CLI's release and every member's (a mixed cluster says so).
     Version,
     /// Print a shell completion script (e.g. `blixard completions bash > /etc/bash_completion.d/blixard`).
+    /// Write the man pages of `blixard` and its subcommands into a directory (for packagers).
+    #[command(hide = true)]
+    Man {
+        /// Where to write `blixard.1`, `blixard-vm.1`, ...
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]

@@ -97,6 +97,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Version => cluster::version(&mut client()?, json, cons).await,
         // Its failures are not this command line's credentials' to explain.
         Command::Dev(args) => return dev::run(args).await,
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&out)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &out))
+                .map_err(|e| {
+                    CliError::other(format!("writing man pages into {}: {e}", out.display()))
+                })?;
+            return Ok(());
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

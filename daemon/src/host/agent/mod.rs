@@ -99,6 +99,8 @@ struct Local {
     /// own: started again, without back-off, once the lease is renewed.
     fenced: bool,
     reported: Option<(VmState, String, u32)>,
+    /// This instance's boot time is in `vm_boot_seconds` already.
+    boot_observed: bool,
 }
 
 /// Reconciles one host. Generic over the backend so the loop is the same
@@ -241,6 +243,11 @@ impl<B: VmBackend> Agent<B> {
             }
             last_pass = Instant::now();
             self.pass().await;
+            self.core.metrics.agent_passes.inc();
+            self.core
+                .metrics
+                .agent_pass_seconds
+                .observe(last_pass.elapsed().as_secs_f64());
             self.heartbeat.beat();
             // Wake when the lease runs out, too: its VMs must stop then.
             let lease = *self.lease.borrow();
@@ -640,6 +647,15 @@ impl<B: VmBackend> Agent<B> {
                     } else {
                         if let Some(l) = self.local.get_mut(&name) {
                             l.pid = pid;
+                            if !l.boot_observed {
+                                l.boot_observed = true;
+                                if let Some(started) = l.started {
+                                    self.core
+                                        .metrics
+                                        .vm_boot_seconds
+                                        .observe(started.elapsed().as_secs_f64());
+                                }
+                            }
                         }
                         self.report(vm, VmState::Running, String::new());
                     }
@@ -800,11 +816,13 @@ impl<B: VmBackend> Agent<B> {
                         return;
                     }
                 }
+                self.core.metrics.vm_starts.inc();
                 if let Some(l) = self.local.get_mut(&name) {
                     l.running = true;
                     l.pid = inst.pid;
                     l.started_at_ms = inst.started_at_ms;
                     l.started = Some(Instant::now());
+                    l.boot_observed = false;
                     l.lapses_at_start = self.lease.borrow().lapses;
                     l.epoch = vm.epoch;
                     l.next_start = None;
