@@ -142,6 +142,9 @@ pub struct Flags {
     /// Log level or filter (tracing EnvFilter syntax: info, or info,blixard_daemon=debug).
     #[arg(long = "log-level", visible_alias = "log", env = "BLIXARD_LOG")]
     pub log: Option<String>,
+    /// Send traces to this OpenTelemetry collector over OTLP/gRPC (http://HOST:4317); off when unset.
+    #[arg(long, env = "BLIXARD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Log line format: text (colour only on a terminal) or json (one object a line, with node_id).
     #[arg(long, env = "BLIXARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<crate::logging::LogFormat>,
@@ -209,6 +212,7 @@ pub struct FileConfig {
     #[serde(alias = "log_level")]
     log: Option<String>,
     log_format: Option<crate::logging::LogFormat>,
+    otlp_endpoint: Option<String>,
     image_dir: Option<PathBuf>,
     accel: Option<AccelChoice>,
     /// Path of qemu-system-x86_64 (default: found on PATH).
@@ -296,6 +300,8 @@ pub struct Config {
     pub log: String,
     /// Log line format.
     pub log_format: crate::logging::LogFormat,
+    /// OTLP/gRPC collector traces go to (None: no tracing).
+    pub otlp_endpoint: Option<String>,
     /// Ready file.
     pub ready_file: Option<PathBuf>,
     /// Guest image directory.
@@ -548,6 +554,7 @@ impl Config {
             backend: flags.backend.or(file.backend).unwrap_or(BackendKind::Qemu),
             log: flags.log.or(file.log).unwrap_or_else(|| "info".into()),
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+            otlp_endpoint: flags.otlp_endpoint.or(file.otlp_endpoint),
             ready_file: flags.ready_file,
             image_dir: flags
                 .image_dir
@@ -600,6 +607,7 @@ impl Config {
             backend: BackendKind::Process,
             log: "info".into(),
             log_format: crate::logging::LogFormat::Text,
+            otlp_endpoint: None,
             ready_file: None,
             image_dir: data_dir.join("images"),
             accel: AccelChoice::Auto,

@@ -16,6 +16,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use std::time::{Duration, Instant};
 use tonic::Status;
+use tracing::Instrument;
 
 /// How long a forwarded write or read index may take at the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -187,13 +188,23 @@ impl Core {
         };
         let cmd = Command {
             time_ms: blixard_shared::time::now_ms(),
+            trace: blixard_shared::telemetry::current_traceparent(),
             action,
         };
-        match self.write_local(cmd.clone()).await {
-            Err(WriteError::NotLeader) => self.forward(cmd).await,
-            Err(WriteError::Status(s)) => Err(s),
-            Ok(outcome) => Ok(outcome),
+        let span = if cmd.trace.is_some() {
+            tracing::info_span!("raft.propose", node_id = self.id)
+        } else {
+            tracing::Span::none()
+        };
+        async {
+            match self.write_local(cmd.clone()).await {
+                Err(WriteError::NotLeader) => self.forward(cmd).await,
+                Err(WriteError::Status(s)) => Err(s),
+                Ok(outcome) => Ok(outcome),
+            }
         }
+        .instrument(span)
+        .await
     }
 
     /// Proposes on this node only (the leader side of a forwarded write).
@@ -239,6 +250,7 @@ impl Core {
         })?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(FORWARD_TIMEOUT);
+        blixard_shared::telemetry::inject_current(req.metadata_mut());
         if let Some(caller) = crate::security::admit::current_caller() {
             if let Ok(value) = caller.describe().parse() {
                 req.metadata_mut()

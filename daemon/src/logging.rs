@@ -33,6 +33,9 @@ pub enum LoggingError {
         /// The parser's complaint.
         message: String,
     },
+    /// The trace exporter could not be set up.
+    #[error("{0}")]
+    Tracing(String),
     /// A subscriber was installed already.
     #[error("logging was set up twice: {0}")]
     Init(String),
@@ -68,21 +71,40 @@ where
     }
 }
 
+/// Targets whose spans go to the trace collector: Blixard's own (the
+/// libraries' spans would drown them).
+fn traced_targets() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_target("blixard_daemon", tracing::Level::INFO)
+        .with_target("blixard_shared", tracing::Level::INFO)
+}
+
 /// Installs the process's subscriber: `filter` in EnvFilter syntax,
-/// `format`, and `node_id` on every JSON line.
-pub fn init(filter: &str, format: LogFormat, node_id: u64) -> Result<(), LoggingError> {
+/// `format`, `node_id` on every JSON line, and with `otlp_endpoint` the
+/// OpenTelemetry layer (its own filter: Blixard's spans at info), whose
+/// exporter the returned handle flushes at exit.
+pub fn init(
+    filter: &str,
+    format: LogFormat,
+    node_id: u64,
+    otlp_endpoint: Option<&str>,
+) -> Result<Option<blixard_shared::telemetry::Telemetry>, LoggingError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let env_filter = EnvFilter::try_new(filter).map_err(|e| LoggingError::Filter {
         filter: filter.to_string(),
         message: e.to_string(),
     })?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let result = match format {
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
-        LogFormat::Json => builder
+    let lines = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(ansi)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(false)
             .event_format(WithNodeId {
                 inner: format::format()
@@ -92,9 +114,24 @@ pub fn init(filter: &str, format: LogFormat, node_id: u64) -> Result<(), Logging
                 node_id,
             })
             .fmt_fields(format::JsonFields::new())
-            .try_init(),
+            .boxed(),
+    }
+    .with_filter(env_filter);
+    let registry = tracing_subscriber::registry().with(lines);
+    let (traces, telemetry) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, telemetry) =
+                blixard_shared::telemetry::layer(endpoint, "blixardd", node_id.to_string())
+                    .map_err(|e| LoggingError::Tracing(e.to_string()))?;
+            (Some(layer.with_filter(traced_targets())), Some(telemetry))
+        }
+        None => (None, None),
     };
-    result.map_err(|e| LoggingError::Init(e.to_string()))
+    registry
+        .with(traces)
+        .try_init()
+        .map_err(|e| LoggingError::Init(e.to_string()))?;
+    Ok(telemetry)
 }
 
 /// Installs color-eyre's error reports, coloured only on a terminal: a

@@ -29,7 +29,21 @@ async fn main() -> Result<()> {
         None => {}
     }
     let config = Config::resolve(flags)?;
-    blixard_daemon::logging::init(&config.log, config.log_format, config.node_id)?;
+    let telemetry = blixard_daemon::logging::init(
+        &config.log,
+        config.log_format,
+        config.node_id,
+        config.otlp_endpoint.as_deref(),
+    )?;
+    let result = run(config).await;
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    result
+}
+
+/// Runs the node until a signal or a fatal failure.
+async fn run(config: Config) -> Result<()> {
     let node = blixard_daemon::server::start(config).await?;
     // A node that failed for good (a task died, Raft stopped) stops what it
     // can and exits non-zero, so its service manager restarts it.
@@ -87,6 +101,7 @@ async fn restore(args: blixard_daemon::backup::restore::RestoreArgs) -> Result<(
         "info",
         blixard_daemon::logging::LogFormat::Text,
         args.node_id,
+        None,
     )?;
     let node_id = args.node_id;
     let data_dir = args.data_dir.clone();

@@ -168,6 +168,7 @@ impl tonic::service::Interceptor for Credentials {
             req.metadata_mut()
                 .insert(AUTHORIZATION_HEADER, token.clone());
         }
+        crate::telemetry::inject_current(req.metadata_mut());
         Ok(req)
     }
 }

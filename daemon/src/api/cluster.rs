@@ -39,6 +39,7 @@ const FORWARD_SLACK: Duration = Duration::from_secs(10);
 fn with_deadline<T>(msg: T, deadline: Duration) -> Request<T> {
     let mut req = Request::new(msg);
     req.set_timeout(deadline);
+    blixard_shared::telemetry::inject_current(req.metadata_mut());
     // A relay names its client: the leader's audit trail leaves the relayed
     // call out (it was recorded here).
     if let Some(caller) = crate::security::admit::current_caller() {

@@ -121,6 +121,7 @@ fn add_admin_token(fleet: &mut Fleet, hash: String, revision: u64) -> Result<u64
         .ok_or_else(|| RestoreError::Invalid("too many restored admin tokens".into()))?;
     let cmd = Command {
         time_ms: blixard_shared::time::now_ms(),
+        trace: None,
         action: Action::CreateToken {
             name,
             role: blixard_shared::auth::Role::Admin,

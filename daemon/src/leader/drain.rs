@@ -20,6 +20,7 @@ pub async fn drive(core: &Core, lost: &BTreeSet<u64>, policy: Policy) {
         let moving = matches!(action, Action::MoveVm { .. });
         let cmd = Command {
             time_ms: now_ms(),
+            trace: None,
             action,
         };
         match core.propose_local(cmd).await {

@@ -81,6 +81,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: Shutdown) {
             tracing::info!(node_id = id, ?health, "node health changed");
             let cmd = crate::state::Command {
                 time_ms: blixard_shared::time::now_ms(),
+                trace: None,
                 action: Action::SetNodeHealth { id, health },
             };
             // Only while still leading: a deposed leader's judgements are stale.

@@ -205,6 +205,7 @@ async fn reschedule_lost(core: &Core, lost: &BTreeMap<u64, u64>) {
         let (name, node_id) = (name.clone(), *node_id);
         let cmd = Command {
             time_ms: now_ms(),
+            trace: None,
             action,
         };
         match core.propose_local(cmd).await {
@@ -276,6 +277,7 @@ async fn forget_departed(core: &Core, tracker: &mut LeaseTracker, lost: &BTreeMa
     for action in forget {
         let cmd = Command {
             time_ms: now_ms(),
+            trace: None,
             action,
         };
         match core.propose_local(cmd).await {
@@ -417,6 +419,7 @@ async fn place_pending(
         let is_place = matches!(action, Action::PlaceVm { .. });
         let cmd = Command {
             time_ms: now_ms(),
+            trace: None,
             action,
         };
         async move {
@@ -455,6 +458,7 @@ mod tests {
     fn node(f: &mut Fleet, rev: u64, id: u64, mem: u64, backend: &str) {
         let cmd = Command {
             time_ms: 0,
+            trace: None,
             action: Action::RegisterNode(NodeRegistration {
                 id,
                 address: format!("n{id}:7000"),
@@ -483,6 +487,7 @@ mod tests {
                 rev,
                 &Command {
                     time_ms: 0,
+                    trace: None,
                     action: Action::RenewLease {
                         id: 2,
                         lease_ms: 1000,

@@ -463,7 +463,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         ApplyResponse(None)
                     }
                     EntryPayload::Normal(cmd) => {
-                        let result = fleet.apply(index, &cmd);
+                        // A traced command's apply joins its trace (on
+                        // every node that applies it).
+                        let span = match &cmd.trace {
+                            Some(trace) => {
+                                let span = tracing::info_span!("raft.apply", revision = index);
+                                blixard_shared::telemetry::continue_from(&span, trace);
+                                span
+                            }
+                            None => tracing::Span::none(),
+                        };
+                        let result = span.in_scope(|| fleet.apply(index, &cmd));
                         if let Some(feed) = &self.archive {
                             feed.command(index, cmd);
                         }

@@ -109,7 +109,9 @@ fn router(
             .tls_config(crate::security::tls::server_config(tls))
             .map_err(|e| StartError::Grpc(format!("TLS: {e}")))?;
     }
+    let node_id = core.id;
     Ok(server
+        .trace_fn(move |req| call_span(node_id, req))
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .layer(AuditLayer::new(core.clone()))
@@ -161,4 +163,31 @@ fn router(
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         ))
+}
+
+/// The span of one call when this node exports traces: it continues the
+/// caller's trace when the call carries one. Raft's own traffic
+/// (heartbeats, replication) and health checks get none unless they carry
+/// a trace: they would drown every other span.
+fn call_span(node_id: u64, req: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    if !blixard_shared::telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let path = req.uri().path();
+    let traced = req
+        .headers()
+        .contains_key(blixard_shared::telemetry::TRACEPARENT);
+    let chatter = path.starts_with("/blixard.v1.RaftService/") || path.starts_with("/grpc.");
+    if chatter && !traced {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        node_id
+    );
+    blixard_shared::telemetry::continue_from_headers(&span, req.headers());
+    span
 }

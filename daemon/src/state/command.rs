@@ -14,6 +14,11 @@ pub struct Command {
     pub time_ms: u64,
     /// What to change.
     pub action: Action,
+    /// The W3C trace context of the call that proposed it, when tracing:
+    /// a VM it creates or starts keeps it, so the host's start of that VM
+    /// joins the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// What a node tells the cluster about itself when it registers.

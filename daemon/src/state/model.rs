@@ -338,6 +338,10 @@ pub struct VmRecord {
     /// The move under way, if any (cleared when it is placed again).
     #[serde(default)]
     pub moving: Option<MoveRecord>,
+    /// The trace context of the command that last created, started or
+    /// restarted it (empty: none), for the host's start to join.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_parent: String,
 }
 
 /// Details of the running instance, as reported by the owning node.

@@ -46,6 +46,7 @@ impl Run {
                 self.revision,
                 &Command {
                     time_ms: self.revision,
+                    trace: None,
                     action,
                 },
             )

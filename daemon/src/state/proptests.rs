@@ -244,7 +244,11 @@ fn maybe_retryable() -> impl Strategy<Value = Action> {
 fn commands() -> impl Strategy<Value = Vec<Command>> {
     prop::collection::vec((0u64..1_000_000, maybe_retryable()), 0..120).prop_map(|v| {
         v.into_iter()
-            .map(|(time_ms, action)| Command { time_ms, action })
+            .map(|(time_ms, action)| Command {
+                time_ms,
+                action,
+                trace: None,
+            })
             .collect()
     })
 }
@@ -410,6 +414,7 @@ fn event_ring_is_bounded_and_tracks_pruning() {
         };
         let cmd = Command {
             time_ms: i,
+            trace: None,
             action: if i == 1 {
                 Action::CreateVm {
                     name: "a".into(),
@@ -435,7 +440,11 @@ fn event_ring_is_bounded_and_tracks_pruning() {
 fn delete_of_a_running_vm_needs_force() {
     let mut f = Fleet::default();
     let spec = small_spec();
-    let cmd = |action| Command { time_ms: 1, action };
+    let cmd = |action| Command {
+        time_ms: 1,
+        action,
+        trace: None,
+    };
     let steps = [
         cmd(Action::RegisterNode(NodeRegistration {
             id: 1,
@@ -489,6 +498,7 @@ fn delete_of_a_running_vm_needs_force() {
     );
     let delete = |force| Command {
         time_ms: 3,
+        trace: None,
         action: Action::DeleteVm {
             name: "web".into(),
             force,
@@ -505,7 +515,11 @@ fn delete_of_a_running_vm_needs_force() {
 #[test]
 fn rescheduling_off_a_lost_node_needs_the_lease_it_saw_run_out() {
     let mut f = Fleet::default();
-    let cmd = |action| Command { time_ms: 1, action };
+    let cmd = |action| Command {
+        time_ms: 1,
+        action,
+        trace: None,
+    };
     let node = |id| {
         cmd(Action::RegisterNode(NodeRegistration {
             id,
@@ -595,6 +609,7 @@ fn the_invariant_check_sees_a_broken_state() {
     let mut f = Fleet::default();
     let node = Command {
         time_ms: 1,
+        trace: None,
         action: Action::RegisterNode(NodeRegistration {
             id: 1,
             address: "127.0.0.1:1".into(),
@@ -628,6 +643,7 @@ fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
     let mut f = Fleet::default();
     let retryable = |id: &str, action| Command {
         time_ms: 1,
+        trace: None,
         action: Action::Retryable {
             request_id: id.into(),
             action: Box::new(action),
@@ -652,6 +668,7 @@ fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
     assert_eq!(f.vms["web"].restart_nonce, 1, "restarted once, not twice");
     let without_id = Command {
         time_ms: 1,
+        trace: None,
         action: create_web,
     };
     assert_eq!(

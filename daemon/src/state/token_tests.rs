@@ -32,6 +32,7 @@ impl Run {
         self.revision += 1;
         let cmd = Command {
             time_ms: self.now,
+            trace: None,
             action,
         };
         self.fleet.apply(self.revision, &cmd)

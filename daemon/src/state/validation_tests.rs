@@ -71,7 +71,11 @@ fn populated() -> Fleet {
     ];
     for (i, action) in actions.into_iter().enumerate() {
         let shown = format!("{action:?}");
-        let cmd = Command { time_ms: 1, action };
+        let cmd = Command {
+            time_ms: 1,
+            action,
+            trace: None,
+        };
         if let Err(r) = fleet.apply(i as u64 + 1, &cmd) {
             panic!("{shown}: {r}");
         }
@@ -404,7 +408,11 @@ fn a_malformed_action_of_any_kind_is_refused_and_changes_nothing() {
         let mut fleet = base.clone();
         let revision = base.revision + 1 + i as u64;
         let shown = format!("{action:?}");
-        let cmd = Command { time_ms: 2, action };
+        let cmd = Command {
+            time_ms: 2,
+            action,
+            trace: None,
+        };
         let Err(r) = fleet.apply(revision, &cmd) else {
             panic!("accepted {shown}");
         };

@@ -39,6 +39,9 @@ pub struct Cli {
     /// Serve reads from the contacted node's local state (fast, possibly stale).
     #[arg(long, global = true)]
     pub local: bool,
+    /// Send a trace of the command to this OpenTelemetry collector (OTLP/gRPC, http://HOST:4317).
+    #[arg(long, env = "BLIXARD_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
     /// How calls prove themselves and check the cluster (TLS CA, token).
     #[command(flatten)]
     pub connect: ConnectArgs,

@@ -92,9 +92,11 @@ fn find_blixardd(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
     if let Ok(cargo) = std::env::var("CARGO") {
         let release = dir.ends_with("release");
         let mut cmd = Command::new(cargo);
+        // Not --quiet: cargo's own progress (its bar on a terminal, a
+        // line per crate elsewhere) shows that the first build, minutes
+        // long, is moving.
         cmd.args([
             "build",
-            "--quiet",
             "-p",
             "blixard-daemon",
             "--bin",
@@ -105,7 +107,9 @@ fn find_blixardd(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
         if release {
             cmd.arg("--release");
         }
-        eprintln!("building blixardd and blixard-fence ...");
+        eprintln!(
+            "building blixardd and blixard-fence (the first build takes minutes; cargo shows its progress) ..."
+        );
         let status = cmd
             .status()
             .map_err(|e| CliError::other(format!("cannot run cargo to build blixardd: {e}")))?;

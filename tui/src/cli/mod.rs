@@ -60,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         local,
         connect,
         command,
+        otlp_endpoint: _,
     } = cli;
     let cons = consistency(local);
     // Every group but `dev` (which starts its own cluster and makes its own

@@ -223,6 +223,7 @@ fn vm_record(name: &str, memory_mib: u64) -> blixard_daemon::state::VmRecord {
         revision: 0,
         restart_nonce: 0,
         moving: None,
+        trace_parent: String::new(),
         observed: Default::default(),
     }
 }

@@ -96,7 +96,14 @@ fn engine_alone(nodes: usize, vms: usize) -> Result<()> {
     let mut rev = 0;
     let mut apply = |fleet: &mut Fleet, action: Action| {
         rev += 1;
-        fleet.apply(rev, &Command { time_ms: 1, action })
+        fleet.apply(
+            rev,
+            &Command {
+                time_ms: 1,
+                action,
+                trace: None,
+            },
+        )
     };
     for i in 0..nodes {
         apply(&mut fleet, Action::RegisterNode(sim_registration(i)))?;

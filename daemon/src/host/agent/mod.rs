@@ -768,7 +768,21 @@ impl<B: VmBackend> Agent<B> {
         !lease.valid() || lease.lapses > lapses_at_start || self.fenced_marker(name).exists()
     }
 
+    /// Starts `vm` here, in a span that joins the trace of the command
+    /// that created or started it (when tracing).
     async fn start(&mut self, vm: &VmRecord, why: &str) {
+        use tracing::Instrument;
+        let span = if blixard_shared::telemetry::enabled() && !vm.trace_parent.is_empty() {
+            let span = tracing::info_span!("vm.start", vm = %vm.name, node_id = self.core.id);
+            blixard_shared::telemetry::continue_from(&span, &vm.trace_parent);
+            span
+        } else {
+            tracing::Span::none()
+        };
+        self.start_instance(vm, why).instrument(span).await
+    }
+
+    async fn start_instance(&mut self, vm: &VmRecord, why: &str) {
         let name = vm.name.clone();
         if !self.lease.borrow().valid() {
             return;

@@ -121,11 +121,28 @@ impl Fleet {
             time_ms: cmd.time_ms,
         };
         let result = self.apply_valid(at, &cmd.action);
+        if let (Ok(_), Some(trace)) = (&result, &cmd.trace) {
+            self.keep_trace(&cmd.action, trace);
+        }
         if let Err(rejection) = &result {
             tracing::debug!(revision, code = ?rejection.code, reason = %rejection.message, "command rejected");
         }
         debug_assert_eq!(self.check_invariants(), Ok(()), "after {cmd:?}");
         result
+    }
+
+    /// Gives the VM an action starts the trace that proposed it.
+    fn keep_trace(&mut self, action: &Action, trace: &str) {
+        let name = match action {
+            Action::Retryable { action, .. } => return self.keep_trace(action, trace),
+            Action::CreateVm { name, .. }
+            | Action::SetDesired { name, .. }
+            | Action::RestartVm { name } => name,
+            _ => return,
+        };
+        if let Some(vm) = self.vms.get_mut(name) {
+            std::sync::Arc::make_mut(vm).trace_parent = trace.to_string();
+        }
     }
 
     /// Records that a log entry carrying no command (a Raft membership

@@ -34,6 +34,7 @@ impl Fleet {
             revision: at.revision,
             restart_nonce: 0,
             moving: None,
+            trace_parent: String::new(),
             observed: Observed::default(),
         };
         self.vms.insert(name.to_string(), Arc::new(vm.clone()));

@@ -27,6 +27,7 @@ impl World {
             self.rev,
             &Command {
                 time_ms: 1_000 + self.rev,
+                trace: None,
                 action,
             },
         )
