@@ -39,5 +39,6 @@ pub mod security;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod sim;
 pub mod state;
 pub mod transport;

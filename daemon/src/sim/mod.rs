@@ -1,0 +1,7 @@
+//! Pieces of the deterministic simulator (issue 20), usable on their own:
+//! a seeded random number generator every simulated choice draws from,
+//! and a simulated disk under redb that loses unsynced writes at a crash.
+//! Nothing here runs in production; the names say so.
+
+pub mod disk;
+pub mod rng;
