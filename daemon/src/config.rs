@@ -372,6 +372,9 @@ pub struct Config {
     /// periods), or `None`: one node's archive is enough for the cluster's
     /// history, since every node applies the same entries.
     pub backup: Option<crate::backup::archive::Settings>,
+    /// How connections travel: TCP, or a simulation's network (set only
+    /// by tests; no flag or file key names it).
+    pub transport: crate::transport::Transport,
 }
 
 /// A configuration problem, naming the setting.
@@ -538,6 +541,7 @@ impl Config {
             file.backup_retention_s,
         )?;
         Ok(Self {
+            transport: crate::transport::Transport::Tcp,
             backup,
             node_id,
             data_dir: data_dir.clone(),
@@ -634,6 +638,7 @@ impl Config {
             placement_strategy: "binpack".to_string(),
             placement_paused: false,
             backup: None,
+            transport: crate::transport::Transport::Tcp,
         }
     }
 }

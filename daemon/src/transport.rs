@@ -12,3 +12,15 @@ use std::time::Duration;
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection is closed.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a node's gRPC connections travel: real TCP in production, or the
+/// in-memory network of a simulation (tests only; see `sim::net`).
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    /// TCP on the host's network.
+    #[default]
+    Tcp,
+    /// The simulation's network; the node listens on its `listen` address
+    /// there and dials its peers from it.
+    Sim(crate::sim::net::SimNet),
+}

@@ -45,6 +45,9 @@ pub struct PeerPool {
     tls: Option<ClientTlsConfig>,
     max: usize,
     metrics: Metrics,
+    /// The simulation's network and this node's address on it, when the
+    /// node runs in one (tests); TCP otherwise.
+    sim: Option<(crate::sim::net::SimNet, std::net::SocketAddr)>,
 }
 
 /// A pooled channel and when it was last handed out.
@@ -73,7 +76,14 @@ impl PeerPool {
             tls,
             max: max.max(1),
             metrics,
+            sim: None,
         }
+    }
+
+    /// This pool dialling over a simulation's network from `local`.
+    pub fn over_sim(mut self, net: crate::sim::net::SimNet, local: std::net::SocketAddr) -> Self {
+        self.sim = Some((net, local));
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pooled>> {
@@ -92,12 +102,15 @@ impl PeerPool {
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone())?;
         }
-        let ch = endpoint
+        let endpoint = endpoint
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(crate::transport::HTTP2_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(crate::transport::HTTP2_KEEPALIVE_TIMEOUT)
-            .connect_lazy();
+            .keep_alive_timeout(crate::transport::HTTP2_KEEPALIVE_TIMEOUT);
+        let ch = match &self.sim {
+            None => endpoint.connect_lazy(),
+            Some((net, local)) => endpoint.connect_with_connector_lazy(net.connector(*local)),
+        };
         if map.len() >= self.max {
             let oldest = map
                 .iter()

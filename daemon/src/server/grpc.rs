@@ -34,9 +34,34 @@ use tonic::server::NamedService;
 use tonic::transport::server::Router;
 use tonic_health::pb::health_server::{Health, HealthServer};
 
-/// Binds `address`, returning the listener and the address it got (port 0
-/// asks the OS for one).
-pub(super) async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+/// Where the node's gRPC server accepts connections.
+pub(super) enum Listener {
+    /// A TCP socket.
+    Tcp(TcpListener),
+    /// An address on a simulation's network.
+    Sim(crate::sim::net::SimIncoming),
+}
+
+/// Binds `address` on `transport`, returning the listener and the address
+/// it got (on TCP, port 0 asks the OS for one).
+pub(super) async fn bind(
+    address: SocketAddr,
+    transport: &crate::transport::Transport,
+) -> Result<(Listener, SocketAddr), StartError> {
+    let bind_err = |source| StartError::Bind { address, source };
+    match transport {
+        crate::transport::Transport::Tcp => {
+            let (listener, local) = bind_tcp(address).await?;
+            Ok((Listener::Tcp(listener), local))
+        }
+        crate::transport::Transport::Sim(net) => {
+            Ok((Listener::Sim(net.bind(address).map_err(bind_err)?), address))
+        }
+    }
+}
+
+/// Binds a TCP `address` (the metrics server's too).
+pub(super) async fn bind_tcp(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let bind_err = |source| StartError::Bind { address, source };
     let listener = TcpListener::bind(address).await.map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
@@ -60,15 +85,22 @@ pub(super) const SERVICES: &[&str] = &[
 /// server that fails is fatal to the node.
 pub(super) fn serve(
     core: &Arc<Core>,
-    listener: TcpListener,
+    listener: Listener,
     health: HealthServer<impl Health>,
     tasks: &mut Tasks,
 ) -> Result<(), StartError> {
     let router = router(core, health)?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let signal = core.shutdown.signal();
     tasks.spawn("grpc server", Lifetime::UntilShutdown, async move {
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+        let served = match listener {
+            Listener::Tcp(listener) => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+            Listener::Sim(incoming) => router.serve_with_incoming_shutdown(incoming, signal).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });

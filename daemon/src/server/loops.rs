@@ -176,7 +176,7 @@ pub(super) async fn spawn_metrics(
 ) -> Result<Option<SocketAddr>, StartError> {
     let mut metrics_address = None;
     if let Some(address) = core.config.metrics_listen {
-        let (listener, local) = super::grpc::bind(address).await?;
+        let (listener, local) = super::grpc::bind_tcp(address).await?;
         metrics_address = Some(local);
         let signal = core.shutdown.signal();
         let metrics = core.metrics.clone();

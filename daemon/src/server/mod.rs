@@ -114,7 +114,7 @@ pub async fn start(mut config: Config) -> Result<NodeHandle, StartError> {
     let tls = credentials::prepare(&config, config.listen).await?;
     let metrics = Metrics::new();
     let mut storage = storage::open(&config, &metrics).await?;
-    let (listener, address) = grpc::bind(config.listen).await?;
+    let (listener, address) = grpc::bind(config.listen, &config.transport).await?;
     let advertise = config
         .advertise
         .clone()
@@ -178,6 +178,10 @@ async fn start_raft(
         tls.as_ref().map(crate::security::tls::peer_client_config),
         metrics.clone(),
     );
+    let pool = match &config.transport {
+        crate::transport::Transport::Tcp => pool,
+        crate::transport::Transport::Sim(net) => pool.over_sim(net.clone(), config.listen),
+    };
     let raft = Raft::new(
         config.node_id,
         Arc::new(settings),

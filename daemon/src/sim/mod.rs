@@ -4,4 +4,5 @@
 //! Nothing here runs in production; the names say so.
 
 pub mod disk;
+pub mod net;
 pub mod rng;
