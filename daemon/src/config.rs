@@ -375,6 +375,10 @@ pub struct Config {
     /// How connections travel: TCP, or a simulation's network (set only
     /// by tests; no flag or file key names it).
     pub transport: crate::transport::Transport,
+    /// A simulated disk to keep the node's redb state on, with the Raft log
+    /// writer run as a task (set only by simulation tests); `None`: the
+    /// data dir's file and the writer thread.
+    pub sim_disk: Option<crate::sim::disk::SimDisk>,
 }
 
 /// A configuration problem, naming the setting.
@@ -542,6 +546,7 @@ impl Config {
         )?;
         Ok(Self {
             transport: crate::transport::Transport::Tcp,
+            sim_disk: None,
             backup,
             node_id,
             data_dir: data_dir.clone(),
@@ -639,6 +644,7 @@ impl Config {
             placement_paused: false,
             backup: None,
             transport: crate::transport::Transport::Tcp,
+            sim_disk: None,
         }
     }
 }

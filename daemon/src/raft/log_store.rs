@@ -199,6 +199,15 @@ impl LogStore {
         db: Arc<Database>,
         stats: crate::metrics::LogWriterStats,
     ) -> io::Result<Self> {
+        Self::open_with(db, stats, WriterMode::Thread)
+    }
+
+    /// [`LogStore::open_with_stats`] with the writer run as `mode` says.
+    pub fn open_with(
+        db: Arc<Database>,
+        stats: crate::metrics::LogWriterStats,
+        mode: WriterMode,
+    ) -> io::Result<Self> {
         let tx = db.begin_write().map_err(io_err)?;
         {
             tx.open_table(LOG).map_err(io_err)?;
@@ -208,9 +217,16 @@ impl LogStore {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (writer, queue) = mpsc::channel(WRITE_QUEUE);
         let (wdb, wpending) = (db.clone(), pending.clone());
-        std::thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || write_loop(wdb, wpending, queue, stats))?;
+        match mode {
+            WriterMode::Thread => {
+                std::thread::Builder::new()
+                    .name("raft-log-writer".into())
+                    .spawn(move || write_loop(wdb, wpending, queue, stats))?;
+            }
+            WriterMode::Task => {
+                tokio::spawn(write_task(wdb, wpending, queue, stats));
+            }
+        }
         Ok(Self {
             db,
             pending,
@@ -294,6 +310,18 @@ impl LogStore {
 
 /// The writer thread: takes everything queued (up to a bound), applies it in
 /// one transaction, commits with fsync, then reports each write in order.
+/// Where the log writer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterMode {
+    /// A thread of its own (production): an fsync never holds up a Tokio
+    /// worker, and the Raft core moves on while it runs.
+    Thread,
+    /// A task on the caller's runtime, each batch written inline: for the
+    /// simulator, where every step must run on the one simulated clock
+    /// and scheduler (the disk is memory, so a batch takes no real time).
+    Task,
+}
+
 fn write_loop(
     db: Arc<Database>,
     pending: Arc<Mutex<Pending>>,
@@ -301,35 +329,58 @@ fn write_loop(
     stats: crate::metrics::LogWriterStats,
 ) {
     while let Some(first) = queue.blocking_recv() {
-        let batch = take_batch(first, &mut queue);
-        stats.batch_writes.observe(batch.len() as f64);
-        let committed = committed_hint_due(&pending);
-        let Prepared {
-            changes,
-            reports,
-            appended,
-        } = prepare(batch);
-        let started = std::time::Instant::now();
-        let result = commit(&db, changes, committed);
-        stats
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(()) => {
-                let mut p = lock(&pending);
-                for (index, seq, size) in appended {
-                    p.made_durable(index, seq, size);
-                }
-                p.trim_recent();
-                if p.committed == committed {
-                    p.committed = None;
-                }
+        write_batch(&db, &pending, first, &mut queue, &stats);
+    }
+}
+
+async fn write_task(
+    db: Arc<Database>,
+    pending: Arc<Mutex<Pending>>,
+    mut queue: mpsc::Receiver<Write>,
+    stats: crate::metrics::LogWriterStats,
+) {
+    while let Some(first) = queue.recv().await {
+        write_batch(&db, &pending, first, &mut queue, &stats);
+    }
+}
+
+/// Writes `first` and whatever else is queued in one transaction, then
+/// answers each write.
+fn write_batch(
+    db: &Database,
+    pending: &Mutex<Pending>,
+    first: Write,
+    queue: &mut mpsc::Receiver<Write>,
+    stats: &crate::metrics::LogWriterStats,
+) {
+    let batch = take_batch(first, queue);
+    stats.batch_writes.observe(batch.len() as f64);
+    let committed = committed_hint_due(pending);
+    let Prepared {
+        changes,
+        reports,
+        appended,
+    } = prepare(batch);
+    let started = std::time::Instant::now();
+    let result = commit(db, changes, committed);
+    stats
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(()) => {
+            let mut p = lock(pending);
+            for (index, seq, size) in appended {
+                p.made_durable(index, seq, size);
             }
-            Err(e) => tracing::error!(error = %e, "raft log write failed"),
+            p.trim_recent();
+            if p.committed == committed {
+                p.committed = None;
+            }
         }
-        for r in reports {
-            r.send(&result);
-        }
+        Err(e) => tracing::error!(error = %e, "raft log write failed"),
+    }
+    for r in reports {
+        r.send(&result);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::StartError;
 use crate::config::Config;
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{LogStore, WriterMode};
 use crate::raft::state_machine::FleetView;
 use crate::raft::state_machine::StateMachine;
 use std::path::{Path, PathBuf};
@@ -57,15 +57,22 @@ pub(super) async fn open(
     metrics: &crate::metrics::Metrics,
 ) -> Result<Storage, StartError> {
     let db_path = config.data_dir.join(DB_FILE);
-    let db = {
-        let path = db_path.clone();
-        tokio::task::spawn_blocking(move || redb::Database::create(&path))
-            .await
-            .map_err(|e| storage_err(&db_path, e))?
-            .map_err(|e| storage_err(&db_path, e))?
+    let (db, mode) = match &config.sim_disk {
+        Some(disk) => (
+            disk.open().await.map_err(|e| storage_err(&db_path, e))?,
+            WriterMode::Task,
+        ),
+        None => {
+            let path = db_path.clone();
+            let db = tokio::task::spawn_blocking(move || redb::Database::create(&path))
+                .await
+                .map_err(|e| storage_err(&db_path, e))?
+                .map_err(|e| storage_err(&db_path, e))?;
+            (db, WriterMode::Thread)
+        }
     };
     let db = Arc::new(db);
-    let mut log_store = LogStore::open_with_stats(db.clone(), metrics.log_writer.clone())
+    let mut log_store = LogStore::open_with(db.clone(), metrics.log_writer.clone(), mode)
         .map_err(|e| storage_err(&db_path, e))?;
     log_store
         .give_up_leadership_of_restored_term(config.node_id)

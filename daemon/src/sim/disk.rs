@@ -26,6 +26,9 @@ struct State {
     unsynced: Vec<Unsynced>,
     /// Syncs so far (the simulator counts fsyncs per write).
     syncs: u64,
+    /// A redb database is open on the disk (from [`SimDisk::open`] until
+    /// redb closes the backend).
+    open: bool,
 }
 
 /// A disk shared by every handle cloned from it (see the module doc).
@@ -69,6 +72,27 @@ impl SimDisk {
         // changed (every change is one assignment), so a poisoned lock is
         // read through.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens redb on this disk once the previous database on it (a node
+    /// that stopped, whose log writer may still be letting go) has closed:
+    /// two at once would corrupt it. Waits up to ten seconds.
+    pub async fn open(&self) -> Result<redb::Database, redb::DatabaseError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.state().open && tokio::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        if self.state().open {
+            return Err(redb::DatabaseError::Storage(redb::StorageError::Io(
+                io::Error::new(io::ErrorKind::WouldBlock, "sim disk: still open elsewhere"),
+            )));
+        }
+        self.state().open = true;
+        let db = redb::Builder::new().create_with_backend(self.clone());
+        if db.is_err() {
+            self.state().open = false;
+        }
+        db
     }
 
     /// Syncs so far.
@@ -151,6 +175,11 @@ impl redb::StorageBackend for SimDisk {
             apply(durable, change);
         }
         s.syncs += 1;
+        Ok(())
+    }
+
+    fn close(&self) -> io::Result<()> {
+        self.state().open = false;
         Ok(())
     }
 
