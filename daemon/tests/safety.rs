@@ -31,22 +31,34 @@ fn runner_vm(name: &str, runner: &Path, pin: u64) -> pb::CreateVmRequest {
     req
 }
 
-/// Pids of live processes running `runner` (the shell, not its children).
+/// Pids of live processes running `runner`: the shells themselves, not a
+/// shell's child between its fork and its exec of `sleep` (which still
+/// shows the shell's command line: counted, it looked like a second
+/// instance, though it was one instance's own child).
 fn runner_processes(runner: &Path) -> Vec<u32> {
     let needle = runner.as_os_str().as_encoded_bytes();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
+    // (pid, parent pid) of every live process whose command line names it.
+    let matching: Vec<(u32, u32)> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_or(true, |s| s.contains(") Z "));
-            !zombie
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the command's closing parenthesis: state, then ppid.
+            let mut after = stat.rsplit_once(')')?.1.split_whitespace();
+            let (state, ppid) = (after.next()?, after.next()?.parse().ok()?);
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (state != "Z" && cmdline.windows(needle.len()).any(|w| w == needle))
+                .then_some((pid, ppid))
         })
+        .collect();
+    let pids: std::collections::HashSet<u32> = matching.iter().map(|(pid, _)| *pid).collect();
+    matching
+        .into_iter()
+        .filter(|(_, ppid)| !pids.contains(ppid))
+        .map(|(pid, _)| pid)
         .collect()
 }
 
