@@ -14,7 +14,7 @@ use blixard_daemon::config::Config;
 use blixard_shared::proto::v1 as pb;
 use blixard_shared::proto::v1::cluster_service_client::ClusterServiceClient;
 use blixard_shared::proto::v1::watch_service_client::WatchServiceClient;
-use common::{admin_credentials, create_req, eventually, TestCluster};
+use common::{admin_credentials, channel_to, create_req, eventually, TestCluster};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,19 +70,6 @@ async fn list_vms(channel: blixard_shared::ApiChannel) -> Option<(u64, Vec<pb::V
         .into_inner();
     assert!(resp.next_page_token.is_empty(), "one page holds them all");
     Some((resp.revision, resp.vms))
-}
-
-/// An API channel to `address` with `credentials`.
-fn channel_to(
-    credentials: &blixard_shared::Credentials,
-    address: &str,
-) -> blixard_shared::ApiChannel {
-    let endpoint = credentials
-        .endpoint(address)
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(20));
-    credentials.wrap(endpoint.connect_lazy())
 }
 
 fn names(vms: &[pb::Vm]) -> Vec<String> {

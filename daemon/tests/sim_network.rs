@@ -131,6 +131,21 @@ async fn local_vm_names(net: &SimNet, id: u64) -> Option<Vec<String>> {
     Some(vms.into_iter().map(|v| v.name).collect())
 }
 
+/// Creates stopped VM `name` through node `id`, retrying until it commits.
+async fn create_through(net: &SimNet, id: u64, name: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{name} created through node {id}"),
+        || async {
+            VmServiceClient::new(channel(net, id))
+                .create_vm(stopped(name))
+                .await
+                .ok()
+        },
+    )
+    .await;
+}
+
 fn stopped(name: &str) -> pb::CreateVmRequest {
     let mut req = create_req(name);
     req.stopped = true;
@@ -172,17 +187,7 @@ async fn leader_cut_off_and_healed() {
     .await;
     let net = cluster.net.clone();
     let net = &net;
-    eventually(
-        Duration::from_secs(30),
-        "a write through the leader",
-        || async {
-            VmServiceClient::new(channel(net, leader))
-                .create_vm(stopped("before"))
-                .await
-                .ok()
-        },
-    )
-    .await;
+    create_through(net, leader, "before").await;
 
     // The leader is cut off from both followers.
     let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
@@ -201,17 +206,7 @@ async fn leader_cut_off_and_healed() {
     )
     .await;
     assert!(new_term > term);
-    eventually(
-        Duration::from_secs(30),
-        "a write through the majority",
-        || async {
-            VmServiceClient::new(channel(net, new_leader))
-                .create_vm(stopped("during"))
-                .await
-                .ok()
-        },
-    )
-    .await;
+    create_through(net, new_leader, "during").await;
     // The old leader cannot commit anything on its own.
     let lonely = VmServiceClient::new(channel(net, leader))
         .create_vm(stopped("lonely"))

@@ -10,7 +10,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -20,18 +19,6 @@ const PROMTOOL: &str = "/usr/bin/promtool";
 
 fn monitoring() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/monitoring")
-}
-
-/// A plain HTTP/1.0 GET (no chunking): the status code and body.
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 fn url_encode(s: &str) -> String {
@@ -134,13 +121,7 @@ fn prometheus_finds_data_for_every_dashboard_query_and_alert_and_sees_a_node_dow
 
     let tmp = tempfile::tempdir().expect("tmp");
     let root = tmp.path().to_path_buf();
-    let config = root.join("node.toml");
-    std::fs::write(
-        &config,
-        format!("allowed_runner_dirs = [{root:?}]\nmetrics_listen = \"127.0.0.1:0\"\n"),
-    )
-    .expect("config");
-    let config = config.display().to_string();
+    let config = runner_config(&root, "metrics_listen = \"127.0.0.1:0\"\n");
     let (mut daemons, all) = start_cluster(&root, &["--config", &config]);
     let targets: Vec<String> = daemons.iter().map(metrics_address).collect();
     let prom_config = root.join("prometheus.yml");

@@ -28,13 +28,25 @@ fn unsupported() -> Option<String> {
     }
 }
 
+/// Whether `test` must skip for `why` (said loudly); with
+/// `BLIXARD_REQUIRE_PYTHON_GRPC` set (CI) a missing package fails instead.
+fn skip(test: &str, why: Option<String>) -> bool {
+    let Some(why) = why else {
+        return false;
+    };
+    if std::env::var_os("BLIXARD_REQUIRE_PYTHON_GRPC").is_some() {
+        panic!("BLIXARD_REQUIRE_PYTHON_GRPC is set but: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    true
+}
+
 #[test]
 fn python_grpcio_lists_vms_with_the_ca_and_a_token() {
-    if let Some(why) = unsupported() {
-        if std::env::var_os("BLIXARD_REQUIRE_PYTHON_GRPC").is_some() {
-            panic!("BLIXARD_REQUIRE_PYTHON_GRPC is set but: {why}");
-        }
-        eprintln!("SKIPPED python_grpcio_lists_vms_with_the_ca_and_a_token: {why}");
+    if skip(
+        "python_grpcio_lists_vms_with_the_ca_and_a_token",
+        unsupported(),
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
@@ -125,13 +137,10 @@ fn python_grpcio_reflection_finds_the_api_and_lists_vms_without_protos() {
         )),
         Err(e) => Some(format!("{python}: {e}")),
     };
-    if let Some(why) = why {
-        if std::env::var_os("BLIXARD_REQUIRE_PYTHON_GRPC").is_some() {
-            panic!("BLIXARD_REQUIRE_PYTHON_GRPC is set but: {why}");
-        }
-        eprintln!(
-            "SKIPPED python_grpcio_reflection_finds_the_api_and_lists_vms_without_protos: {why}"
-        );
+    if skip(
+        "python_grpcio_reflection_finds_the_api_and_lists_vms_without_protos",
+        why,
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");

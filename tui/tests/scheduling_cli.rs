@@ -15,9 +15,7 @@ fn stderr(out: &std::process::Output) -> String {
 fn explain_migrate_and_drain_speak_json_and_exit_codes_scripts_can_trust() {
     let tmp = tempfile::tempdir().expect("tmp");
     let root = tmp.path().to_path_buf();
-    let config = root.join("node.toml");
-    std::fs::write(&config, format!("allowed_runner_dirs = [{:?}]\n", root)).expect("config");
-    let config = config.display().to_string();
+    let config = runner_config(&root, "");
     let (_daemons, all) = start_cluster(&root, &["--config", &config]);
     let runner = write_runner(&root).display().to_string();
 

@@ -162,13 +162,7 @@ fn no_secret_shows_in_logs_events_metrics_errors_json_or_state() {
         .expect("metrics")
         .to_string();
     let metrics = eventually(Duration::from_secs(10), "metrics", || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&metrics_addr).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        Some(body)
+        http_get(&metrics_addr, "/metrics").map(|(_, body)| body)
     });
     seen += &metrics;
     let mut files = Vec::new();

@@ -92,9 +92,7 @@ fn one_vm_create_is_one_trace_from_the_cli_through_the_leader_to_the_agent() {
 
     let tmp = tempfile::tempdir().expect("tmp");
     let root = tmp.path().to_path_buf();
-    let config = root.join("node.toml");
-    std::fs::write(&config, format!("allowed_runner_dirs = [{root:?}]\n")).expect("config");
-    let config = config.display().to_string();
+    let config = runner_config(&root, "");
     let (daemons, all) = start_cluster(&root, &["--config", &config, "--otlp-endpoint", &url]);
     let runner = write_runner(&root).display().to_string();
     let status = json_of(&cli(&all, &["cluster", "status"]));

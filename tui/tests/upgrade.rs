@@ -85,9 +85,7 @@ fn caught_up(all: &str, id: u64) {
 fn a_rolling_upgrade_by_the_runbook_fails_no_write_and_restarts_no_vm() {
     let tmp = tempfile::tempdir().expect("tmp");
     let root = tmp.path().to_path_buf();
-    let config = root.join("node.toml");
-    std::fs::write(&config, format!("allowed_runner_dirs = [{:?}]\n", root)).expect("config");
-    let config = config.display().to_string();
+    let config = runner_config(&root, "");
     let (mut daemons, all) = start_cluster(&root, &["--config", &config]);
     // The "new release": the binary the upgrade puts in place.
     let new_bin = root.join("v2").join("blixardd");

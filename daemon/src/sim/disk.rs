@@ -35,6 +35,8 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<State>>,
+    /// Woken when redb closes the disk (see [`SimDisk::open`]).
+    closed: Arc<tokio::sync::Notify>,
 }
 
 /// Largest disk the simulator allows (a runaway writer fails loudly).
@@ -79,8 +81,15 @@ impl SimDisk {
     /// two at once would corrupt it. Waits up to ten seconds.
     pub async fn open(&self) -> Result<redb::Database, redb::DatabaseError> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.state().open && tokio::time::Instant::now() < deadline {
-            tokio::task::yield_now().await;
+        loop {
+            // Registered before the check, so a close in between wakes it.
+            let closed = self.closed.notified();
+            if !self.state().open {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                break;
+            }
         }
         if self.state().open {
             return Err(redb::DatabaseError::Storage(redb::StorageError::Io(
@@ -180,6 +189,7 @@ impl redb::StorageBackend for SimDisk {
 
     fn close(&self) -> io::Result<()> {
         self.state().open = false;
+        self.closed.notify_waiters();
         Ok(())
     }
 
@@ -297,54 +307,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_log_store_keeps_every_acknowledged_entry_across_a_crash() {
-        use crate::raft::log_store::LogStore;
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_log_store_keeps_every_acknowledged_entry_across_a_crash() {
+        use crate::raft::log_store::{LogStore, WriterMode};
         use crate::raft::TypeConfig;
         use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
         use openraft::type_config::TypeConfigExt;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let disk = SimDisk::new();
-            let mut store = LogStore::open(std::sync::Arc::new(open(&disk))).expect("store");
-            let entries: Vec<_> = (1..=50)
-                .map(|i| openraft::testing::blank_ent::<TypeConfig>(1, 1, i))
-                .collect();
-            let (tx, rx) = TypeConfig::oneshot();
-            store
-                .append(entries, IOFlushed::signal(tx))
-                .await
-                .expect("append");
-            rx.await.expect("flushed").expect("durable");
-            let syncs = disk.syncs();
-            assert!(syncs > 0, "durable means synced");
-            drop(store);
-            // The writer thread lets go of the file once its queue closes.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while disk.unsynced() > 0 && std::time::Instant::now() < deadline {
-                tokio::task::yield_now().await;
-            }
-            disk.crash();
-            let db = loop {
-                match redb::Builder::new().create_with_backend(disk.clone()) {
-                    Ok(db) => break db,
-                    Err(e) if std::time::Instant::now() < deadline => {
-                        let _ = e;
-                        tokio::task::yield_now().await;
-                    }
-                    Err(e) => panic!("reopen: {e}"),
-                }
-            };
-            let mut store = LogStore::open(std::sync::Arc::new(db)).expect("store");
-            let read = store.try_get_log_entries(1..=50).await.expect("read");
-            assert_eq!(
-                read.len(),
-                50,
-                "every acknowledged entry survives the crash"
-            );
-        });
+        let disk = SimDisk::new();
+        let open_store = |db| {
+            LogStore::open_with(
+                std::sync::Arc::new(db),
+                Default::default(),
+                WriterMode::Task,
+            )
+            .expect("store")
+        };
+        let mut store = open_store(disk.open().await.expect("open"));
+        let entries: Vec<_> = (1..=50)
+            .map(|i| openraft::testing::blank_ent::<TypeConfig>(1, 1, i))
+            .collect();
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append(entries, IOFlushed::signal(tx))
+            .await
+            .expect("append");
+        rx.await.expect("flushed").expect("durable");
+        assert!(disk.syncs() > 0, "durable means synced");
+        // The writer task lets go of the database once its queue closes;
+        // `open` waits for that.
+        drop(store);
+        disk.crash();
+        let mut store = open_store(disk.open().await.expect("reopen"));
+        let read = store.try_get_log_entries(1..=50).await.expect("read");
+        assert_eq!(
+            read.len(),
+            50,
+            "every acknowledged entry survives the crash"
+        );
     }
 }

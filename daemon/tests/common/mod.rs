@@ -66,6 +66,17 @@ pub fn admin_credentials(node1_dir: &std::path::Path) -> Credentials {
 
 fn no_tweak(_: &mut Config) {}
 
+/// A channel to the node at `address` with `credentials` (a node that is
+/// not part of a `TestCluster`: a restored one, say).
+pub fn channel_to(credentials: &Credentials, address: &str) -> ApiChannel {
+    let endpoint = credentials
+        .endpoint(address)
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(20));
+    credentials.wrap(endpoint.connect_lazy())
+}
+
 impl TestCluster {
     /// Starts `n` nodes: node 1 bootstraps, the others join it; returns
     /// once all are voters with registered node records.
@@ -196,12 +207,7 @@ impl TestCluster {
 
     /// A channel to node `i` (index into `nodes`) with `credentials`.
     pub fn channel_with(&self, i: usize, credentials: &Credentials) -> ApiChannel {
-        let endpoint = credentials
-            .endpoint(&self.nodes[i].addr.to_string())
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(20));
-        credentials.wrap(endpoint.connect_lazy())
+        channel_to(credentials, &self.nodes[i].addr.to_string())
     }
 
     /// Credentials that present node `j`'s own certificate (daemon-to-daemon

@@ -53,6 +53,32 @@ pub fn write_runner(dir: &Path) -> PathBuf {
     path
 }
 
+/// Writes `node.toml` under `root`: runners may come from `root`, plus
+/// `extra` lines; returns its path for `--config`.
+pub fn runner_config(root: &Path, extra: &str) -> String {
+    let config = root.join("node.toml");
+    std::fs::write(
+        &config,
+        format!("allowed_runner_dirs = [{root:?}]\n{extra}"),
+    )
+    .expect("config");
+    config.display().to_string()
+}
+
+/// A plain HTTP/1.0 GET of `path` at `addr` (no chunking): the status code
+/// and body, `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
 pub struct Daemon {
     pub id: u64,
     pub dir: PathBuf,
