@@ -375,10 +375,11 @@ pub struct Config {
     /// How connections travel: TCP, or a simulation's network (set only
     /// by tests; no flag or file key names it).
     pub transport: crate::transport::Transport,
-    /// A simulated disk to keep the node's redb state on, with the Raft log
-    /// writer run as a task (set only by simulation tests); `None`: the
-    /// data dir's file and the writer thread.
-    pub sim_disk: Option<crate::sim::disk::SimDisk>,
+    /// A simulated host (set only by simulation tests): redb on its disk
+    /// with the Raft log writer run as a task, the lease on its clock, VMs
+    /// on its test backend and no watchdog process. `None`: the data dir's
+    /// file, the writer thread, CLOCK_BOOTTIME and the configured backend.
+    pub sim: Option<crate::sim::host::SimHost>,
 }
 
 /// A configuration problem, naming the setting.
@@ -546,7 +547,7 @@ impl Config {
         )?;
         Ok(Self {
             transport: crate::transport::Transport::Tcp,
-            sim_disk: None,
+            sim: None,
             backup,
             node_id,
             data_dir: data_dir.clone(),
@@ -644,7 +645,7 @@ impl Config {
             placement_paused: false,
             backup: None,
             transport: crate::transport::Transport::Tcp,
-            sim_disk: None,
+            sim: None,
         }
     }
 }

@@ -303,6 +303,10 @@ impl Core {
                 )))
             }
         }
+        #[cfg(feature = "planted-bugs")]
+        if crate::sim::planted::is_on(crate::sim::planted::Planted::StaleReads) {
+            return Ok(());
+        }
         if self.is_leader() {
             return self.read_index_local().await.map(|_| ());
         }

@@ -8,9 +8,12 @@
 
 mod common;
 
+use blixard_daemon::backend::fake::FakeBackend;
 use blixard_daemon::config::Config;
 use blixard_daemon::server::{start, NodeHandle};
+use blixard_daemon::sim::clock::SimClock;
 use blixard_daemon::sim::disk::SimDisk;
+use blixard_daemon::sim::host::SimHost;
 use blixard_daemon::sim::net::SimNet;
 use blixard_daemon::transport::Transport;
 use blixard_shared::proto::v1 as pb;
@@ -20,6 +23,7 @@ use common::{create_req, eventually};
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -52,9 +56,12 @@ impl SimCluster {
             let mut config = Config::for_node(id, &tmp.path().join(format!("n{id}")), address(id));
             config.transport = Transport::Sim(net.clone());
             config.insecure = true;
-            config.fence_watchdog = Some(env!("CARGO_BIN_EXE_blixard-fence").into());
             let disk = SimDisk::new();
-            config.sim_disk = Some(disk.clone());
+            config.sim = Some(SimHost {
+                disk: disk.clone(),
+                clock: SimClock::new(0, 0),
+                backend: Arc::new(FakeBackend::default()),
+            });
             nodes.push(Some(start(config.clone()).await.expect("node starts")));
             configs.push(config);
             disks.push(disk);

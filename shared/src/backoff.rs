@@ -19,8 +19,12 @@ pub fn jittered(d: Duration) -> Duration {
 }
 
 /// A random number from the standard library's per-process random hash
-/// keys (no dependency for a jitter that needs no quality beyond spread).
+/// keys (no dependency for a jitter that needs no quality beyond spread),
+/// or from the seed on a simulator's thread.
 fn random_u64() -> u64 {
+    if let Some(seeded) = crate::sim_hooks::simulated_random() {
+        return seeded;
+    }
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(crate::time::now_ms());
     h.finish()

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod ops;
 pub mod paging;
 pub mod request_id;
+pub mod sim_hooks;
 pub mod telemetry;
 pub mod text;
 pub mod time;

@@ -56,10 +56,11 @@ pub struct RequestIds {
 
 impl Default for RequestIds {
     fn default() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let here = &nanos as *const u128 as usize;
+        let nanos = crate::time::now_nanos();
+        // On a simulator's thread the address gives way to the seed's
+        // numbers, so a replay names its clients the same.
+        let here =
+            crate::sim_hooks::simulated_random().unwrap_or(&nanos as *const u128 as usize as u64);
         Self {
             client: format!("c{:x}-{:x}-{:x}", std::process::id(), nanos, here),
             next: AtomicU64::new(1),

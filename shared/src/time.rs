@@ -5,9 +5,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    u64::try_from(now_nanos() / 1_000_000).unwrap_or(u64::MAX)
+}
+
+/// Wall-clock nanoseconds since the Unix epoch (0 if the clock is before
+/// it); on a simulator's thread, the simulated wall clock.
+pub fn now_nanos() -> u128 {
+    crate::sim_hooks::simulated_now_nanos().unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    })
 }
 
 /// "42s", "3m12s", "5h03m", "2d04h": a span of `s` seconds in its two

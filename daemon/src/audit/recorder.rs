@@ -64,9 +64,7 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder for node `node_id`, counting its limits in `metrics`.
     pub fn new(node_id: u64, metrics: Metrics) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let nanos = u64::try_from(blixard_shared::time::now_nanos()).unwrap_or(u64::MAX);
         Self {
             node_id,
             // The wall clock: later runs of the process get larger numbers,

@@ -2,8 +2,9 @@
 //! stops, and knobs to make instances crash or refuse to start.
 
 use super::{BackendError, Instance, InstanceState, VmBackend};
+use crate::sim::host::{RunChange, RunJournal, RunRecord};
 use crate::state::VmRecord;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,24 +18,77 @@ struct FakeInstance {
 /// The test backend. Not selectable from the command line.
 #[derive(Default)]
 pub struct FakeBackend {
-    instances: Mutex<HashMap<String, FakeInstance>>,
+    instances: Mutex<BTreeMap<String, FakeInstance>>,
     next_pid: Mutex<u32>,
     starts: Mutex<Vec<String>>,
+    /// Where a simulated host records its starts and ends.
+    journal: Option<(u64, RunJournal)>,
+    /// The simulated host lost power: nothing starts until it is back.
+    dead: Mutex<bool>,
 }
 
 impl FakeBackend {
+    /// A backend for simulated host `node` that records every start and
+    /// end of an instance in `journal`.
+    pub fn journaled(node: u64, journal: RunJournal) -> Self {
+        Self {
+            journal: Some((node, journal)),
+            ..Self::default()
+        }
+    }
+
+    fn record(&self, vm: &str, epoch: u64, change: RunChange) {
+        if let Some((node, journal)) = &self.journal {
+            journal.push(RunRecord {
+                node: *node,
+                vm: vm.to_string(),
+                epoch,
+                change,
+                at: tokio::time::Instant::now(),
+            });
+        }
+    }
+
+    /// Ends `name`'s instance if it runs, recording the end.
+    fn end(&self, name: &str, clean: bool, reason: &str) {
+        let ended = self.lock().get_mut(name).and_then(|i| {
+            matches!(i.state, InstanceState::Running { .. }).then(|| {
+                i.state = InstanceState::Exited {
+                    clean,
+                    reason: reason.into(),
+                };
+                i.instance.epoch
+            })
+        });
+        if let Some(epoch) = ended {
+            self.record(name, epoch, RunChange::Ended);
+        }
+    }
+
+    /// Ends every running instance at once, as a host's power loss does
+    /// (the instances are not there when the node restarts).
+    pub fn power_off(&self) {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        for name in &names {
+            self.end(name, false, "host lost power");
+        }
+        self.lock().clear();
+        *self.dead.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    /// The host has power again (its node is about to start).
+    pub fn power_on(&self) {
+        *self.dead.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+
     /// Makes `name`'s instance end, cleanly or not.
     pub fn crash(&self, name: &str, clean: bool) {
-        if let Some(i) = self.lock().get_mut(name) {
-            i.state = InstanceState::Exited {
-                clean,
-                reason: if clean {
-                    "exited with code 0".into()
-                } else {
-                    "killed by SIGKILL".into()
-                },
-            };
-        }
+        let reason = if clean {
+            "exited with code 0"
+        } else {
+            "killed by SIGKILL"
+        };
+        self.end(name, clean, reason);
     }
 
     /// Names in the order they were started (restarts included).
@@ -61,7 +115,7 @@ impl FakeBackend {
         );
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, FakeInstance>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, FakeInstance>> {
         self.instances.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -82,6 +136,9 @@ impl VmBackend for FakeBackend {
 
     async fn start(&self, vm: &VmRecord) -> Result<Instance, BackendError> {
         self.check(vm)?;
+        if *self.dead.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(BackendError::Failed("the host has no power".into()));
+        }
         let pid = {
             let mut next = self.next_pid.lock().unwrap_or_else(|p| p.into_inner());
             *next += 1;
@@ -93,6 +150,8 @@ impl VmBackend for FakeBackend {
             pid,
             started_at_ms: 1,
         };
+        // A start over a running instance replaces it: it ends first.
+        self.end(&vm.name, false, "replaced by a new start");
         self.lock().insert(
             vm.name.clone(),
             FakeInstance {
@@ -100,6 +159,7 @@ impl VmBackend for FakeBackend {
                 state: InstanceState::Running { pid },
             },
         );
+        self.record(&vm.name, vm.epoch, RunChange::Started);
         self.starts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -108,26 +168,12 @@ impl VmBackend for FakeBackend {
     }
 
     async fn stop(&self, name: &str, _timeout: Duration) -> Result<(), BackendError> {
-        if let Some(i) = self.lock().get_mut(name) {
-            if matches!(i.state, InstanceState::Running { .. }) {
-                i.state = InstanceState::Exited {
-                    clean: true,
-                    reason: "powered off".into(),
-                };
-            }
-        }
+        self.end(name, true, "powered off");
         Ok(())
     }
 
     async fn kill(&self, name: &str) -> Result<(), BackendError> {
-        if let Some(i) = self.lock().get_mut(name) {
-            if matches!(i.state, InstanceState::Running { .. }) {
-                i.state = InstanceState::Exited {
-                    clean: false,
-                    reason: "killed by SIGKILL".into(),
-                };
-            }
-        }
+        self.end(name, false, "killed by SIGKILL");
         Ok(())
     }
 
@@ -146,6 +192,7 @@ impl VmBackend for FakeBackend {
     }
 
     async fn cleanup(&self, name: &str) -> Result<(), BackendError> {
+        self.end(name, false, "cleaned up");
         self.lock().remove(name);
         Ok(())
     }

@@ -22,7 +22,7 @@ use crate::state::{Action, Command, DesiredState, Fleet};
 use blixard_shared::time::now_ms;
 use futures_util::StreamExt;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +84,7 @@ struct LeaderState {
     tracker: LeaseTracker,
     /// Pending VMs that fit nowhere, with the capacity fingerprint they
     /// were judged at.
-    waiting: HashMap<String, u64>,
+    waiting: BTreeMap<String, u64>,
 }
 
 /// What the leader has seen of each node's lease renewals, on its own
@@ -94,10 +94,10 @@ struct LeaderState {
 pub struct LeaseTracker {
     term: u64,
     /// Node -> (lease_seq, when this leader first saw it).
-    seen: HashMap<u64, (u64, Instant)>,
+    seen: BTreeMap<u64, (u64, Instant)>,
     /// Deleted VM name -> when this leader first saw it departed from a
     /// node that is no longer a member.
-    departed_removed: HashMap<String, Instant>,
+    departed_removed: BTreeMap<String, Instant>,
 }
 
 impl LeaseTracker {
@@ -126,6 +126,12 @@ impl LeaseTracker {
             let lease = match node.lease_ms {
                 0 => DEFAULT_LEASE,
                 ms => Duration::from_millis(ms),
+            };
+            #[cfg(feature = "planted-bugs")]
+            let lease = if crate::sim::planted::is_on(crate::sim::planted::Planted::EarlyHeal) {
+                lease / 2 - HEAL_MARGIN.min(lease / 2)
+            } else {
+                lease
             };
             if now.saturating_duration_since(entry.1) > lease + HEAL_MARGIN {
                 lost.insert(node.id, node.lease_seq);
@@ -308,7 +314,7 @@ async fn place_pending(
     core: &Core,
     lost: &BTreeSet<u64>,
     policy: Policy,
-    waiting: &mut HashMap<String, u64>,
+    waiting: &mut BTreeMap<String, u64>,
 ) {
     let mut planned = Planned::default();
     let mut steps = Vec::new();

@@ -7,6 +7,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod runtime;
 pub mod service;
 pub mod snapshot_inbox;
 pub mod state_machine;
@@ -27,6 +28,7 @@ openraft::declare_raft_types!(
         R = ApplyResponse,
         NodeId = u64,
         Node = openraft::BasicNode,
+        AsyncRuntime = runtime::BlixardRuntime,
 );
 
 /// The Raft handle every part of the daemon shares.

@@ -154,7 +154,7 @@ impl Incoming {
         &self,
         op: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> Result<T, ReceiveError> {
-        match tokio::task::spawn_blocking(op).await {
+        match crate::sim::blocking::run(op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(ReceiveError::Io {
                 path: self.path.to_path_buf(),

@@ -411,9 +411,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let fleet = std::mem::take(&mut self.fleet);
         let started = std::time::Instant::now();
-        let data = tokio::task::spawn_blocking(move || encode_fleet(fleet))
-            .await
-            .map_err(io_err)??;
+        let data = crate::sim::blocking::run(move || encode_fleet(fleet)).await??;
         let encoded = started.elapsed();
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,

@@ -4,13 +4,14 @@
 
 use super::tasks::{Lifetime, Tasks};
 use super::StartError;
+use crate::backend::fake::FakeBackend;
 use crate::backend::process::ProcessBackend;
 use crate::backend::qemu::QemuBackend;
 use crate::backend::VmBackend;
 use crate::config::{BackendKind, Config};
 use crate::core::Core;
 use crate::host::agent::{Agent, Fencing, Heartbeat};
-use crate::host::fence::{keep_lease, LeaseStatus, Watchdog};
+use crate::host::fence::{keep_lease, LeaseClock, LeaseStatus, Watchdog};
 use crate::host::{facts, registration};
 use crate::leader::{liveness, scheduler};
 use crate::metrics::probes::Probes;
@@ -34,12 +35,17 @@ const WATCHDOG_BINARY: &str = "blixard-fence";
 pub(super) enum AnyBackend {
     Qemu(Arc<QemuBackend>),
     Process(Arc<ProcessBackend>),
+    /// A simulated host's test backend (`Config::sim`).
+    Fake(Arc<FakeBackend>),
 }
 
 impl AnyBackend {
     /// Opens the backend the config names.
     pub(super) fn open(config: &Config) -> Result<Self, StartError> {
         let backend_err = |e: crate::backend::BackendError| StartError::Backend(e.to_string());
+        if let Some(host) = &config.sim {
+            return Ok(Self::Fake(host.backend.clone()));
+        }
         Ok(match config.backend {
             BackendKind::Qemu => Self::Qemu(Arc::new(
                 QemuBackend::new(
@@ -73,6 +79,7 @@ pub(super) fn spawn_loops(core: &Arc<Core>, backend: AnyBackend, tasks: &mut Tas
     match backend {
         AnyBackend::Qemu(b) => spawn_agent(core, b, tasks),
         AnyBackend::Process(b) => spawn_agent(core, b, tasks),
+        AnyBackend::Fake(b) => spawn_agent(core, b, tasks),
     }
 }
 
@@ -114,26 +121,41 @@ async fn prune_peer_pool(core: Arc<Core>, mut shutdown: Shutdown) {
 /// or dead must not keep a lease that keeps its VMs from being healed.
 fn spawn_agent<B: VmBackend>(core: &Arc<Core>, backend: Arc<B>, tasks: &mut Tasks) {
     let config = &core.config;
-    let (lease_tx, lease_rx) = watch::channel(LeaseStatus::default());
-    let heartbeat = Heartbeat::default();
+    // A simulated host keeps its lease on its own clock, and has no lease
+    // file and no watchdog process: its VMs are the test backend's.
+    let clock = config.sim.as_ref().map_or(LeaseClock::BootTime, |h| {
+        LeaseClock::Simulated(h.clock.clone())
+    });
+    let simulated = config.sim.is_some();
+    let (lease_tx, lease_rx) = watch::channel(LeaseStatus {
+        clock: clock.clone(),
+        ..LeaseStatus::default()
+    });
+    let heartbeat = Heartbeat::new(clock);
     let keeper = keep_lease(
         core.clone(),
         config.fence_lease,
-        Some(config.data_dir.clone()),
+        (!simulated).then(|| config.data_dir.clone()),
         lease_tx,
         heartbeat.clone(),
         core.shutdown.clone(),
     );
     tasks.spawn("lease keeper", Lifetime::UntilShutdown, keeper);
-    let exe = config
-        .fence_watchdog
-        .clone()
-        .or_else(Watchdog::default_exe)
-        .unwrap_or_else(|| PathBuf::from(WATCHDOG_BINARY));
-    let watchdog = Watchdog::new(exe, config.data_dir.clone(), config.data_dir.join("vms"));
+    let watchdog = (!simulated).then(|| {
+        let exe = config
+            .fence_watchdog
+            .clone()
+            .or_else(Watchdog::default_exe)
+            .unwrap_or_else(|| PathBuf::from(WATCHDOG_BINARY));
+        Arc::new(Watchdog::new(
+            exe,
+            config.data_dir.clone(),
+            config.data_dir.join("vms"),
+        ))
+    });
     let fencing = Fencing {
         lease: lease_rx,
-        watchdog: Some(Arc::new(watchdog)),
+        watchdog,
         heartbeat,
     };
     let agent = Agent::new(
@@ -157,7 +179,7 @@ fn spawn_agent<B: VmBackend>(core: &Arc<Core>, backend: Arc<B>, tasks: &mut Task
             // Copying megabytes of console log is no work for the runtime's
             // threads, which carry heartbeats.
             let backend = backend.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || backend.rotate_logs()).await {
+            if let Err(e) = crate::sim::blocking::run(move || backend.rotate_logs()).await {
                 tracing::warn!(error = %e, "console log rotation did not finish");
             }
         }

@@ -57,7 +57,7 @@ pub(super) async fn open(
     metrics: &crate::metrics::Metrics,
 ) -> Result<Storage, StartError> {
     let db_path = config.data_dir.join(DB_FILE);
-    let (db, mode) = match &config.sim_disk {
+    let (db, mode) = match config.sim.as_ref().map(|h| &h.disk) {
         Some(disk) => (
             disk.open().await.map_err(|e| storage_err(&db_path, e))?,
             WriterMode::Task,

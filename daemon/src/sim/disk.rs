@@ -29,6 +29,9 @@ struct State {
     /// A redb database is open on the disk (from [`SimDisk::open`] until
     /// redb closes the backend).
     open: bool,
+    /// The machine lost power: every write and sync fails until the disk
+    /// is opened again (by the node's next start).
+    dead: bool,
 }
 
 /// A disk shared by every handle cloned from it (see the module doc).
@@ -47,6 +50,10 @@ fn out_of_range(what: &str) -> io::Error {
         io::ErrorKind::InvalidInput,
         format!("sim disk: {what} out of range"),
     )
+}
+
+fn power_lost() -> io::Error {
+    io::Error::other("sim disk: the machine lost power")
 }
 
 fn apply(bytes: &mut Vec<u8>, change: &Unsynced) {
@@ -96,7 +103,11 @@ impl SimDisk {
                 io::Error::new(io::ErrorKind::WouldBlock, "sim disk: still open elsewhere"),
             )));
         }
-        self.state().open = true;
+        {
+            let mut s = self.state();
+            s.open = true;
+            s.dead = false;
+        }
         let db = redb::Builder::new().create_with_backend(self.clone());
         if db.is_err() {
             self.state().open = false;
@@ -135,6 +146,15 @@ impl SimDisk {
         s.durable = bytes;
     }
 
+    /// The machine loses power now: the unsynced changes `keep` picks
+    /// survive (see [`SimDisk::crash_keeping`]), and the process that
+    /// still runs on the disk can write nothing more, as a process on a
+    /// dead machine cannot. Its next [`SimDisk::open`] powers it on.
+    pub fn power_cut(&self, keep: impl FnMut(usize) -> bool) {
+        self.crash_keeping(keep);
+        self.state().dead = true;
+    }
+
     /// Flips the bits `xor` names in the byte at `offset`, synced and
     /// visible alike: bit rot, for tests of damaged files.
     pub fn corrupt(&self, offset: u64, xor: u8) {
@@ -170,6 +190,9 @@ impl redb::StorageBackend for SimDisk {
             return Err(io::Error::new(io::ErrorKind::StorageFull, "sim disk full"));
         }
         let mut s = self.state();
+        if s.dead {
+            return Err(power_lost());
+        }
         let change = Unsynced::SetLen(len);
         apply(&mut s.current, &change);
         s.unsynced.push(change);
@@ -178,6 +201,9 @@ impl redb::StorageBackend for SimDisk {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.state();
+        if s.dead {
+            return Err(power_lost());
+        }
         let unsynced = std::mem::take(&mut s.unsynced);
         let State { durable, .. } = &mut *s;
         for change in &unsynced {
@@ -195,6 +221,9 @@ impl redb::StorageBackend for SimDisk {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut s = self.state();
+        if s.dead {
+            return Err(power_lost());
+        }
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| out_of_range("write"))?;

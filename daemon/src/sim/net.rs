@@ -25,6 +25,8 @@ struct NetState {
     listeners: HashMap<SocketAddr, mpsc::Sender<SimStream>>,
     /// Directed links that carry nothing: (from, to).
     cut: HashSet<(SocketAddr, SocketAddr)>,
+    /// Hosts whose machine is off: nothing reaches them, nothing leaves.
+    down: HashSet<SocketAddr>,
     /// Bumped on every cut, so streams notice without taking the lock on
     /// every read while nothing changes.
     generation: u64,
@@ -70,7 +72,21 @@ impl SimNet {
 
     /// Whether `from` can send to `to` now.
     pub fn reachable(&self, from: SocketAddr, to: SocketAddr) -> bool {
-        !self.state().cut.contains(&(from, to))
+        let s = self.state();
+        !s.cut.contains(&(from, to)) && !s.down.contains(&from) && !s.down.contains(&to)
+    }
+
+    /// Takes host `address` off the network (its machine lost power or
+    /// froze) or puts it back; its open connections reset either way.
+    pub fn set_down(&self, address: SocketAddr, down: bool) {
+        let mut s = self.state();
+        if down {
+            s.down.insert(address);
+        } else {
+            s.down.remove(&address);
+        }
+        s.generation += 1;
+        self.generation.store(s.generation, Ordering::SeqCst);
     }
 
     /// Stops everything `from` sends to `to` (a one-way partition).
@@ -96,7 +112,7 @@ impl SimNet {
         }
     }
 
-    /// Heals every link.
+    /// Heals every link (hosts that are down stay down).
     pub fn heal(&self) {
         let mut s = self.state();
         s.cut.clear();
@@ -115,7 +131,11 @@ impl SimNet {
     pub async fn connect(&self, from: SocketAddr, to: SocketAddr) -> io::Result<SimStream> {
         let listener = {
             let s = self.state();
-            if s.cut.contains(&(from, to)) || s.cut.contains(&(to, from)) {
+            if s.cut.contains(&(from, to))
+                || s.cut.contains(&(to, from))
+                || s.down.contains(&from)
+                || s.down.contains(&to)
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
                     format!("sim net: {from} cannot reach {to}"),

@@ -177,13 +177,17 @@ impl Search<'_> {
     }
 
     /// The next operation that can be linearized from `value`, trying
-    /// candidates from index `from` on: invoked before every outstanding
-    /// acknowledged operation returned, and allowed by the register.
+    /// candidates from index `from` on: invoked no later than every
+    /// outstanding acknowledged operation returned, and allowed by the
+    /// register.
     fn candidate(&self, value: Value, from: usize) -> Option<(usize, Value)> {
         let horizon = self.outstanding.first().map_or(u64::MAX, |&(r, _)| r);
         for &i in self.pending.range(from..) {
             let op = self.ops[i];
-            if op.invoked_us >= horizon {
+            // Invoked when (or before) the earliest outstanding operation
+            // returned: concurrent with it, so it may come first. Equal
+            // times are common on the simulator's clock.
+            if op.invoked_us > horizon {
                 break;
             }
             if let Some(after) = step(value, op.call, &op.outcome) {

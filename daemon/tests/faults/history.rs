@@ -3,7 +3,7 @@
 //! and what the host sampler found running.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// A client's request against one VM (the register is the VM's desired
 /// state, or its absence).

@@ -10,7 +10,8 @@ use pb::watch_service_client::WatchServiceClient;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tonic::Code;
 
 /// Bound on one client request: past it the outcome is unknown.

@@ -382,6 +382,13 @@ pub fn start_cluster(root: &Path, backend: &[&str]) -> (Vec<Daemon>, String) {
             .count();
         (out.status.success() && voters == 3 && v["leader_id"].as_u64()? != 0).then_some(())
     });
+    // Voters are not yet hosts: each node's agent registers its record
+    // after joining, and tests (a backup, a placement) need all three.
+    eventually(Duration::from_secs(60), "three registered nodes", || {
+        let out = cli(&all, &["node", "list"]);
+        let n = json_of(&out).as_array().map_or(0, Vec::len);
+        (out.status.success() && n == 3).then_some(())
+    });
     (daemons, all)
 }
 

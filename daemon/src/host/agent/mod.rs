@@ -18,10 +18,10 @@ mod stops;
 use crate::backend::{BackendError, InstanceState, VmBackend};
 use crate::core::Core;
 use crate::host::allowlist::HostPaths;
-use crate::host::fence::{lease_clock_ms, LeaseStatus, Watchdog};
+use crate::host::fence::{LeaseClock, LeaseStatus, Watchdog};
 use crate::shutdown::Shutdown;
 use crate::state::{Action, DesiredState, Observed, RestartPolicy, VmRecord, VmReport, VmState};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,7 +109,7 @@ pub struct Agent<B: VmBackend> {
     core: Arc<Core>,
     backend: Arc<B>,
     stop_timeout: Duration,
-    local: HashMap<String, Local>,
+    local: BTreeMap<String, Local>,
     pending: BTreeMap<String, VmReport>,
     lease: watch::Receiver<LeaseStatus>,
     watchdog: Option<Arc<Watchdog>>,
@@ -152,24 +152,39 @@ const HEARTBEAT_WHILE_WAITING: Duration = Duration::from_millis(500);
 /// milliseconds at its loop's last turn. An agent that is stuck or dead
 /// must not keep a lease that keeps its VMs from being healed elsewhere.
 #[derive(Debug, Clone)]
-pub struct Heartbeat(Arc<AtomicU64>);
+pub struct Heartbeat {
+    last: Arc<AtomicU64>,
+    clock: LeaseClock,
+}
 
 impl Default for Heartbeat {
-    /// Fresh at creation: the agent has [`AGENT_STALL_LIMIT`] to first beat.
+    /// On the host's lease clock (CLOCK_BOOTTIME).
     fn default() -> Self {
-        Self(Arc::new(AtomicU64::new(lease_clock_ms())))
+        Self::new(LeaseClock::default())
     }
 }
 
 impl Heartbeat {
+    /// Fresh at creation: the agent has [`AGENT_STALL_LIMIT`] to first beat.
+    pub fn new(clock: LeaseClock) -> Self {
+        Self {
+            last: Arc::new(AtomicU64::new(clock.now_ms())),
+            clock,
+        }
+    }
+
     /// The agent's loop turned.
     pub fn beat(&self) {
-        self.0.store(lease_clock_ms(), Ordering::Relaxed);
+        self.last.store(self.clock.now_ms(), Ordering::Relaxed);
     }
 
     /// How long since the last beat.
     pub fn age(&self) -> Duration {
-        Duration::from_millis(lease_clock_ms().saturating_sub(self.0.load(Ordering::Relaxed)))
+        Duration::from_millis(
+            self.clock
+                .now_ms()
+                .saturating_sub(self.last.load(Ordering::Relaxed)),
+        )
     }
 
     /// Whether the agent counts as alive and passing.
@@ -186,7 +201,7 @@ impl<B: VmBackend> Agent<B> {
             core,
             backend,
             stop_timeout,
-            local: HashMap::new(),
+            local: BTreeMap::new(),
             pending: BTreeMap::new(),
             lease: fencing.lease,
             watchdog: fencing.watchdog,
@@ -250,7 +265,7 @@ impl<B: VmBackend> Agent<B> {
                 .observe(last_pass.elapsed().as_secs_f64());
             self.heartbeat.beat();
             // Wake when the lease runs out, too: its VMs must stop then.
-            let lease = *self.lease.borrow();
+            let lease = self.lease.borrow().clone();
             let lease_end = if lease.valid() {
                 Instant::now() + lease.remaining()
             } else {

@@ -6,7 +6,7 @@
 //! the agent's pass goes on; when a stop ends it wakes the agent.
 
 use crate::backend::VmBackend;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -18,7 +18,7 @@ pub const MAX_CONCURRENT_STOPS: usize = 16;
 
 /// The graceful stops in flight, by VM name.
 pub struct Stops {
-    tasks: HashMap<String, JoinHandle<bool>>,
+    tasks: BTreeMap<String, JoinHandle<bool>>,
     slots: Arc<Semaphore>,
     done: Arc<Notify>,
 }
@@ -26,7 +26,7 @@ pub struct Stops {
 impl Default for Stops {
     fn default() -> Self {
         Self {
-            tasks: HashMap::new(),
+            tasks: BTreeMap::new(),
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_STOPS)),
             done: Arc::new(Notify::new()),
         }

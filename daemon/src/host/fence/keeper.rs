@@ -2,7 +2,8 @@
 //! each new deadline to the lease file for the watchdog, and publishes it to
 //! the node agent, which starts nothing while the lease has run out.
 
-use super::lease_file::{lease_clock_ms, read_lease, write_lease};
+use super::clock::LeaseClock;
+use super::lease_file::{read_lease, write_lease};
 use super::RENEW_EVERY;
 use crate::core::Core;
 use crate::host::agent::{Heartbeat, AGENT_STALL_LIMIT};
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The lease as the node agent sees it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseStatus {
     /// Until when VMs may run, on the lease clock (the deadline the lease
     /// file holds); `None` before the first renewal.
@@ -24,19 +25,21 @@ pub struct LeaseStatus {
     /// started before the latest of these and found ended was stopped by
     /// the fence, not by a failure of its own.
     pub lapses: u64,
+    /// The clock `deadline_ms` is on.
+    pub clock: LeaseClock,
 }
 
 impl LeaseStatus {
     /// Whether VMs may run now.
     pub fn valid(&self) -> bool {
-        self.deadline_ms.is_some_and(|d| lease_clock_ms() < d)
+        self.deadline_ms.is_some_and(|d| self.clock.now_ms() < d)
     }
 
     /// Time left on the lease (zero when it has run out or never began).
     pub fn remaining(&self) -> Duration {
         let left = self
             .deadline_ms
-            .map_or(0, |d| d.saturating_sub(lease_clock_ms()));
+            .map_or(0, |d| d.saturating_sub(self.clock.now_ms()));
         Duration::from_millis(left)
     }
 }
@@ -57,7 +60,9 @@ pub async fn keep_lease(
     heartbeat: Heartbeat,
     mut shutdown: Shutdown,
 ) {
+    let clock = status.borrow().clock.clone();
     let mut keeper = Keeper {
+        clock,
         lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
         every: RENEW_EVERY.min(lease / 4),
         core,
@@ -79,7 +84,7 @@ pub async fn keep_lease(
         // the agent itself. Judge it again from the next turn on.
         let paused = last_turn.elapsed() > keeper.every * PAUSE_TURNS;
         last_turn = Instant::now();
-        let sent_mono = lease_clock_ms();
+        let sent_mono = keeper.clock.now_ms();
         keeper.note_validity();
         stale_turns = match (paused, keeper.heartbeat.fresh()) {
             (false, false) => stale_turns.saturating_add(1),
@@ -117,6 +122,8 @@ pub async fn keep_lease(
 /// The lease keeper's state between renewals.
 struct Keeper {
     core: Arc<Core>,
+    /// The clock the lease is kept on.
+    clock: LeaseClock,
     lease_ms: u64,
     every: Duration,
     data_dir: Option<PathBuf>,
@@ -139,7 +146,7 @@ impl Keeper {
         let Some(dir) = &self.data_dir else {
             return;
         };
-        let cap = lease_clock_ms().saturating_add(self.lease_ms);
+        let cap = self.clock.now_ms().saturating_add(self.lease_ms);
         if read_lease(dir) > cap {
             if let Err(e) = write_lease_off_runtime(dir.clone(), cap).await {
                 tracing::error!(error = %e, "cannot shorten the lease file");
@@ -228,9 +235,7 @@ impl Keeper {
 /// [`write_lease`] on a blocking thread: it fsyncs, and an fsync on the
 /// runtime's threads stalls the heartbeats they carry.
 async fn write_lease_off_runtime(dir: PathBuf, deadline: u64) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(move || write_lease(&dir, deadline))
-        .await
-        .map_err(std::io::Error::other)?
+    crate::sim::blocking::run(move || write_lease(&dir, deadline)).await?
 }
 
 /// One renewal: commits it, then waits until this node has applied it, so

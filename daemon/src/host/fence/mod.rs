@@ -26,11 +26,13 @@
 //! `blixard-fence` process) and `watchdog_process` (the daemon's handle that
 //! starts and finds that process).
 
+pub mod clock;
 pub mod keeper;
 pub mod lease_file;
 pub mod watchdog;
 pub mod watchdog_process;
 
+pub use clock::LeaseClock;
 pub use keeper::{keep_lease, LeaseStatus};
 pub use lease_file::{lease_clock_ms, read_lease, write_lease, LEASE_FILE};
 pub use watchdog::{kill_vms, run_watchdog, FENCED_MARKER};

@@ -1,0 +1,304 @@
+//! One seeded run: the world, the clients and watchers of the fault test's
+//! workload, the nemesis, then the fault test's checkers on the recorded
+//! history plus the placement check on the test backends' journal. Every
+//! source of nondeterminism is pinned to the seed first: tokio's own
+//! random choices (`select!`), openraft's, the daemon's jitter and client
+//! names, the wall clock, and blocking work, which runs inline.
+
+use crate::checker;
+use crate::history::{Call, History, Op, Outcome};
+use crate::nemesis;
+use crate::rng::Rng;
+use crate::workload;
+use crate::world::{World, RUNNER};
+use blixard_daemon::sim::host::{RunChange, RunRecord};
+use blixard_daemon::sim::planted::{plant_on_this_thread, Planted};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The shape of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nodes: usize,
+    pub clients: usize,
+    pub keys: usize,
+    /// Simulated time the faults run for.
+    pub fault_time: Duration,
+    /// A bug planted on purpose (needs the `planted-bugs` feature).
+    pub planted: Option<Planted>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            clients: 3,
+            keys: 4,
+            fault_time: Duration::from_secs(12),
+            planted: None,
+        }
+    }
+}
+
+/// What a run recorded (the history, rendered the same way every time)
+/// and what the checkers found wrong with it.
+pub struct Report {
+    pub history: String,
+    pub failures: Vec<String>,
+    /// Simulated time the whole run took.
+    pub simulated: Duration,
+}
+
+/// Wall-clock base of every simulation (2027-01-01): timestamps in the
+/// replicated state are the same in every replay.
+const WALL_BASE_MS: u64 = 1_798_761_600_000;
+
+/// Runs seed `seed` on a fresh single-threaded runtime on paused time.
+pub fn run_seed(seed: u64, settings: &Settings) -> Report {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()))
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            return Report {
+                history: String::new(),
+                failures: vec![format!("no runtime: {e}")],
+                simulated: Duration::ZERO,
+            }
+        }
+    };
+    let report = runtime.block_on(async {
+        let rng = Rng::new(seed);
+        blixard_daemon::sim::blocking::run_inline_on_this_thread();
+        plant_on_this_thread(settings.planted);
+        blixard_daemon::raft::runtime::seed_this_thread(rng.fork(1).next_u64());
+        blixard_shared::sim_hooks::simulate_this_thread(rng.fork(2).next_u64(), WALL_BASE_MS);
+        let started = Instant::now();
+        let mut report = simulate(rng, settings).await;
+        report.simulated = started.elapsed();
+        report
+    });
+    blixard_shared::sim_hooks::stop_simulating_this_thread();
+    plant_on_this_thread(None);
+    // Tasks still parked (a node's stragglers) go with the runtime.
+    runtime.shutdown_background();
+    report
+}
+
+async fn simulate(rng: Rng, settings: &Settings) -> Report {
+    let mut history_text = String::new();
+    let mut failures = Vec::new();
+    match simulate_inner(rng, settings, &mut history_text).await {
+        Ok(found) => failures.extend(found),
+        Err(e) => failures.push(e),
+    }
+    Report {
+        history: history_text,
+        failures,
+        simulated: Duration::ZERO,
+    }
+}
+
+async fn simulate_inner(
+    seed: Rng,
+    settings: &Settings,
+    text: &mut String,
+) -> Result<Vec<String>, String> {
+    let mut world_rng = seed.fork(3);
+    let mut world = World::start(settings.nodes, &mut world_rng).await?;
+    let chans = world.channels();
+    workload::converged(&chans, settings.nodes, Duration::from_secs(60)).await?;
+
+    let history = Arc::new(History::new());
+    let start = Instant::now();
+    let keys: Arc<Vec<String>> = Arc::new((0..settings.keys).map(|k| format!("reg-{k}")).collect());
+    let stop_clients = Arc::new(AtomicBool::new(false));
+    let stop_watchers = Arc::new(AtomicBool::new(false));
+    let watch_until = Arc::new(AtomicU64::new(u64::MAX));
+    let watchers: Vec<_> = (0..settings.nodes)
+        .map(|i| {
+            tokio::spawn(workload::watcher(
+                i,
+                chans[i].clone(),
+                stop_watchers.clone(),
+                watch_until.clone(),
+            ))
+        })
+        .collect();
+    let clients: Vec<_> = (0..settings.clients)
+        .map(|c| {
+            tokio::spawn(workload::client(
+                c,
+                seed.fork(100 + c as u64),
+                keys.clone(),
+                chans.clone(),
+                RUNNER.to_string(),
+                history.clone(),
+                stop_clients.clone(),
+            ))
+        })
+        .collect();
+    let until = Instant::now() + settings.fault_time;
+    let faults = nemesis::run(seed.fork(4), &mut world, &chans, start, until).await;
+    stop_clients.store(true, Ordering::SeqCst);
+    for c in clients {
+        let _ = c.await;
+    }
+    let faults = faults?;
+    workload::converged(&chans, settings.nodes, Duration::from_secs(60)).await?;
+
+    // Final linearizable reads of every key, part of the checked history.
+    for (k, key) in keys.iter().enumerate() {
+        let node = k % settings.nodes;
+        let invoked_us = history.now_us();
+        let (outcome, revision) =
+            workload::invoke(chans[node].clone(), key, Call::Read, RUNNER).await;
+        let returned_us = (!matches!(outcome, Outcome::Unknown(_))).then(|| history.now_us());
+        history.record(Op {
+            client: usize::MAX,
+            node,
+            key: key.clone(),
+            call: Call::Read,
+            outcome,
+            invoked_us,
+            returned_us,
+            revision,
+        });
+    }
+    // A marker write every watcher and every node's log must reach.
+    let (outcome, marker) = workload::invoke(
+        chans[0].clone(),
+        "zz-final-marker",
+        Call::Create { running: false },
+        RUNNER,
+    )
+    .await;
+    let marker = marker.ok_or_else(|| format!("final marker write failed: {outcome:?}"))?;
+    watch_until.store(marker, Ordering::SeqCst);
+    stop_watchers.store(true, Ordering::SeqCst);
+    let mut watcher_logs = Vec::new();
+    for w in watchers {
+        match tokio::time::timeout(Duration::from_secs(60), w).await {
+            Ok(Ok(log)) => watcher_logs.push(log),
+            _ => return Err("a watcher did not reach the final marker in 60 s".into()),
+        }
+    }
+    let mut logs = Vec::new();
+    for ch in &chans {
+        logs.push(workload::event_log(ch.clone(), marker, Duration::from_secs(30)).await?);
+    }
+    let journal = world.journal.records();
+    world.shutdown().await;
+
+    // The history, rendered.
+    let ops = history.ops();
+    for (at, what) in &faults {
+        let _ = writeln!(text, "nemesis {at} {what}");
+    }
+    for op in &ops {
+        let _ = writeln!(
+            text,
+            "op c{} n{} {} {:?} {:?} {}..{:?} rev {:?}",
+            op.client,
+            op.node,
+            op.key,
+            op.call,
+            op.outcome,
+            op.invoked_us,
+            op.returned_us,
+            op.revision
+        );
+    }
+    for w in &watcher_logs {
+        let revisions: Vec<u64> = w.events.iter().map(|e| e.revision).collect();
+        let _ = writeln!(
+            text,
+            "watcher n{} {revisions:?} gaps {:?}",
+            w.node, w.declared_gaps
+        );
+    }
+    for r in &journal {
+        let _ = writeln!(
+            text,
+            "host n{} {} {} epoch {} at {}",
+            r.node,
+            r.vm,
+            if r.change == RunChange::Started {
+                "start"
+            } else {
+                "end"
+            },
+            r.epoch,
+            r.at.duration_since(start).as_micros()
+        );
+    }
+
+    // The checks.
+    let mut found = Vec::new();
+    if let Err(e) = checker::logs_agree(&logs) {
+        found.push(format!("event logs: {e}"));
+    }
+    let final_log: BTreeMap<_, _> = logs.first().cloned().unwrap_or_default();
+    let pruned_through = final_log.keys().next().map_or(0, |r| r.saturating_sub(1));
+    if let Err(e) = checker::acknowledged_writes_kept(&ops, &final_log, pruned_through) {
+        found.push(format!("lost write: {e}"));
+    }
+    if let Err(e) = checker::watchers_gapless(&watcher_logs, &final_log) {
+        found.push(format!("watch: {e}"));
+    }
+    if let Err(e) = one_host_at_a_time(&journal, start) {
+        found.push(format!("VM on two hosts: {e}"));
+    }
+    let lin_ops = ops.clone();
+    let checking = std::time::Instant::now();
+    let lin = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || checker::linearizable(&lin_ops))
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|_| "linearizability checker panicked".to_string())?;
+    if std::env::var_os("BLIXARD_SIM_TIMING").is_some() {
+        eprintln!("linearizability check: {:?} wall", checking.elapsed());
+    }
+    if let Err(v) = lin {
+        found.push(format!("not linearizable on {}: {}", v.key, v.detail));
+    }
+    Ok(found)
+}
+
+/// No VM ran on two hosts at once: from the test backends' journal of
+/// starts and ends, with simulated times.
+pub fn one_host_at_a_time(journal: &[RunRecord], start: Instant) -> Result<(), String> {
+    // VM -> host -> since when it runs there.
+    let mut running: BTreeMap<&str, BTreeMap<u64, Instant>> = BTreeMap::new();
+    for r in journal {
+        let hosts = running.entry(r.vm.as_str()).or_default();
+        match r.change {
+            RunChange::Started => {
+                if let Some((other, since)) = hosts.iter().find(|(h, _)| **h != r.node) {
+                    return Err(format!(
+                        "{} started on node {} at {:?} (epoch {}) while running on node {} since {:?}",
+                        r.vm,
+                        r.node,
+                        r.at.duration_since(start),
+                        r.epoch,
+                        other,
+                        since.duration_since(start)
+                    ));
+                }
+                hosts.insert(r.node, r.at);
+            }
+            RunChange::Ended => {
+                hosts.remove(&r.node);
+            }
+        }
+    }
+    Ok(())
+}
