@@ -286,3 +286,53 @@ async fn a_one_way_cut_refuses_new_connections_in_that_direction_only() {
         "a restarted node binds its address again"
     );
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn writes_arrive_after_their_delay_in_order_and_a_lost_one_resets_the_connection() {
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let delay = Duration::from_millis(10);
+    let net = SimNet::seeded(7, delay, Duration::from_millis(5));
+    let (a, b) = (address(1), address(2));
+    let mut incoming = net.bind(b).expect("bind");
+    let mut client = net.connect(a, b).await.expect("connect");
+    let mut server = incoming.next().await.expect("accepted").expect("stream");
+    let sent = tokio::time::Instant::now();
+    client.write_all(b"one").await.expect("write");
+    client.write_all(b"two").await.expect("write");
+    let mut got = [0u8; 6];
+    server.read_exact(&mut got).await.expect("read");
+    let took = sent.elapsed();
+    assert_eq!(&got, b"onetwo", "bytes stay in order");
+    assert!(
+        took >= delay && took <= delay + Duration::from_millis(5),
+        "arrived after {took:?}"
+    );
+
+    // A slow link adds its delay on top, one way only.
+    net.slow_one_way(a, b, Duration::from_millis(100));
+    let sent = tokio::time::Instant::now();
+    client.write_all(b"x").await.expect("write");
+    server.read_exact(&mut got[..1]).await.expect("read");
+    assert!(sent.elapsed() >= Duration::from_millis(110));
+    let sent = tokio::time::Instant::now();
+    server.write_all(b"y").await.expect("write");
+    client.read_exact(&mut got[..1]).await.expect("read");
+    assert!(
+        sent.elapsed() < Duration::from_millis(100),
+        "the other way is not slow"
+    );
+
+    // A link that loses every write resets the connection at both ends.
+    net.lossy_one_way(a, b, 100);
+    let lost = client.write_all(b"z").await;
+    assert_eq!(
+        lost.expect_err("lost").kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    let read = server.read(&mut got).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the other end sees the reset: {read:?}"
+    );
+}

@@ -5,15 +5,19 @@
 //! gives up, without the wait), so Raft sees its peers vanish and return.
 //! The daemon reaches it through [`crate::transport::Transport::Sim`].
 
-use std::collections::{HashMap, HashSet};
+use super::rng::SimRng;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
 /// Bytes one direction of a connection buffers before the writer waits.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -31,6 +35,17 @@ struct NetState {
     /// every read while nothing changes.
     generation: u64,
     next_client_port: u16,
+    /// Delay every write waits before its bytes can be read: a base, plus
+    /// up to `jitter` drawn per write.
+    base_delay: Duration,
+    jitter: Duration,
+    /// Extra delay on directed links: (from, to).
+    slow: HashMap<(SocketAddr, SocketAddr), Duration>,
+    /// Directed links that lose a write with this chance (percent); a lost
+    /// write resets its connection, as TCP gives up on a segment.
+    lossy: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Draws delays and losses (seeded by [`SimNet::seeded`]).
+    rng: Option<SimRng>,
 }
 
 /// The network every node and client of one simulation shares.
@@ -47,9 +62,61 @@ impl std::fmt::Debug for SimNet {
 }
 
 impl SimNet {
-    /// An empty network.
+    /// An empty network that delivers every write at once.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty network whose writes arrive after `base_delay` plus up to
+    /// `jitter`, drawn from `seed` (per connection, bytes stay in order;
+    /// between connections they may overtake each other).
+    pub fn seeded(seed: u64, base_delay: Duration, jitter: Duration) -> Self {
+        let net = Self::default();
+        {
+            let mut s = net.state();
+            s.base_delay = base_delay;
+            s.jitter = jitter;
+            s.rng = Some(SimRng::new(seed));
+        }
+        net
+    }
+
+    /// Adds `extra` delay to everything `from` sends to `to` (zero: none).
+    pub fn slow_one_way(&self, from: SocketAddr, to: SocketAddr, extra: Duration) {
+        let mut s = self.state();
+        if extra.is_zero() {
+            s.slow.remove(&(from, to));
+        } else {
+            s.slow.insert((from, to), extra);
+        }
+    }
+
+    /// Makes `from` lose a write to `to` with `percent` chance (0: none),
+    /// which resets that connection.
+    pub fn lossy_one_way(&self, from: SocketAddr, to: SocketAddr, percent: u64) {
+        let mut s = self.state();
+        if percent == 0 {
+            s.lossy.remove(&(from, to));
+        } else {
+            s.lossy.insert((from, to), percent.min(100));
+        }
+    }
+
+    /// What becomes of a write `from` makes to `to` now: when it may be
+    /// read, or `None` when it is lost.
+    fn send(&self, from: SocketAddr, to: SocketAddr) -> Option<Duration> {
+        let mut s = self.state();
+        let loss = s.lossy.get(&(from, to)).copied().unwrap_or(0);
+        let extra = s.slow.get(&(from, to)).copied().unwrap_or_default();
+        let (base, jitter) = (s.base_delay, s.jitter);
+        let Some(rng) = s.rng.as_mut() else {
+            return Some(base + extra);
+        };
+        if loss > 0 && rng.chance(loss) {
+            return None;
+        }
+        let spread = u64::try_from(jitter.as_micros()).unwrap_or(u64::MAX);
+        Some(base + extra + Duration::from_micros(rng.below(spread.saturating_add(1))))
     }
 
     fn state(&self) -> MutexGuard<'_, NetState> {
@@ -112,10 +179,13 @@ impl SimNet {
         }
     }
 
-    /// Heals every link (hosts that are down stay down).
+    /// Heals every link: no cuts, no slow or lossy links (hosts that are
+    /// down stay down).
     pub fn heal(&self) {
         let mut s = self.state();
         s.cut.clear();
+        s.slow.clear();
+        s.lossy.clear();
         s.generation += 1;
         self.generation.store(s.generation, Ordering::SeqCst);
     }
@@ -149,8 +219,16 @@ impl SimNet {
             })?
         };
         let (near, far) = tokio::io::duplex(PIPE_BYTES);
-        let client = SimStream::new(self.clone(), from, to, near);
-        let server = SimStream::new(self.clone(), to, from, far);
+        let (there, back) = (Arrivals::default(), Arrivals::default());
+        let reset = Arc::new(AtomicBool::new(false));
+        let client = SimStream::new(
+            self.clone(),
+            (from, to),
+            near,
+            (there.clone(), back.clone()),
+            reset.clone(),
+        );
+        let server = SimStream::new(self.clone(), (to, from), far, (back, there), reset);
         listener.send(server).await.map_err(|_| {
             io::Error::new(
                 io::ErrorKind::ConnectionRefused,
@@ -182,30 +260,68 @@ impl futures_util::Stream for SimIncoming {
     }
 }
 
+/// When the bytes written into one direction of a connection may be read:
+/// (time, how many), in write order. Shared by the writing and the reading
+/// end.
+#[derive(Clone, Default)]
+struct Arrivals(Arc<Mutex<VecDeque<(Instant, usize)>>>);
+
+impl Arrivals {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(Instant, usize)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// One end of a simulated connection.
 pub struct SimStream {
     net: SimNet,
     local: SocketAddr,
     remote: SocketAddr,
     pipe: DuplexStream,
+    /// What this end wrote and when it arrives; what it may read and when.
+    outgoing: Arrivals,
+    incoming: Arrivals,
+    /// Bytes that have arrived and not been read yet.
+    arrived: usize,
+    /// Wakes the reader when the next write arrives.
+    wait: Option<Pin<Box<Sleep>>>,
+    /// Latest arrival scheduled by this end: bytes stay in order.
+    last_arrival: Option<Instant>,
+    /// Set by either end when a write was lost: the connection is reset.
+    reset: Arc<AtomicBool>,
     /// The cut generation last checked, and whether the link was whole then.
     checked: u64,
     broken: bool,
+    scratch: Vec<u8>,
 }
 
 impl SimStream {
-    fn new(net: SimNet, local: SocketAddr, remote: SocketAddr, pipe: DuplexStream) -> Self {
+    fn new(
+        net: SimNet,
+        (local, remote): (SocketAddr, SocketAddr),
+        pipe: DuplexStream,
+        (outgoing, incoming): (Arrivals, Arrivals),
+        reset: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             net,
             local,
             remote,
             pipe,
+            outgoing,
+            incoming,
+            arrived: 0,
+            wait: None,
+            last_arrival: None,
+            reset,
             checked: u64::MAX,
             broken: false,
+            scratch: Vec::new(),
         }
     }
 
-    /// Err once either direction of this connection has been cut.
+    /// Err once either direction of this connection has been cut or a
+    /// write on it was lost.
     fn check(&mut self) -> io::Result<()> {
         let now = self.net.generation.load(Ordering::SeqCst);
         if now != self.checked {
@@ -214,13 +330,39 @@ impl SimStream {
                 || !self.net.reachable(self.local, self.remote)
                 || !self.net.reachable(self.remote, self.local);
         }
-        if self.broken {
+        if self.broken || self.reset.load(Ordering::SeqCst) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 format!("sim net: link {} - {} cut", self.local, self.remote),
             ));
         }
         Ok(())
+    }
+
+    /// Counts the bytes whose time has come; `Pending` (with a timer set)
+    /// while written bytes are still on their way.
+    fn poll_arrived(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.arrived > 0 {
+                return Poll::Ready(());
+            }
+            let next = self.incoming.lock().front().copied();
+            let Some((at, len)) = next else {
+                // Nothing on its way: wait on the pipe itself, which wakes
+                // the reader when the other end writes.
+                return Poll::Ready(());
+            };
+            if at <= Instant::now() {
+                self.incoming.lock().pop_front();
+                self.arrived += len;
+                continue;
+            }
+            let wait = self
+                .wait
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            wait.as_mut().reset(at);
+            ready!(wait.as_mut().poll(cx));
+        }
     }
 }
 
@@ -231,7 +373,21 @@ impl AsyncRead for SimStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.check()?;
-        Pin::new(&mut self.pipe).poll_read(cx, buf)
+        ready!(self.poll_arrived(cx));
+        if self.arrived == 0 {
+            // Nothing is on its way, so the pipe is empty: the read waits
+            // for the next write (or sees the end of the stream).
+            return Pin::new(&mut self.pipe).poll_read(cx, buf);
+        }
+        let limit = self.arrived.min(buf.remaining());
+        let this = &mut *self;
+        this.scratch.resize(limit, 0);
+        let mut part = ReadBuf::new(&mut this.scratch[..limit]);
+        ready!(Pin::new(&mut this.pipe).poll_read(cx, &mut part))?;
+        let n = part.filled().len();
+        buf.put_slice(part.filled());
+        this.arrived -= n;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -242,7 +398,29 @@ impl AsyncWrite for SimStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check()?;
-        Pin::new(&mut self.pipe).poll_write(cx, data)
+        let n = ready!(Pin::new(&mut self.pipe).poll_write(cx, data))?;
+        match self.net.send(self.local, self.remote) {
+            Some(delay) => {
+                let at =
+                    (Instant::now() + delay).max(self.last_arrival.unwrap_or_else(Instant::now));
+                self.last_arrival = Some(at);
+                self.outgoing.lock().push_back((at, n));
+                Poll::Ready(Ok(n))
+            }
+            None => {
+                // Lost: the connection resets at both ends; closing the
+                // pipe wakes a reader waiting on the other end.
+                self.reset.store(true, Ordering::SeqCst);
+                let _ = Pin::new(&mut self.pipe).poll_shutdown(cx);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!(
+                        "sim net: a write from {} to {} was lost",
+                        self.local, self.remote
+                    ),
+                )))
+            }
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,8 +1,9 @@
 //! The faults of a simulated run, every choice from the seed: partitions
 //! of every shape (a minority cut from the majority, the leader isolated,
-//! a bridge node that alone sees both halves, a link cut one way), a host
-//! frozen off the network and back, power cuts that lose unsynced writes
-//! with restarts on the same disk, and forward steps of a host's clock.
+//! a bridge node that alone sees both halves, a link cut one way), slow
+//! and lossy links, a host frozen off the network and back, power cuts
+//! that lose unsynced writes with restarts on the same disk, and forward
+//! steps of a host's clock.
 
 use crate::rng::Rng;
 use crate::workload;
@@ -49,7 +50,7 @@ pub async fn run(
             }
         }
         let all: Vec<usize> = (0..n).collect();
-        match rng.below(10) {
+        match rng.below(12) {
             0 | 1 => {
                 world.net.heal();
                 note("heal".into());
@@ -105,6 +106,23 @@ pub async fn run(
                 let back = Instant::now() + Duration::from_millis(rng.between(500, 8_000));
                 down = Some((i, back, false));
                 note(format!("freeze {}", i + 1));
+            }
+            10 => {
+                let from = rng.below(n as u64) as usize;
+                let to = (from + 1 + rng.below(n as u64 - 1) as usize) % n;
+                let ms = rng.between(5, 300);
+                world
+                    .net
+                    .slow_one_way(address(from), address(to), Duration::from_millis(ms));
+                note(format!("slow {} -> {} +{ms}ms", from + 1, to + 1));
+            }
+            11 => {
+                let a = rng.below(n as u64) as usize;
+                let b = (a + 1 + rng.below(n as u64 - 1) as usize) % n;
+                let percent = rng.between(1, 20);
+                world.net.lossy_one_way(address(a), address(b), percent);
+                world.net.lossy_one_way(address(b), address(a), percent);
+                note(format!("lossy {} <-> {} {percent}%", a + 1, b + 1));
             }
             _ => {
                 // A forward step of a host's monotonic clock (a suspend):

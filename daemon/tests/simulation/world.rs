@@ -66,7 +66,9 @@ impl World {
     pub async fn start(n: usize, rng: &mut Rng) -> Result<Self, String> {
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
         let runner_dir = make_runner()?;
-        let net = SimNet::new();
+        // Every write takes 0.1 to 1 ms, plus up to as much again.
+        let base = Duration::from_micros(rng.between(100, 1_000));
+        let net = SimNet::seeded(rng.next_u64(), base, base);
         let journal = RunJournal::default();
         let mut world = Self {
             net: net.clone(),
