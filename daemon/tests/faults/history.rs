@@ -79,6 +79,9 @@ pub struct History {
     start: Instant,
     ops: Mutex<Vec<Op>>,
     nemesis: Mutex<Vec<(u64, String)>>,
+    /// What clients saw that no register history can express (two copies
+    /// of one request answered differently).
+    anomalies: Mutex<Vec<String>>,
 }
 
 impl History {
@@ -87,6 +90,7 @@ impl History {
             start: Instant::now(),
             ops: Mutex::new(Vec::new()),
             nemesis: Mutex::new(Vec::new()),
+            anomalies: Mutex::new(Vec::new()),
         }
     }
 
@@ -103,6 +107,14 @@ impl History {
         let at = self.now_us();
         eprintln!("[{:>8.3}s] nemesis: {what}", at as f64 / 1e6);
         self.nemesis.lock().expect("history lock").push((at, what));
+    }
+
+    pub fn anomaly(&self, what: String) {
+        self.anomalies.lock().expect("history lock").push(what);
+    }
+
+    pub fn anomalies(&self) -> Vec<String> {
+        self.anomalies.lock().expect("history lock").clone()
     }
 
     pub fn ops(&self) -> Vec<Op> {

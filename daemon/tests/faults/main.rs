@@ -187,6 +187,8 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
                 runner.clone(),
                 history.clone(),
                 stop_clients.clone(),
+                // Duplicated writes: the simulation's; none here.
+                0,
             ))
         })
         .collect();
@@ -316,6 +318,7 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
     if !crashed.is_empty() {
         failures.push(format!("daemons died on their own: {crashed:?}"));
     }
+    failures.extend(history.anomalies());
     if let Err(e) = checker::logs_agree(&logs) {
         failures.push(format!("event logs: {e}"));
     }

@@ -66,28 +66,51 @@ fn spec(runner: &str) -> pb::VmSpec {
 /// Sends `call` on `key` to `ch`; the outcome and, when acknowledged with a
 /// record, that record's revision.
 pub async fn invoke(ch: Channel, key: &str, call: Call, runner: &str) -> (Outcome, Option<u64>) {
+    invoke_with_id(ch, key, call, runner, None).await
+}
+
+/// A request carrying request id `id`, if any.
+fn with_id<T>(message: T, id: Option<&str>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Some(id) = id {
+        blixard_shared::request_id::attach(&mut req, id);
+    }
+    req
+}
+
+/// [`invoke`], with the write carrying request id `id`.
+pub async fn invoke_with_id(
+    ch: Channel,
+    key: &str,
+    call: Call,
+    runner: &str,
+    id: Option<&str>,
+) -> (Outcome, Option<u64>) {
     let mut vms = VmServiceClient::new(ch);
     let name = key.to_string();
     let fut = async {
         match call {
             Call::Create { running } => vms
-                .create_vm(pb::CreateVmRequest {
-                    name,
-                    spec: Some(spec(runner)),
-                    stopped: !running,
-                })
+                .create_vm(with_id(
+                    pb::CreateVmRequest {
+                        name,
+                        spec: Some(spec(runner)),
+                        stopped: !running,
+                    },
+                    id,
+                ))
                 .await
                 .map(|r| r.into_inner().vm),
             Call::Start => vms
-                .start_vm(pb::StartVmRequest { name })
+                .start_vm(with_id(pb::StartVmRequest { name }, id))
                 .await
                 .map(|r| r.into_inner().vm),
             Call::Stop => vms
-                .stop_vm(pb::StopVmRequest { name })
+                .stop_vm(with_id(pb::StopVmRequest { name }, id))
                 .await
                 .map(|r| r.into_inner().vm),
             Call::Delete => vms
-                .delete_vm(pb::DeleteVmRequest { name, force: true })
+                .delete_vm(with_id(pb::DeleteVmRequest { name, force: true }, id))
                 .await
                 .map(|_| None),
             Call::Read => vms
@@ -163,8 +186,44 @@ pub async fn stop_every_vm(
 /// Client ids of the nemesis's stops (far above the workload's clients).
 const STORM_CLIENTS: usize = 1_000;
 
+/// Whether an outcome is definite (the write surely did or did not apply).
+fn definite(outcome: &Outcome) -> bool {
+    !matches!(outcome, Outcome::Unknown(_))
+}
+
+/// Sends one write twice at once, with one request id, through `a` and
+/// `b`: a duplicated request. The cluster must apply it once and answer
+/// both copies alike; the outcome is the first definite answer (an
+/// anomaly in `history` when the two definite answers differ).
+async fn invoke_twice(
+    (a, b): (Channel, Channel),
+    key: &str,
+    call: Call,
+    runner: &str,
+    id: &str,
+    history: &History,
+) -> (Outcome, Option<u64>) {
+    let (first, second) = tokio::join!(
+        invoke_with_id(a, key, call, runner, Some(id)),
+        invoke_with_id(b, key, call, runner, Some(id))
+    );
+    match (definite(&first.0), definite(&second.0)) {
+        (true, true) if first.0 != second.0 => {
+            history.anomaly(format!(
+                "request {id} ({call:?} {key}) sent twice was answered {:?} and {:?}",
+                first.0, second.0
+            ));
+            first
+        }
+        (false, true) => second,
+        _ => first,
+    }
+}
+
 /// A client: random operations on random keys through random nodes until
-/// `stop`, each recorded with its times.
+/// `stop`, each recorded with its times. `dup_percent` of its writes are
+/// sent twice at once with one request id (see [`invoke_twice`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn client(
     id: usize,
     mut rng: Rng,
@@ -173,7 +232,9 @@ pub async fn client(
     runner: String,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
+    dup_percent: u64,
 ) {
+    let mut sequence: u64 = 0;
     while !stop.load(Ordering::SeqCst) {
         let node = rng.below(chans.len() as u64) as usize;
         let key = rng.pick(&keys).clone();
@@ -186,8 +247,23 @@ pub async fn client(
             13..=15 => Call::Stop,
             _ => Call::Delete,
         };
+        let duplicate = call != Call::Read && rng.below(100) < dup_percent;
         let invoked_us = history.now_us();
-        let (outcome, revision) = invoke(chans[node].clone(), &key, call, &runner).await;
+        let (outcome, revision) = if duplicate {
+            sequence += 1;
+            let other = rng.below(chans.len() as u64) as usize;
+            invoke_twice(
+                (chans[node].clone(), chans[other].clone()),
+                &key,
+                call,
+                &runner,
+                &format!("w{id}:{sequence}"),
+                &history,
+            )
+            .await
+        } else {
+            invoke(chans[node].clone(), &key, call, &runner).await
+        };
         let returned_us = (!matches!(outcome, Outcome::Unknown(_))).then(|| history.now_us());
         history.record(Op {
             client: id,

@@ -28,6 +28,9 @@ pub struct Settings {
     pub keys: usize,
     /// Simulated time the faults run for.
     pub fault_time: Duration,
+    /// Percent of the clients' writes sent twice at once with one
+    /// request id (a duplicated request).
+    pub dup_percent: u64,
     /// A bug planted on purpose (needs the `planted-bugs` feature).
     pub planted: Option<Planted>,
 }
@@ -39,6 +42,7 @@ impl Default for Settings {
             clients: 3,
             keys: 4,
             fault_time: Duration::from_secs(12),
+            dup_percent: 10,
             planted: None,
         }
     }
@@ -142,6 +146,7 @@ async fn simulate_inner(
                 RUNNER.to_string(),
                 history.clone(),
                 stop_clients.clone(),
+                settings.dup_percent,
             ))
         })
         .collect();
@@ -241,7 +246,7 @@ async fn simulate_inner(
     }
 
     // The checks.
-    let mut found = Vec::new();
+    let mut found = history.anomalies();
     if let Err(e) = checker::logs_agree(&logs) {
         found.push(format!("event logs: {e}"));
     }
