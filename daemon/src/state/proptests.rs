@@ -638,6 +638,55 @@ fn the_invariant_check_sees_a_broken_state() {
     );
 }
 
+/// Regression (simulation seeds 9, 905, 913): a write sent twice with one
+/// request id was answered from the record as it was at the repeat: "not
+/// found" once the VM had been deleted, and a later revision once it had
+/// changed, for a write that had succeeded at an earlier one.
+#[test]
+fn a_repeat_gets_the_first_answer_even_after_the_vm_changed_or_went() {
+    let mut f = Fleet::default();
+    let retryable = |id: &str, action| Command {
+        time_ms: 1,
+        trace: None,
+        action: Action::Retryable {
+            request_id: id.into(),
+            action: Box::new(action),
+        },
+    };
+    let create = retryable(
+        "w0:1",
+        Action::CreateVm {
+            name: "web".into(),
+            spec: small_spec(),
+            desired: DesiredState::Running,
+        },
+    );
+    let first = f.apply(1, &create);
+    assert!(first.is_ok());
+    let restart = Command {
+        time_ms: 1,
+        trace: None,
+        action: Action::RestartVm { name: "web".into() },
+    };
+    assert!(f.apply(2, &restart).is_ok());
+    assert_eq!(
+        f.apply(3, &create),
+        first,
+        "changed since: the first answer"
+    );
+    let delete = Command {
+        time_ms: 1,
+        trace: None,
+        action: Action::DeleteVm {
+            name: "web".into(),
+            force: true,
+        },
+    };
+    assert!(f.apply(4, &delete).is_ok());
+    assert_eq!(f.apply(5, &create), first, "gone since: the first answer");
+    assert!(!f.vms.contains_key("web"), "and not created again");
+}
+
 #[test]
 fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
     let mut f = Fleet::default();

@@ -107,6 +107,16 @@ fn one_seed_replays_the_same_history_byte_for_byte() {
     }
 }
 
+/// Seeds that found bugs (`docs/faults.md`, "What it found"), kept as
+/// regression tests.
+#[test]
+fn regression_seeds() {
+    // 9: a duplicated stop answered "ok" and "not found"; 905: an
+    // acknowledged create answered with a later revision; 913: a
+    // duplicated create answered "ok" and "not found".
+    run_seeds([9, 905, 913].into_iter());
+}
+
 /// Replays `BLIXARD_SIM_SEED` and prints its history.
 #[test]
 fn replay_seed() {

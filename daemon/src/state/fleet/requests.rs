@@ -5,11 +5,16 @@
 //! leader remembers what the old one applied. Bounded: the newest
 //! `MAX_REQUEST_IDS_PER_CLIENT` ids of each of the `MAX_REQUEST_CLIENTS`
 //! clients heard from most recently; a retry of a forgotten id is applied
-//! again. Outcomes are kept small (a record's key, not the record), and a
-//! repeat answers with the record as it is now.
+//! again. A VM write's outcome keeps the record it returned for the newest
+//! `FULL_ANSWERS` ids of a client, so a repeat gets exactly the first
+//! answer (the record at the revision the write made) even if the VM has
+//! changed or gone since; older ids, and other records, keep only the
+//! record's key, and a repeat of those answers with the record as it is
+//! now.
 
 use crate::state::command::{Action, CommandOutcome, CommandResult, Rejection, RejectionCode};
 use crate::state::fleet::Fleet;
+use crate::state::model::VmRecord;
 use blixard_shared::limits::{MAX_REQUEST_CLIENTS, MAX_REQUEST_IDS_PER_CLIENT};
 use blixard_shared::request_id::client_of;
 use serde::{Deserialize, Serialize};
@@ -40,13 +45,21 @@ struct Remembered {
     outcome: Outcome,
 }
 
-/// An outcome, small: which record it returned, not the record.
+/// Newest ids of a client whose VM outcome keeps the whole record: a
+/// retry comes within seconds of its write, and records are the bulk of
+/// what is remembered (at most `MAX_REQUEST_CLIENTS` x this many).
+const FULL_ANSWERS: usize = 4;
+
+/// An outcome: which record it returned, or (a VM write among the newest
+/// ids) the record itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Outcome {
     Done,
     Node(u64),
     Vm(String),
+    /// The VM record the write returned, as it was then.
+    VmRecord(Box<VmRecord>),
     /// A client token's name.
     Token(String),
     Refused(Rejection),
@@ -57,7 +70,7 @@ impl Outcome {
         match result {
             Ok(CommandOutcome::Done) => Self::Done,
             Ok(CommandOutcome::Node(n)) => Self::Node(n.id),
-            Ok(CommandOutcome::Vm(vm)) => Self::Vm(vm.name.clone()),
+            Ok(CommandOutcome::Vm(vm)) => Self::VmRecord(Box::new(vm.clone())),
             Ok(CommandOutcome::Token(t)) => Self::Token(t.name.clone()),
             Err(r) => Self::Refused(r.clone()),
         }
@@ -97,6 +110,7 @@ impl RecentRequests {
         Some(match &seen.outcome {
             Outcome::Done => Ok(CommandOutcome::Done),
             Outcome::Refused(r) => Err(r.clone()),
+            Outcome::VmRecord(vm) => Ok(CommandOutcome::Vm((**vm).clone())),
             Outcome::Node(n) => fleet
                 .nodes
                 .get(n)
@@ -152,6 +166,14 @@ impl RecentRequests {
             write,
             outcome: Outcome::of(result),
         });
+        // Past the newest few, a VM outcome keeps only the record's key.
+        if let Some(older) = entry.recent.len().checked_sub(FULL_ANSWERS + 1) {
+            if let Some(r) = entry.recent.get_mut(older) {
+                if let Outcome::VmRecord(vm) = &r.outcome {
+                    r.outcome = Outcome::Vm(vm.name.clone());
+                }
+            }
+        }
     }
 
     /// How many clients are remembered, and the most ids of one.
