@@ -37,7 +37,7 @@ use run::{run_seed, Settings};
 /// them in parallel).
 const SHARD: u64 = 8;
 /// The CI seed set: `0..CI_SEEDS`.
-const CI_SEEDS: u64 = 4 * SHARD;
+const CI_SEEDS: u64 = 8 * SHARD;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -79,9 +79,18 @@ macro_rules! shards {
     )*};
 }
 
-shards!(seeds_000 = 0, seeds_001 = 1, seeds_002 = 2, seeds_003 = 3);
+shards!(
+    seeds_000 = 0,
+    seeds_001 = 1,
+    seeds_002 = 2,
+    seeds_003 = 3,
+    seeds_004 = 4,
+    seeds_005 = 5,
+    seeds_006 = 6,
+    seeds_007 = 7,
+);
 // The shards above cover exactly the CI seed set.
-const _: () = assert!(CI_SEEDS == 4 * SHARD);
+const _: () = assert!(CI_SEEDS == 8 * SHARD);
 
 #[test]
 fn one_seed_replays_the_same_history_byte_for_byte() {
