@@ -49,6 +49,11 @@ impl FakeBackend {
         }
     }
 
+    /// Records that the host's fencing lease now runs until `until`.
+    pub fn note_lease(&self, until: tokio::time::Instant) {
+        self.record("", 0, RunChange::LeaseUntil(until));
+    }
+
     /// Ends `name`'s instance if it runs, recording the end.
     fn end(&self, name: &str, clean: bool, reason: &str) {
         let ended = self.lock().get_mut(name).and_then(|i| {

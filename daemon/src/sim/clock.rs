@@ -49,6 +49,15 @@ impl SimClock {
         self.0.offset_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
+    /// When, on tokio's clock, this clock will read `ms` (if it is not
+    /// stepped before then; a step forward only makes it come sooner).
+    pub fn instant_at(&self, ms: u64) -> Instant {
+        let ahead = i128::from(ms) - i128::from(self.now_ms());
+        let rate = 1_000_000 + i128::from(self.0.drift_ppm);
+        let real_ms = (ahead.max(0) * 1_000_000 / rate.max(1)) as u64;
+        Instant::now() + std::time::Duration::from_millis(real_ms)
+    }
+
     /// Whether both handles read one clock.
     pub fn same_clock(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)

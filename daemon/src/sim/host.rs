@@ -35,6 +35,9 @@ pub enum RunChange {
     Started,
     /// It stopped running (stopped, killed, or crashed on purpose).
     Ended,
+    /// The host's lease now runs until this instant (tokio's clock); the
+    /// record names no VM.
+    LeaseUntil(Instant),
 }
 
 /// One start or end of an instance on a simulated host.

@@ -179,6 +179,11 @@ mod planted {
     }
 
     #[test]
+    fn planted_ignored_lapse_is_caught() {
+        caught(Planted::IgnoreLapse, "fencing");
+    }
+
+    #[test]
     fn planted_early_heal_is_caught() {
         caught(Planted::EarlyHeal, "VM on two hosts");
     }

@@ -200,6 +200,7 @@ async fn simulate_inner(
         logs.push(workload::event_log(ch.clone(), marker, Duration::from_secs(30)).await?);
     }
     let journal = world.journal.records();
+    let journal_end = Instant::now();
     world.shutdown().await;
 
     // The history, rendered.
@@ -230,19 +231,25 @@ async fn simulate_inner(
         );
     }
     for r in &journal {
-        let _ = writeln!(
-            text,
-            "host n{} {} {} epoch {} at {}",
-            r.node,
-            r.vm,
-            if r.change == RunChange::Started {
-                "start"
-            } else {
-                "end"
-            },
-            r.epoch,
-            r.at.duration_since(start).as_micros()
-        );
+        let at = r.at.duration_since(start).as_micros();
+        let _ = match r.change {
+            RunChange::Started => writeln!(
+                text,
+                "host n{} {} start epoch {} at {at}",
+                r.node, r.vm, r.epoch
+            ),
+            RunChange::Ended => writeln!(
+                text,
+                "host n{} {} end epoch {} at {at}",
+                r.node, r.vm, r.epoch
+            ),
+            RunChange::LeaseUntil(until) => writeln!(
+                text,
+                "host n{} lease until {} at {at}",
+                r.node,
+                until.duration_since(start).as_micros()
+            ),
+        };
     }
 
     // The checks.
@@ -260,6 +267,9 @@ async fn simulate_inner(
     }
     if let Err(e) = one_host_at_a_time(&journal, start) {
         found.push(format!("VM on two hosts: {e}"));
+    }
+    if let Err(e) = within_leases(&journal, start, journal_end) {
+        found.push(format!("fencing: {e}"));
     }
     let lin_ops = ops.clone();
     let checking = std::time::Instant::now();
@@ -303,7 +313,76 @@ pub fn one_host_at_a_time(journal: &[RunRecord], start: Instant) -> Result<(), S
             RunChange::Ended => {
                 hosts.remove(&r.node);
             }
+            RunChange::LeaseUntil(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// How late after its host's lease ran out an instance may still end: the
+/// node agent acts on a lapse in its next turn (the watchdog process,
+/// which kills at the deadline itself, does not run in the simulation).
+const LAPSE_SLACK: Duration = Duration::from_millis(500);
+
+/// Fencing's own rule: an instance runs only while its host holds a lease.
+/// From the journal: each host's deadlines as its lease keeper published
+/// them (converted to tokio's clock) and its instances' starts and ends.
+/// `end` closes the intervals of what still runs.
+pub fn within_leases(journal: &[RunRecord], start: Instant, end: Instant) -> Result<(), String> {
+    let at = |t: Instant| t.duration_since(start);
+    // Per host: its lease deadline now, and its running instances.
+    let mut lease: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut running: BTreeMap<(u64, &str), Instant> = BTreeMap::new();
+    // An instance still running past its host's deadline, found when the
+    // next record of that host (or the end of the run) comes.
+    let overdue = |node: u64,
+                   now: Instant,
+                   lease: &BTreeMap<u64, Instant>,
+                   running: &BTreeMap<(u64, &str), Instant>|
+     -> Result<(), String> {
+        let Some(&until) = lease.get(&node) else {
+            return Ok(());
+        };
+        if now <= until + LAPSE_SLACK {
+            return Ok(());
+        }
+        match running.iter().find(|((n, _), _)| *n == node) {
+            Some(((_, vm), since)) => Err(format!(
+                "{vm} ran on node {node} (since {:?}) past its lease, which ran out at {:?}; still running at {:?}",
+                at(*since),
+                at(until),
+                at(now)
+            )),
+            None => Ok(()),
+        }
+    };
+    for r in journal {
+        match r.change {
+            RunChange::Started => {
+                overdue(r.node, r.at, &lease, &running)?;
+                if lease.get(&r.node).is_none_or(|until| *until < r.at) {
+                    return Err(format!(
+                        "{} started on node {} at {:?} without a lease",
+                        r.vm,
+                        r.node,
+                        at(r.at)
+                    ));
+                }
+                running.insert((r.node, r.vm.as_str()), r.at);
+            }
+            RunChange::Ended => {
+                overdue(r.node, r.at, &lease, &running)?;
+                running.remove(&(r.node, r.vm.as_str()));
+            }
+            RunChange::LeaseUntil(until) => {
+                overdue(r.node, r.at, &lease, &running)?;
+                lease.insert(r.node, until);
+            }
+        }
+    }
+    let nodes: Vec<u64> = lease.keys().copied().collect();
+    for node in nodes {
+        overdue(node, end, &lease, &running)?;
     }
     Ok(())
 }

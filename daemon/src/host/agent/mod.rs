@@ -543,6 +543,10 @@ impl<B: VmBackend> Agent<B> {
     /// One reconcile pass.
     async fn pass(&mut self) {
         if !self.lease.borrow().valid() {
+            #[cfg(feature = "planted-bugs")]
+            if crate::sim::planted::is_on(crate::sim::planted::Planted::IgnoreLapse) {
+                return;
+            }
             // No reports either: they could not commit without the quorum.
             self.fence_all().await;
             return;

@@ -224,6 +224,10 @@ impl Keeper {
             s.deadline_ms = Some(deadline);
         });
         self.lapse_counted = false;
+        // A simulated host journals its deadline for the fencing check.
+        if let Some(host) = &self.core.config.sim {
+            host.backend.note_lease(host.clock.instant_at(deadline));
+        }
         self.held = self.status.borrow().valid();
         self.core
             .metrics
