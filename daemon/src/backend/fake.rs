@@ -81,6 +81,15 @@ impl FakeBackend {
         *self.dead.lock().unwrap_or_else(|p| p.into_inner()) = true;
     }
 
+    /// Kills every running instance, as the fence watchdog does when the
+    /// host's lease has run out.
+    pub fn fence(&self) {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        for name in &names {
+            self.end(name, false, "killed by the fence watchdog");
+        }
+    }
+
     /// The host has power again (its node is about to start).
     pub fn power_on(&self) {
         *self.dead.lock().unwrap_or_else(|p| p.into_inner()) = false;

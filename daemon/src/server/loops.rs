@@ -153,6 +153,14 @@ fn spawn_agent<B: VmBackend>(core: &Arc<Core>, backend: Arc<B>, tasks: &mut Task
             config.data_dir.join("vms"),
         ))
     });
+    if let Some(host) = config.sim.clone() {
+        let watchdog = crate::sim::watchdog::run(host, lease_rx.clone(), core.shutdown.clone());
+        tasks.spawn(
+            "simulated fence watchdog",
+            Lifetime::UntilShutdown,
+            watchdog,
+        );
+    }
     let fencing = Fencing {
         lease: lease_rx,
         watchdog,

@@ -10,3 +10,4 @@ pub mod host;
 pub mod net;
 pub mod planted;
 pub mod rng;
+pub mod watchdog;

@@ -15,7 +15,8 @@ pub enum Planted {
     /// instead of after the lease and the heal margin: the old host may
     /// still run them.
     EarlyHeal,
-    /// The node agent leaves its VMs running when its lease runs out.
+    /// A host's fencing (its node agent and its watchdog) leaves its VMs
+    /// running when its lease runs out.
     IgnoreLapse,
 }
 

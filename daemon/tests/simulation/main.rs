@@ -122,8 +122,9 @@ fn one_seed_replays_the_same_history_byte_for_byte() {
 fn regression_seeds() {
     // 9: a duplicated stop answered "ok" and "not found"; 905: an
     // acknowledged create answered with a later revision; 913: a
-    // duplicated create answered "ok" and "not found".
-    run_seeds([9, 905, 913].into_iter());
+    // duplicated create answered "ok" and "not found"; 1361, 1495: a VM
+    // ran up to 2.2 s past its host's lease (no watchdog was simulated).
+    run_seeds([9, 905, 913, 1361, 1495].into_iter());
 }
 
 /// Replays `BLIXARD_SIM_SEED` and prints its history.

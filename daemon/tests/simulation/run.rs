@@ -320,9 +320,8 @@ pub fn one_host_at_a_time(journal: &[RunRecord], start: Instant) -> Result<(), S
 }
 
 /// How late after its host's lease ran out an instance may still end: the
-/// node agent acts on a lapse in its next turn (the watchdog process,
-/// which kills at the deadline itself, does not run in the simulation).
-const LAPSE_SLACK: Duration = Duration::from_millis(500);
+/// fence watchdog (simulated: `sim::watchdog`) looks every 100 ms.
+const LAPSE_SLACK: Duration = Duration::from_millis(200);
 
 /// Fencing's own rule: an instance runs only while its host holds a lease.
 /// From the journal: each host's deadlines as its lease keeper published

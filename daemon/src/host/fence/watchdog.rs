@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How often the watchdog looks at the lease file.
-const WATCH_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// Polls with an expired lease and no VM left before the watchdog exits
 /// (the daemon starts a new one before it starts a VM).
 const IDLE_POLLS_BEFORE_EXIT: u32 = 20;
