@@ -42,13 +42,22 @@ pub fn simulated_now_nanos() -> Option<u128> {
 /// The next seeded random number, on a marked thread.
 pub fn simulated_random() -> Option<u64> {
     RANDOM.with(|r| {
-        let state = r.get()?.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut state = r.get()?;
+        let drawn = splitmix64(&mut state);
         r.set(Some(state));
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Some(z ^ (z >> 31))
+        Some(drawn)
     })
+}
+
+/// One step of SplitMix64 (Steele, Lea and Flood, 2014): advances `state`
+/// and returns the next 64 random bits; the same on every platform for a
+/// given state. Every seeded choice of the simulator draws through it.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

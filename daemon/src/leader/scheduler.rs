@@ -129,7 +129,7 @@ impl LeaseTracker {
             };
             #[cfg(feature = "planted-bugs")]
             let lease = if crate::sim::planted::is_on(crate::sim::planted::Planted::EarlyHeal) {
-                lease / 2 - HEAL_MARGIN.min(lease / 2)
+                (lease / 2).saturating_sub(HEAL_MARGIN)
             } else {
                 lease
             };

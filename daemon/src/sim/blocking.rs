@@ -19,7 +19,7 @@ pub fn run_inline_on_this_thread() {
 }
 
 /// Whether this thread runs a simulation.
-pub fn is_simulated() -> bool {
+fn is_simulated() -> bool {
     INLINE.with(Cell::get)
 }
 

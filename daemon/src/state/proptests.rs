@@ -645,14 +645,6 @@ fn the_invariant_check_sees_a_broken_state() {
 #[test]
 fn a_repeat_gets_the_first_answer_even_after_the_vm_changed_or_went() {
     let mut f = Fleet::default();
-    let retryable = |id: &str, action| Command {
-        time_ms: 1,
-        trace: None,
-        action: Action::Retryable {
-            request_id: id.into(),
-            action: Box::new(action),
-        },
-    };
     let create = retryable(
         "w0:1",
         Action::CreateVm {
@@ -663,41 +655,42 @@ fn a_repeat_gets_the_first_answer_even_after_the_vm_changed_or_went() {
     );
     let first = f.apply(1, &create);
     assert!(first.is_ok());
-    let restart = Command {
-        time_ms: 1,
-        trace: None,
-        action: Action::RestartVm { name: "web".into() },
-    };
+    let restart = plain(Action::RestartVm { name: "web".into() });
     assert!(f.apply(2, &restart).is_ok());
     assert_eq!(
         f.apply(3, &create),
         first,
         "changed since: the first answer"
     );
-    let delete = Command {
-        time_ms: 1,
-        trace: None,
-        action: Action::DeleteVm {
-            name: "web".into(),
-            force: true,
-        },
-    };
+    let delete = plain(Action::DeleteVm {
+        name: "web".into(),
+        force: true,
+    });
     assert!(f.apply(4, &delete).is_ok());
     assert_eq!(f.apply(5, &create), first, "gone since: the first answer");
     assert!(!f.vms.contains_key("web"), "and not created again");
 }
 
+/// `action` as a command without a request id.
+fn plain(action: Action) -> Command {
+    Command {
+        time_ms: 1,
+        trace: None,
+        action,
+    }
+}
+
+/// `action` as a client's write with request id `id`.
+fn retryable(id: &str, action: Action) -> Command {
+    plain(Action::Retryable {
+        request_id: id.into(),
+        action: Box::new(action),
+    })
+}
+
 #[test]
 fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
     let mut f = Fleet::default();
-    let retryable = |id: &str, action| Command {
-        time_ms: 1,
-        trace: None,
-        action: Action::Retryable {
-            request_id: id.into(),
-            action: Box::new(action),
-        },
-    };
     let create_web = Action::CreateVm {
         name: "web".into(),
         spec: small_spec(),
@@ -715,11 +708,7 @@ fn a_retried_write_is_answered_with_its_first_outcome_not_applied_twice() {
     assert!(f.apply(3, &restart).is_ok());
     assert!(f.apply(4, &restart).is_ok());
     assert_eq!(f.vms["web"].restart_nonce, 1, "restarted once, not twice");
-    let without_id = Command {
-        time_ms: 1,
-        trace: None,
-        action: create_web,
-    };
+    let without_id = plain(create_web);
     assert_eq!(
         f.apply(5, &without_id).unwrap_err().code,
         super::RejectionCode::AlreadyExists,

@@ -19,7 +19,7 @@ mod placement;
 mod rng;
 mod workload;
 
-use history::{Call, History, Op, Outcome};
+use history::{Call, History, Outcome};
 use lab::Lab;
 use rng::Rng;
 use std::collections::BTreeMap;
@@ -260,26 +260,7 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
         }
     }
 
-    // Final linearizable reads of every key, part of the checked history.
-    rt.block_on(async {
-        for (k, key) in keys.iter().enumerate() {
-            let node = k % cfg.nodes;
-            let invoked_us = history.now_us();
-            let (outcome, revision) =
-                workload::invoke(chans[node].clone(), key, Call::Read, &runner).await;
-            let returned_us = (!matches!(outcome, Outcome::Unknown(_))).then(|| history.now_us());
-            history.record(Op {
-                client: usize::MAX,
-                node,
-                key: key.clone(),
-                call: Call::Read,
-                outcome,
-                invoked_us,
-                returned_us,
-                revision,
-            });
-        }
-    });
+    rt.block_on(workload::read_every_key(&chans, &keys, &runner, &history));
 
     // A marker write: every watcher and every node's log must reach it.
     let (outcome, marker) = rt.block_on(workload::invoke(
@@ -355,14 +336,8 @@ fn run(cfg: &RunConfig, root: &Path, rt: &tokio::runtime::Runtime) -> Result<(),
     } else {
         failures.push(format!("VM on two hosts: {}", doubles.join("; ")));
     }
-    let lin_ops = ops.clone();
-    let lin = std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(move || checker::linearizable(&lin_ops))
-        .map_err(|e| e.to_string())?
-        .join()
-        .map_err(|_| "linearizability checker panicked".to_string())?;
-    match lin {
+    // The search keeps its own stack: no big thread stack needed.
+    match checker::linearizable(&ops) {
         Ok(states) => eprintln!("linearizable: yes (largest search: {states} configurations)"),
         Err(v) => failures.push(format!("not linearizable on {}: {}", v.key, v.detail)),
     }

@@ -145,6 +145,40 @@ pub async fn invoke_with_id(
     }
 }
 
+/// Awaits `send` (client `client`'s `call` on `key` through node `node`)
+/// and records it in `history` with its invocation and response times.
+pub async fn recorded(
+    history: &History,
+    (client, node): (usize, usize),
+    key: &str,
+    call: Call,
+    send: impl std::future::Future<Output = (Outcome, Option<u64>)>,
+) {
+    let invoked_us = history.now_us();
+    let (outcome, revision) = send.await;
+    let returned_us = (!matches!(outcome, Outcome::Unknown(_))).then(|| history.now_us());
+    history.record(Op {
+        client,
+        node,
+        key: key.to_string(),
+        call,
+        outcome,
+        invoked_us,
+        returned_us,
+        revision,
+    });
+}
+
+/// Final linearizable reads of every key, part of the checked history
+/// (key `k` through node `k` modulo the nodes).
+pub async fn read_every_key(chans: &[Channel], keys: &[String], runner: &str, history: &History) {
+    for (k, key) in keys.iter().enumerate() {
+        let node = k % chans.len();
+        let send = invoke(chans[node].clone(), key, Call::Read, runner);
+        recorded(history, (usize::MAX, node), key, Call::Read, send).await;
+    }
+}
+
 /// Asks every VM to stop at once, one recorded client each (the nemesis
 /// then kills a node while the stops are in flight).
 pub async fn stop_every_vm(
@@ -163,19 +197,9 @@ pub async fn stop_every_vm(
             history.clone(),
         );
         asks.push(tokio::spawn(async move {
-            let invoked_us = history.now_us();
-            let (outcome, revision) = invoke(ch, &key, Call::Stop, &runner).await;
-            let returned_us = (!matches!(outcome, Outcome::Unknown(_))).then(|| history.now_us());
-            history.record(Op {
-                client: STORM_CLIENTS + k,
-                node: k % chans_len,
-                key,
-                call: Call::Stop,
-                outcome,
-                invoked_us,
-                returned_us,
-                revision,
-            });
+            let send = invoke(ch, &key, Call::Stop, &runner);
+            let who = (STORM_CLIENTS + k, k % chans_len);
+            recorded(&history, who, &key, Call::Stop, send).await;
         }));
     }
     for ask in asks {
@@ -248,33 +272,18 @@ pub async fn client(
             _ => Call::Delete,
         };
         let duplicate = call != Call::Read && rng.below(100) < dup_percent;
-        let invoked_us = history.now_us();
-        let (outcome, revision) = if duplicate {
-            sequence += 1;
-            let other = rng.below(chans.len() as u64) as usize;
-            invoke_twice(
-                (chans[node].clone(), chans[other].clone()),
-                &key,
-                call,
-                &runner,
-                &format!("w{id}:{sequence}"),
-                &history,
-            )
-            .await
-        } else {
-            invoke(chans[node].clone(), &key, call, &runner).await
+        let send = async {
+            if duplicate {
+                sequence += 1;
+                let other = rng.below(chans.len() as u64) as usize;
+                let request = format!("w{id}:{sequence}");
+                let via = (chans[node].clone(), chans[other].clone());
+                invoke_twice(via, &key, call, &runner, &request, &history).await
+            } else {
+                invoke(chans[node].clone(), &key, call, &runner).await
+            }
         };
-        let returned_us = (!matches!(outcome, Outcome::Unknown(_))).then(|| history.now_us());
-        history.record(Op {
-            client: id,
-            node,
-            key,
-            call,
-            outcome,
-            invoked_us,
-            returned_us,
-            revision,
-        });
+        recorded(&history, (id, node), &key, call, send).await;
         tokio::time::sleep(Duration::from_millis(rng.between(10, 60))).await;
     }
 }

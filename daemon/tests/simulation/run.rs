@@ -6,7 +6,7 @@
 //! names, the wall clock, and blocking work, which runs inline.
 
 use crate::checker;
-use crate::history::{Call, History, Op, Outcome};
+use crate::history::{Call, History};
 use crate::nemesis;
 use crate::rng::Rng;
 use crate::workload;
@@ -159,24 +159,7 @@ async fn simulate_inner(
     let faults = faults?;
     workload::converged(&chans, settings.nodes, Duration::from_secs(60)).await?;
 
-    // Final linearizable reads of every key, part of the checked history.
-    for (k, key) in keys.iter().enumerate() {
-        let node = k % settings.nodes;
-        let invoked_us = history.now_us();
-        let (outcome, revision) =
-            workload::invoke(chans[node].clone(), key, Call::Read, RUNNER).await;
-        let returned_us = (!matches!(outcome, Outcome::Unknown(_))).then(|| history.now_us());
-        history.record(Op {
-            client: usize::MAX,
-            node,
-            key: key.clone(),
-            call: Call::Read,
-            outcome,
-            invoked_us,
-            returned_us,
-            revision,
-        });
-    }
+    workload::read_every_key(&chans, &keys, RUNNER, &history).await;
     // A marker write every watcher and every node's log must reach.
     let (outcome, marker) = workload::invoke(
         chans[0].clone(),
@@ -271,18 +254,7 @@ async fn simulate_inner(
     if let Err(e) = within_leases(&journal, start, journal_end) {
         found.push(format!("fencing: {e}"));
     }
-    let lin_ops = ops.clone();
-    let checking = std::time::Instant::now();
-    let lin = std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(move || checker::linearizable(&lin_ops))
-        .map_err(|e| e.to_string())?
-        .join()
-        .map_err(|_| "linearizability checker panicked".to_string())?;
-    if std::env::var_os("BLIXARD_SIM_TIMING").is_some() {
-        eprintln!("linearizability check: {:?} wall", checking.elapsed());
-    }
-    if let Err(v) = lin {
+    if let Err(v) = checker::linearizable(&ops) {
         found.push(format!("not linearizable on {}: {}", v.key, v.detail));
     }
     Ok(found)

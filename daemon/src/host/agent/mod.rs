@@ -157,13 +157,6 @@ pub struct Heartbeat {
     clock: LeaseClock,
 }
 
-impl Default for Heartbeat {
-    /// On the host's lease clock (CLOCK_BOOTTIME).
-    fn default() -> Self {
-        Self::new(LeaseClock::default())
-    }
-}
-
 impl Heartbeat {
     /// Fresh at creation: the agent has [`AGENT_STALL_LIMIT`] to first beat.
     pub fn new(clock: LeaseClock) -> Self {
